@@ -1,0 +1,185 @@
+"""Events, the Probe base class and the Registry that dispatches events to probes.
+
+A probe is a class with `on_<event>(self, ctx)` methods; the registry subscribes only the
+methods a probe overrides, so an unused event costs nothing. Probes accumulate tensors on
+the device during a step and turn them into run-log records in `flush()`, which the
+Workbench calls once per log interval: no probe forces a host sync per step.
+
+Failures are isolated: a probe that raises is disabled, and the error lands in
+events.jsonl (`probe_error`) and the manifest's warnings; training goes on. With
+`strict=True` the error propagates instead (for tests and probe development).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from riswb.workbench import Workbench
+
+
+class Event(str, Enum):
+    """What happened in the training loop; each value names a probe method `on_<value>`."""
+
+    RUN_START = "run_start"
+    BATCH_START = "batch_start"
+    AFTER_FORWARD = "after_forward"
+    AFTER_LOSS = "after_loss"
+    AFTER_BACKWARD = "after_backward"
+    BEFORE_OPTIMIZER_STEP = "before_optimizer_step"
+    AFTER_OPTIMIZER_STEP = "after_optimizer_step"
+    AFTER_SCHEDULER_STEP = "after_scheduler_step"
+    EVAL = "eval"
+    WEIGHTS_SWAP_IN = "weights_swap_in"
+    WEIGHTS_SWAP_OUT = "weights_swap_out"
+    CHECKPOINT = "checkpoint"
+    RUN_END = "run_end"
+
+    @property
+    def method(self) -> str:
+        return f"on_{self.value}"
+
+
+# Events tied to a training step honour a probe's `every` schedule; the others always reach it.
+SCHEDULED_EVENTS = frozenset(
+    {
+        Event.BATCH_START,
+        Event.AFTER_FORWARD,
+        Event.AFTER_LOSS,
+        Event.AFTER_BACKWARD,
+        Event.BEFORE_OPTIMIZER_STEP,
+        Event.AFTER_OPTIMIZER_STEP,
+        Event.AFTER_SCHEDULER_STEP,
+    }
+)
+
+
+@dataclass
+class StepContext:
+    """What a probe method receives: the Workbench, the event, its step and payload."""
+
+    wb: Workbench
+    event: Event
+    step: int
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Probe:
+    """Base class for instruments. Override `on_<event>` methods and `flush`.
+
+    `every` sets the schedule for step events (run on steps where step % every == 0);
+    `name` defaults to the class name in snake_case. Override `on_<event>` only for the
+    events you need: the registry never calls the others.
+    """
+
+    name: str | None = None
+    every: int = 1
+
+    def __init__(self, every: int | None = None):
+        if every is not None:
+            if every < 1:
+                raise ValueError(f"probe schedule must be >= 1, got every={every}")
+            self.every = every
+        if self.name is None:
+            self.name = _snake(type(self).__name__)
+
+    def flush(self, ctx: StepContext) -> None:
+        """Turn accumulated tensors into run-log records (once per log interval)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "every": self.every, "class": type(self).__qualname__}
+
+    def on_run_start(self, ctx: StepContext) -> None: ...
+    def on_batch_start(self, ctx: StepContext) -> None: ...
+    def on_after_forward(self, ctx: StepContext) -> None: ...
+    def on_after_loss(self, ctx: StepContext) -> None: ...
+    def on_after_backward(self, ctx: StepContext) -> None: ...
+    def on_before_optimizer_step(self, ctx: StepContext) -> None: ...
+    def on_after_optimizer_step(self, ctx: StepContext) -> None: ...
+    def on_after_scheduler_step(self, ctx: StepContext) -> None: ...
+    def on_eval(self, ctx: StepContext) -> None: ...
+    def on_weights_swap_in(self, ctx: StepContext) -> None: ...
+    def on_weights_swap_out(self, ctx: StepContext) -> None: ...
+    def on_checkpoint(self, ctx: StepContext) -> None: ...
+    def on_run_end(self, ctx: StepContext) -> None: ...
+
+    def overrides(self, event: Event) -> bool:
+        return getattr(type(self), event.method) is not getattr(Probe, event.method)
+
+    def overrides_flush(self) -> bool:
+        return type(self).flush is not Probe.flush
+
+
+class ProbeError(RuntimeError):
+    """A probe failed under strict=True."""
+
+
+class Registry:
+    """Subscribes probes to the events they handle and dispatches in registration order."""
+
+    def __init__(self, wb: Workbench, *, strict: bool = False):
+        self.wb = wb
+        self.strict = strict
+        self.probes: list[Probe] = []
+        self.disabled: dict[str, str] = {}
+        self._subscribers: dict[Event, list[Probe]] = {event: [] for event in Event}
+        self._flushers: list[Probe] = []
+
+    def add(self, probe: Probe) -> Probe:
+        if any(existing.name == probe.name for existing in self.probes):
+            raise ValueError(f"a probe named {probe.name!r} is already registered")
+        self.probes.append(probe)
+        for event in Event:
+            if probe.overrides(event):
+                self._subscribers[event].append(probe)
+        if probe.overrides_flush():
+            self._flushers.append(probe)
+        return probe
+
+    def get(self, name: str) -> Probe | None:
+        return next((probe for probe in self.probes if probe.name == name), None)
+
+    def subscribed(self, event: Event) -> bool:
+        """Whether any enabled probe listens: lets the Workbench skip work nobody needs."""
+        return any(p.name not in self.disabled for p in self._subscribers[event])
+
+    def emit(self, event: Event, step: int, **payload: Any) -> None:
+        subscribers = self._subscribers[event]
+        if not subscribers:
+            return
+        ctx = StepContext(self.wb, event, step, payload)
+        scheduled = event in SCHEDULED_EVENTS
+        for probe in subscribers:
+            if probe.name in self.disabled or (scheduled and step % probe.every):
+                continue
+            self._call(probe, getattr(probe, event.method), ctx)
+
+    def flush(self, step: int) -> None:
+        ctx = StepContext(self.wb, Event.RUN_END, step)
+        for probe in self._flushers:
+            if probe.name not in self.disabled:
+                self._call(probe, probe.flush, ctx)
+
+    def _call(self, probe: Probe, method, ctx: StepContext) -> None:
+        try:
+            method(ctx)
+        except Exception as error:
+            if self.strict:
+                raise ProbeError(f"probe {probe.name!r} failed on {ctx.event.value}") from error
+            self._disable(probe, ctx, error)
+
+    def _disable(self, probe: Probe, ctx: StepContext, error: Exception) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        self.disabled[probe.name] = reason
+        writer = getattr(self.wb, "writer", None)
+        if writer is not None:
+            writer.event(ctx.step, "probe_error", probe=probe.name, hook=ctx.event.value,
+                         error=reason)
+            writer.warn(f"probe {probe.name} disabled after {ctx.event.value}: {reason}")

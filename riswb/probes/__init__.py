@@ -1,0 +1,34 @@
+"""Built-in probes, one file each. `default_probes()` is what `Workbench(probes="default")` uses."""
+
+from __future__ import annotations
+
+import importlib
+
+from riswb.hooks import Probe
+
+# (module, class) of every built-in probe, in dispatch order: probes that read raw
+# gradients come before anything that could change them.
+BUILTIN = (
+    ("cadence", "CadenceProbe"),
+    ("loss_terms", "LossTermsProbe"),
+    ("term_gradients", "TermGradientsProbe"),
+    ("nonfinite", "NonFiniteProbe"),
+    ("grad_norms", "GradNormsProbe"),
+    ("dead_params", "DeadParamsProbe"),
+    ("clip", "ClipProbe"),
+    ("coverage", "CoverageProbe"),
+    ("param_update", "ParamUpdateProbe"),
+    ("weight_swap", "WeightSwapProbe"),
+    ("lr_trace", "LRTraceProbe"),
+    ("spectra", "SpectraProbe"),
+)
+
+
+def builtin_probe_classes() -> list[type[Probe]]:
+    return [
+        getattr(importlib.import_module(f"riswb.probes.{module}"), cls) for module, cls in BUILTIN
+    ]
+
+
+def default_probes() -> list[Probe]:
+    return [cls() for cls in builtin_probe_classes()]

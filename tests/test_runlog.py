@@ -1,0 +1,96 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from riswb.errors import RiswbError
+from riswb.runlog import RunWriter, list_runs, read_run, resolve_run
+
+
+def test_round_trip_keeps_nan_and_infinity(tmp_path):
+    writer = RunWriter(tmp_path, "rt", config={"lr": 1e-3}, seed=7)
+    writer.scalars(0, "loss", {"nmse": 1.0, "total": float("nan")})
+    writer.scalars(1, "loss", {"nmse": float("inf"), "total": -float("inf")})
+    writer.scalars(1, "lr", {"group/backbone": 1e-3})
+    writer.spectrum(1, "R_pred", [3.0, 1.0, 0.0])
+    writer.event(1, "weights_swapped", kind="ema", restored=False)
+    writer.close()
+
+    run = read_run(writer.path)
+    assert run.manifest["status"] == "completed" and run.manifest["seed"] == 7
+    loss = run.kind("loss")
+    assert list(loss["step"]) == [0, 1]
+    assert math.isnan(loss["total"][0]) and loss["nmse"][1] == math.inf
+    assert loss["total"][1] == -math.inf
+    assert set(run.scalars["kind"]) == {"loss", "lr"}
+    assert run.spectra["values"][0] == [3.0, 1.0, 0.0]
+    assert run.events_of("weights_swapped")[0]["restored"] is False
+    assert run.warnings == []
+
+
+def test_torn_last_line_is_dropped_and_reported(tmp_path):
+    writer = RunWriter(tmp_path, "torn")
+    for step in range(3):
+        writer.scalars(step, "loss", {"total": 1.0 / (step + 1)})
+    with open(writer.path / "scalars.jsonl", "a") as handle:
+        handle.write('{"step": 3, "kind": "loss", "tot')
+    run = read_run(writer.path)
+    assert list(run.kind("loss")["step"]) == [0, 1, 2]
+    assert any("torn last line" in w for w in run.warnings)
+
+
+def test_never_overwrites_an_existing_run(tmp_path):
+    paths = {RunWriter(tmp_path, "same").path for _ in range(3)}
+    assert len(paths) == 3
+    assert len(list_runs(tmp_path)) == 3
+
+
+def test_manifest_is_written_at_start_and_end(tmp_path):
+    writer = RunWriter(tmp_path, "m")
+    started = json.loads((writer.path / "manifest.json").read_text())
+    assert started["status"] == "running" and started["schema_version"] == 1
+    assert {"riswb", "python"} <= set(started["versions"])
+    writer.close("crashed")
+    assert read_run(writer.path).status == "crashed"
+
+
+def test_sigkilled_writer_leaves_a_readable_run(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from riswb.runlog import RunWriter
+        w = RunWriter({str(tmp_path)!r}, "killed")
+        for step in range(5):
+            w.scalars(step, "loss", {{"total": float(step)}})
+        print(w.path, flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    path = proc.stdout.readline().strip()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = read_run(path)
+    assert list(run.kind("loss")["total"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert run.status == "killed"
+
+
+def test_bad_paths_raise_one_line_errors(tmp_path):
+    with pytest.raises(RiswbError, match="no run directory"):
+        read_run(tmp_path / "missing")
+    with pytest.raises(RiswbError, match="not a riswb run directory"):
+        read_run(tmp_path)
+
+
+def test_resolve_run_by_id_prefix_and_latest(tmp_path):
+    first = RunWriter(tmp_path, "a").path
+    second = RunWriter(tmp_path, "b").path
+    assert resolve_run("latest", tmp_path) == second
+    assert resolve_run(first.name, tmp_path) == first
+    with pytest.raises(RiswbError):
+        resolve_run("nope", tmp_path)
