@@ -61,3 +61,11 @@ def _main() -> None:
 
 
 # Command registrations: one line per command, grouped by area.
+from riswb.commands import physics as _physics  # noqa: E402
+register("eval", _physics.eval_command)
+register("scene", _physics.scene_command)
+from riswb.commands import diagnosis as _diagnosis  # noqa: E402
+register("report", _diagnosis.report_command)
+register("gate", _diagnosis.gate_command)
+register("runs", _diagnosis.runs_command)
+register("compare", _diagnosis.compare_command)

@@ -118,7 +118,27 @@ class Probe:
 
 
 class ProbeError(RuntimeError):
-    """A probe failed under strict=True."""
+    """A probe failed under strict=True.
+
+    The exception actually raised is also an instance of the original error's type when
+    that type allows it (`pytest.raises(ValueError)` and `pytest.raises(ProbeError)` both
+    match a probe that raised ValueError); the original is chained as `__cause__`.
+    """
+
+
+def strict_error(probe: Probe, ctx: StepContext, error: Exception) -> ProbeError:
+    """A ProbeError that also inherits the original exception's type where possible."""
+    message = (
+        f"probe {probe.name!r} failed on {ctx.event.value}: {type(error).__name__}: {error}"
+    )
+    base = type(error)
+    if issubclass(base, ProbeError):
+        return ProbeError(message)
+    try:
+        combined = type(f"Probe{base.__name__}", (ProbeError, base), {"__module__": __name__})
+        return combined(message)
+    except TypeError:  # a base with its own C layout (OSError) or required arguments
+        return ProbeError(message)
 
 
 class Registry:
@@ -172,7 +192,7 @@ class Registry:
             method(ctx)
         except Exception as error:
             if self.strict:
-                raise ProbeError(f"probe {probe.name!r} failed on {ctx.event.value}") from error
+                raise strict_error(probe, ctx, error) from error
             self._disable(probe, ctx, error)
 
     def _disable(self, probe: Probe, ctx: StepContext, error: Exception) -> None:

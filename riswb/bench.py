@@ -1,0 +1,245 @@
+"""Probe overhead benchmark (DESIGN §10: default probes ≤ 1.10× a plain loop, target 1.05×).
+
+One process, interleaved rounds: every round runs each variant once — the plain loop, the
+same loop under a Workbench with the default probes (`riswb.probes.default_probes()`), and,
+with `per_probe=True`, under a Workbench holding one built-in probe alone — in an order
+rotated from round to round. A variant's ratio in a round is its time per step over the
+plain loop's in that round; the reported ratio is the median over rounds, which cancels the
+drift of a shared machine. Each variant owns a copy of the same model, optimizer and
+scheduler (set up once, untimed); a Workbench is created, warmed up and closed around each
+timed stretch (creation and close are not timed; the flushes inside the stretch are).
+
+The loop: a `depth`-layer GELU MLP of width `width` (default 4 × 512), batch 256, three loss
+terms (mse, l1, l2 of the first layer), AdamW with two named param groups, a warm-up+cosine
+LambdaLR, gradient clipping at 1.0 (torch's in the plain loop, `wb.clip_grad_norm_` in the
+instrumented one: same work), scheduler stepped after each optimizer step.
+
+`python -m riswb.bench [--steps N --rounds R --width W --batch B --no-per-probe --json]`
+prints a table; `run_bench(...)` returns a `BenchResult`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from riswb.hooks import Probe
+from riswb.workbench import DEFAULT_LOG_EVERY, Workbench
+
+PLAIN = "plain"
+TOTAL = "default"
+
+
+@dataclass
+class BenchResult:
+    """Median ms/step per variant and median per-round ratios to the plain loop."""
+
+    config: dict[str, Any]
+    plain_ms: float
+    total_ratio: float
+    per_probe: dict[str, float] = field(default_factory=dict)
+    ms: dict[str, float] = field(default_factory=dict)
+    raw_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def passed(self) -> bool:
+        return self.total_ratio <= 1.10
+
+
+class _Setup:
+    """One variant's model, optimizer, scheduler and data (identical across variants)."""
+
+    def __init__(self, base: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float):
+        self.model = copy.deepcopy(base)
+        first = [p for n, p in self.model.named_parameters() if n.startswith("0.")]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("0.")]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": first, "name": "input"}, {"params": rest, "name": "body"}], lr=lr
+        )
+        warm, horizon = 50, 100_000
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return 0.1 + 0.9 * step / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / horizon)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.x, self.y = x, y
+        self.first_weight = self.model[0].weight
+        self.params = list(self.model.parameters())
+
+    def terms(self) -> dict[str, torch.Tensor]:
+        out = self.model(self.x)
+        return {
+            "mse": (out - self.y).square().mean(),
+            "l1": out.abs().mean(),
+            "l2": self.first_weight.square().sum(),
+        }
+
+
+WEIGHTS = {"mse": 1.0, "l1": 0.1, "l2": 1e-4}
+
+
+def _plain_step(s: _Setup, wb: Any = None) -> None:
+    terms = s.terms()
+    loss = terms["mse"] + WEIGHTS["l1"] * terms["l1"] + WEIGHTS["l2"] * terms["l2"]
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(s.params, 1.0)
+    s.optimizer.step()
+    s.scheduler.step()
+
+
+def _wb_step(s: _Setup, wb: Workbench) -> None:
+    loss = wb.loss(s.terms(), WEIGHTS)
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    wb.clip_grad_norm_(max_norm=1.0)
+    s.optimizer.step()
+    s.scheduler.step()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_bench(
+    *,
+    width: int = 512,
+    depth: int = 4,
+    batch: int = 256,
+    steps: int = 20,
+    rounds: int = 5,
+    warmup: int = 3,
+    per_probe: bool = True,
+    log_every: int = DEFAULT_LOG_EVERY,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Measure the default probes' (and each built-in's) overhead over a plain loop."""
+    from riswb.probes import BUILTIN, builtin_probe_classes, default_probes
+
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    width_in = width // 2
+    dims = [width_in] + [width] * (depth - 1) + [64]
+    for i in range(depth):
+        layers.append(torch.nn.Linear(dims[i], dims[i + 1]))
+        if i < depth - 1:
+            layers.append(torch.nn.GELU())
+    torch.manual_seed(seed)
+    base = torch.nn.Sequential(*layers).to(device)
+    x = torch.randn(batch, width_in, generator=gen).to(device)
+    y = torch.randn(batch, 64, generator=gen).to(device)
+
+    factories: dict[str, Callable[[], list[Probe]] | None] = {PLAIN: None, TOTAL: default_probes}
+    if per_probe:
+        for (module, _), cls in zip(BUILTIN, builtin_probe_classes()):
+            factories[module] = (lambda cls=cls: [cls()])
+    setups = {name: _Setup(base, x, y, lr=1e-3) for name in factories}
+    raw: dict[str, list[float]] = {name: [] for name in factories}
+    order = list(factories)
+
+    with tempfile.TemporaryDirectory(prefix="riswb-bench-") as runs_dir:
+        for r in range(rounds):
+            shift = r % len(order)
+            for name in order[shift:] + order[:shift]:
+                setup, factory = setups[name], factories[name]
+                wb = None
+                if factory is not None:
+                    wb = Workbench(setup.model, setup.optimizer, setup.scheduler,
+                                   runs_dir=runs_dir, name=f"bench-{name}", probes=factory(),
+                                   log_every=log_every)
+                step = _plain_step if wb is None else _wb_step
+                try:
+                    for _ in range(warmup):
+                        step(setup, wb)
+                    _sync(device)
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        step(setup, wb)
+                    _sync(device)
+                    elapsed = time.perf_counter() - start
+                finally:
+                    if wb is not None:
+                        wb.close()
+                raw[name].append(1e3 * elapsed / steps)
+            if progress is not None:
+                progress(f"round {r + 1}/{rounds}: plain {raw[PLAIN][-1]:.2f} ms/step, "
+                         f"default {raw[TOTAL][-1]:.2f} ms/step")
+
+    def ratio(name: str) -> float:
+        return statistics.median(v / p for v, p in zip(raw[name], raw[PLAIN]))
+
+    config = {"width": width, "depth": depth, "batch": batch, "steps": steps, "rounds": rounds,
+              "warmup": warmup, "log_every": log_every, "device": str(device),
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "probes": [m for m, _ in BUILTIN]}
+    return BenchResult(
+        config=config,
+        plain_ms=statistics.median(raw[PLAIN]),
+        total_ratio=ratio(TOTAL),
+        per_probe={name: ratio(name) for name in factories if name not in (PLAIN, TOTAL)},
+        ms={name: statistics.median(values) for name, values in raw.items()},
+        raw_ms=raw,
+    )
+
+
+def format_table(result: BenchResult) -> str:
+    """A plain-text table: variant, median ms/step, median ratio to the plain loop."""
+    c = result.config
+    lines = [
+        f"riswb bench: MLP {c['depth']}x{c['width']}, batch {c['batch']}, {c['steps']} steps x "
+        f"{c['rounds']} interleaved rounds, {c['device']} ({c['threads']} threads), "
+        f"log_every {c['log_every']}",
+        f"{'variant':<18}{'ms/step':>10}{'ratio':>9}",
+        f"{PLAIN:<18}{result.plain_ms:>10.2f}{1.0:>9.3f}",
+        f"{'default (all)':<18}{result.ms[TOTAL]:>10.2f}{result.total_ratio:>9.3f}",
+    ]
+    for name, value in result.per_probe.items():
+        lines.append(f"{'  ' + name:<18}{result.ms[name]:>10.2f}{value:>9.3f}")
+    verdict = "within" if result.passed else "OVER"
+    lines.append(f"default probes: {result.total_ratio:.3f}x the plain loop ({verdict} the 1.10x "
+                 "budget; target 1.05x)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m riswb.bench", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--log-every", type=int, default=DEFAULT_LOG_EVERY)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-per-probe", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run_bench(steps=args.steps, rounds=args.rounds, width=args.width, depth=args.depth,
+                       batch=args.batch, log_every=args.log_every, device=args.device,
+                       per_probe=not args.no_per_probe,
+                       progress=None if args.json else (lambda m: print(m, flush=True)))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Gradient clipping through `wb.clip_grad_norm_` (kind `clip`).
+
+The Workbench appends `(pre-clip norm, max_norm)` per call to `wb.clip_log` (device
+tensors, no sync); this probe turns the calls since the previous flush into one record and
+clears the log. Aggregation per flush (one record, `step` = the flush step):
+
+* `norm`     — mean pre-clip total norm over the calls;
+* `max_norm` — the last call's max_norm;
+* `ratio`    — mean of min(1, max_norm / norm) (1 = untouched; a NaN norm gives NaN);
+* `clipped`  — fraction of calls with norm > max_norm (0/1 when there was one call);
+* `calls`    — number of clip calls aggregated (extra key: lets a rule weigh the fraction);
+* `opt_step` — the Workbench's optimizer-step count at the flush (internals §3: records
+  about optimizer steps carry it).
+
+`clip-saturated` reads `clipped` close to 1 on most records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from riswb.hooks import Probe, StepContext
+
+_LOG_ATTRS = ("clip_log", "_clip_log")
+
+
+def _as_tensor(value: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device=device, dtype=torch.float64).reshape(())
+    return torch.tensor(float(value), dtype=torch.float64, device=device)
+
+
+def clip_summary(entries: list[tuple[Any, Any]]) -> dict[str, float]:
+    """Aggregate (pre-clip norm, max_norm) pairs into the `clip` record."""
+    device = next(
+        (v.device for pair in entries for v in pair if isinstance(v, torch.Tensor)),
+        torch.device("cpu"),
+    )
+    norms = torch.stack([_as_tensor(norm, device) for norm, _ in entries])
+    limits = torch.stack([_as_tensor(limit, device) for _, limit in entries])
+    ratio = torch.clamp(limits / norms, max=1.0)
+    ratio = torch.where(torch.isnan(norms), norms, ratio)
+    clipped = (norms > limits).to(torch.float64)
+    stats = torch.stack([norms.mean(), limits[-1], ratio.mean(), clipped.mean()]).tolist()
+    return {
+        "norm": stats[0],
+        "max_norm": stats[1],
+        "ratio": stats[2],
+        "clipped": stats[3],
+        "calls": len(entries),
+    }
+
+
+class ClipProbe(Probe):
+    """Summarises `wb.clip_grad_norm_` calls once per flush."""
+
+    def flush(self, ctx: StepContext) -> None:
+        log = None
+        for attr in _LOG_ATTRS:
+            log = getattr(ctx.wb, attr, None)
+            if log is not None:
+                break
+        if not log:
+            return
+        entries = list(log)
+        log.clear()
+        record = clip_summary(entries)
+        opt_step = getattr(ctx.wb, "opt_step", None)
+        if opt_step is not None:
+            record = {"opt_step": int(opt_step), **record}
+        ctx.wb.writer.scalars(ctx.step, "clip", record)

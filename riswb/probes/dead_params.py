@@ -1,0 +1,152 @@
+"""Trainable tensors that never receive a gradient (kind `dead`, event `dead_params`).
+
+FAILURES 7: heads holding half the model's parameters never received a loss. FAILURES 18:
+a clamp zeroed 28% of a head's gradient elements. Two granularities:
+
+* tensor level, every backward (cheap: the per-tensor norms shared with GradNormsProbe):
+  a trainable tensor is *dead* over a window when its grad was None or exactly zero
+  (‖g‖ = 0) at every AFTER_BACKWARD of the window;
+* element level, on sampled backward passes (`elem_every`, default 10): which gradient
+  elements were exactly zero, per top-level module.
+
+The window is tumbling: `window` backward passes (default 50), evaluated at the first flush
+after it fills; a run that ends before its first window is full is evaluated on what it
+has, at RUN_END (a short final window of a longer run is dropped, so that a tensor that
+gets a gradient only now and then does not flicker in and out of the dead set).
+
+Record (one per evaluated window, `step` = the flush step):
+
+* `n_dead`          — dead trainable tensors (internals §3);
+* `frac_dead_elems` — fraction of all trainable elements whose gradient was zero (or None)
+  on every sampled backward of the window (internals §3; covers dead tensors too);
+* `n_params`        — trainable tensors watched; `steps` — backward passes in the window;
+* `dead_frac/<m>`   — the same element fraction per top-level module `m`;
+* `zero_frac/<m>`   — mean fraction of exactly-zero gradient elements per sampled backward
+  in module `m` (a clamped head shows ~0.28 here while its tensor is far from dead).
+
+Event `dead_params` {names, steps} whenever the dead set differs from the previous window's
+(the first window counts as a change only if something is dead).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from riswb.hooks import Probe, StepContext
+from riswb.probes.grad_norms import ModuleIndex, raw_grad_stats
+
+
+class DeadParamsProbe(Probe):
+    """Tensors whose gradient stays None/zero over a window, and zero-gradient fractions."""
+
+    def __init__(self, every: int | None = None, *, window: int = 50, elem_every: int = 10):
+        super().__init__(every)
+        if window < 1 or elem_every < 1:
+            raise ValueError("window and elem_every must be >= 1")
+        self.window = window
+        self.elem_every = elem_every
+        self._index: ModuleIndex | None = None
+        self._dead_names: set[str] = set()
+        self._evaluated = False
+        self._reset()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "window": self.window, "elem_every": self.elem_every}
+
+    def _reset(self) -> None:
+        self._steps = 0
+        self._alive: torch.Tensor | None = None  # (P,) bool: some non-zero grad this window
+        self._nonzero: list[torch.Tensor | None] | None = None  # per-element "ever non-zero"
+        self._zero_counts: torch.Tensor | None = None  # (P,) float64: zero elements, summed
+        self._samples = 0
+
+    def on_after_backward(self, ctx: StepContext) -> None:
+        wb = ctx.wb
+        if not wb.named_params:
+            return
+        index = ModuleIndex.of(wb, self._index)
+        if index is not self._index:
+            self._index = index
+            self._reset()
+        stats = raw_grad_stats(wb)
+        moving = stats.norms != 0  # NaN != 0: a NaN gradient is alive, just not well
+        if self._alive is None:
+            self._alive = moving
+        else:
+            self._alive |= moving
+        if self._steps % self.elem_every == 0:
+            self._sample_elements(stats.grads, index)
+        self._steps += 1
+
+    def _sample_elements(self, grads: list[torch.Tensor | None], index: ModuleIndex) -> None:
+        if self._nonzero is None:
+            self._nonzero = [None] * len(grads)
+        zeros = []
+        device = index.owner.device
+        for i, grad in enumerate(grads):
+            if grad is None:
+                zeros.append(index.numel[i].to(torch.float32))
+                continue
+            dense = grad.to_dense() if grad.is_sparse else grad
+            nonzero = dense != 0
+            seen = self._nonzero[i]
+            self._nonzero[i] = nonzero if seen is None else seen.logical_or_(nonzero)
+            zeros.append((~nonzero).sum().to(device=device, dtype=torch.float32))
+        counts = torch.stack(zeros).to(torch.float64)
+        self._zero_counts = counts if self._zero_counts is None else self._zero_counts + counts
+        self._samples += 1
+
+    def flush(self, ctx: StepContext) -> None:
+        if self._steps >= self.window:
+            self._evaluate(ctx)
+
+    def on_run_end(self, ctx: StepContext) -> None:
+        if self._steps and not self._evaluated:
+            self._evaluate(ctx)
+
+    def _evaluate(self, ctx: StepContext) -> None:
+        index, wb = self._index, ctx.wb
+        if index is None or self._alive is None:
+            self._reset()
+            return
+        names = [name for name, _ in wb.named_params]
+        alive = self._alive.tolist()
+        dead = [name for name, ok in zip(names, alive) if not ok]
+        numel = index.numel
+        n_modules = len(index.names)
+        record: dict[str, Any] = {
+            "n_dead": len(dead),
+            "frac_dead_elems": float("nan"),
+            "n_params": len(names),
+            "steps": self._steps,
+        }
+        if self._samples and self._nonzero is not None and self._zero_counts is not None:
+            # elements zero on every sampled step, per tensor (a None-only tensor: all of it)
+            never = [
+                numel[i].to(torch.float64)
+                if seen is None
+                else (~seen).sum().to(device=numel.device, dtype=torch.float64)
+                for i, seen in enumerate(self._nonzero)
+            ]
+            never_t = torch.stack(never)
+            mod_numel = torch.zeros(n_modules, dtype=torch.float64, device=numel.device)
+            mod_numel.index_add_(0, index.owner, numel)
+            mod_dead = torch.zeros_like(mod_numel).index_add_(0, index.owner, never_t)
+            mod_zero = torch.zeros_like(mod_numel).index_add_(0, index.owner, self._zero_counts)
+            total = float(numel.sum().item())
+            record["frac_dead_elems"] = float(never_t.sum().item()) / total if total else 0.0
+            dead_frac = (mod_dead / mod_numel.clamp_min(1)).tolist()
+            zero_frac = (mod_zero / (mod_numel.clamp_min(1) * self._samples)).tolist()
+            for m, name in enumerate(index.names):
+                record[f"dead_frac/{name}"] = dead_frac[m]
+            for m, name in enumerate(index.names):
+                record[f"zero_frac/{name}"] = zero_frac[m]
+        wb.writer.scalars(ctx.step, "dead", record)
+        dead_set = set(dead)
+        if dead_set != self._dead_names:
+            wb.writer.event(ctx.step, "dead_params", names=dead, steps=self._steps)
+            self._dead_names = dead_set
+        self._evaluated = True
+        self._reset()

@@ -1,0 +1,64 @@
+"""Learning rate per param group at every optimizer step (kind `lr`, event `scheduler_order`).
+
+Record (one per optimizer step, buffered and written at the flush; `step` = the `wb.loss`
+step of the optimizer step): `opt_step` and `group/<g>` = the lr that step used (read in the
+post-step hook, before the scheduler moves it; g = the group's `name` or its index). A
+tensor lr is copied on the device and read at the flush.
+
+Event `scheduler_order` {`scheduler_step`, `opt_step`: 0} once, when `scheduler.step()` runs
+before the first real optimizer step (FAILURES 3). PyTorch's own warning for the same thing
+is left alone. (A GradScaler that skips the very first step triggers it too, as it does
+PyTorch's warning.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from riswb.hooks import Probe, StepContext
+
+
+def _labels(groups: list[dict[str, Any]]) -> list[str]:
+    return [
+        str(g.get("name")) if g.get("name") is not None else str(i) for i, g in enumerate(groups)
+    ]
+
+
+class LRTraceProbe(Probe):
+    """lr per param group each optimizer step; flags scheduler.step before optimizer.step."""
+
+    name = "lr_trace"
+
+    def __init__(self, every: int | None = None):
+        super().__init__(every)
+        self._rows: list[tuple[int, int, Any, list[Any]]] = []
+        self._labels_key: Any = None
+        self._labels: list[str] = []
+        self._order_reported = False
+
+    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        groups = ctx.wb.optimizer.param_groups
+        key = tuple(g.get("name") for g in groups)
+        if key != self._labels_key:
+            self._labels_key, self._labels = key, _labels(groups)
+        lrs = [g["lr"] for g in groups]
+        lrs = [lr.detach().clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs]
+        self._rows.append((ctx.step, ctx.payload["opt_step"], self._labels, lrs))
+
+    def on_after_scheduler_step(self, ctx: StepContext) -> None:
+        if ctx.wb.opt_step == 0 and not self._order_reported:
+            self._order_reported = True
+            ctx.wb.writer.event(ctx.step, "scheduler_order",
+                                scheduler_step=ctx.payload.get("scheduler_step"), opt_step=0)
+
+    def flush(self, ctx: StepContext) -> None:
+        rows, self._rows = self._rows, []
+        for step, opt_step, labels, lrs in rows:
+            record: dict[str, Any] = {"opt_step": opt_step}
+            for label, lr in zip(labels, lrs):
+                record[f"group/{label}"] = (
+                    float(lr.float().mean()) if isinstance(lr, torch.Tensor) else float(lr)
+                )
+            ctx.wb.writer.scalars(step, "lr", record)

@@ -1,0 +1,124 @@
+"""Non-finite losses and gradients, counted on the *raw* gradient (kind `nonfinite`).
+
+FAILURES 12: NaN gradients replaced by 0 and ±inf by ±1 hid AMP overflow for weeks. This
+probe reads the gradients at AFTER_BACKWARD — the end of `loss.backward()`, before the
+user's sanitize/clip code runs — so whatever `wb.sanitize_()` (or `nan_to_num_`) later
+hides has already been counted; `sanitized` then says how much of it was masked.
+
+Record (one per flush, `step` = the flush step), totals since the previous record:
+
+* `grad_elems` — raw non-finite gradient elements, summed over backward passes;
+* `params`     — distinct trainable tensors that held at least one of them;
+* `sanitized`  — elements replaced through `wb.sanitize_()` (read from the Workbench's
+  on-device counter, which this probe resets);
+* `loss`       — 1 if the total loss was non-finite on any step of the interval, else 0.
+
+Cost per step: the per-tensor norms shared with GradNormsProbe tell which tensors hold a
+non-finite value (‖g‖ is NaN/Inf exactly then, barring float overflow of the norm, which is
+counted correctly as 0 elements); elements are counted only in those tensors. On CPU that
+test is a free host read; on an accelerator the count runs every step without a branch
+(`_foreach_mul` by 0 turns non-finite elements into NaN, `_foreach_norm(ord=0)` counts
+them), so no step ever waits for the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from riswb.hooks import Probe, StepContext
+from riswb.probes.grad_norms import raw_grad_stats
+
+# attribute names the Workbench may use for its sanitize counter, first match wins
+_SANITIZED_ATTRS = ("sanitized", "_sanitized", "sanitized_count")
+
+
+def count_nonfinite(
+    grads: list[torch.Tensor | None], norms: torch.Tensor, *, branch: bool | None = None
+) -> torch.Tensor:
+    """(P,) float64: non-finite elements per tensor (0 for a None grad).
+
+    `branch` (default: on CPU only) reads on the host which norms are non-finite and
+    counts only there; without it every present tensor is counted, with no host sync.
+    """
+    counts = torch.zeros_like(norms, dtype=torch.float64)
+    bad = ~torch.isfinite(norms)
+    if branch is None:
+        branch = norms.device.type == "cpu"
+    if branch and not bool(bad.any()):
+        return counts
+    if branch:
+        index = bad.nonzero().flatten().tolist()
+    else:
+        index = [i for i, g in enumerate(grads) if g is not None]
+    chosen = [grads[i] for i in index]
+    if not chosen:
+        return counts
+    if any(g.is_sparse for g in chosen):
+        chosen = [g.coalesce().values() if g.is_sparse else g for g in chosen]
+    zeroed = torch._foreach_mul(chosen, 0.0)  # finite -> 0, ±inf and NaN -> NaN
+    found = torch._foreach_norm(zeroed, 0)  # ord 0 counts the non-zero (NaN) elements
+    values = torch.stack([f.to(device=norms.device, dtype=torch.float64) for f in found])
+    target = torch.tensor(index, dtype=torch.long, device=norms.device)
+    return counts.index_copy_(0, target, values)
+
+
+class NonFiniteProbe(Probe):
+    """Counts raw non-finite gradient elements, masked ones and non-finite losses."""
+
+    def __init__(self, every: int | None = None):
+        super().__init__(every)
+        self._elems: torch.Tensor | None = None  # scalar, summed over backward passes
+        self._params: torch.Tensor | None = None  # (P,) bool: tensor affected this interval
+        self._loss: torch.Tensor | None = None  # scalar bool
+        self._seen = False
+
+    def on_after_loss(self, ctx: StepContext) -> None:
+        total = ctx.payload.get("total")
+        if not isinstance(total, torch.Tensor):
+            return
+        bad = ~torch.isfinite(total.detach()).all()
+        self._loss = bad if self._loss is None else self._loss | bad
+        self._seen = True
+
+    def on_after_backward(self, ctx: StepContext) -> None:
+        if not ctx.wb.named_params:
+            return
+        stats = raw_grad_stats(ctx.wb)
+        counts = count_nonfinite(stats.grads, stats.norms)
+        affected = counts > 0
+        if self._params is None or self._params.shape != affected.shape:
+            self._params, self._elems = affected, counts.sum()
+        else:
+            self._params |= affected
+            self._elems += counts.sum()
+        self._seen = True
+
+    def _take_sanitized(self, wb: Any) -> int:
+        for attr in _SANITIZED_ATTRS:
+            value = getattr(wb, attr, None)
+            if value is None:
+                continue
+            if isinstance(value, torch.Tensor):
+                count = int(value.sum().item())
+                value.zero_()
+            else:
+                count = int(value)
+                setattr(wb, attr, 0)
+            return count
+        return 0
+
+    def flush(self, ctx: StepContext) -> None:
+        sanitized = self._take_sanitized(ctx.wb)
+        if not self._seen and not sanitized:
+            return
+        record = {
+            "grad_elems": int(self._elems.item()) if self._elems is not None else 0,
+            "params": int(self._params.sum().item()) if self._params is not None else 0,
+            "sanitized": sanitized,
+            "loss": int(bool(self._loss.item())) if self._loss is not None else 0,
+        }
+        ctx.wb.writer.scalars(ctx.step, "nonfinite", record)
+        self._elems = self._params = self._loss = None
+        self._seen = False

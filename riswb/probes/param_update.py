@@ -1,0 +1,140 @@
+"""What optimizer.step actually did to the parameters (kind `param_update`).
+
+On sampled optimizer steps the pre-step hook copies the trainable tensors (one
+`_foreach_mul` by 1), the post-step hook diffs them: Δθ = θ_after − θ_before, measured at
+optimizer.step and nowhere else (FAILURES 19: Δparam measured after an EMA update looked
+tiny). Everything stays on the device until the flush.
+
+Record (one per sampled optimizer step, `step` = the `wb.loss` step it belongs to):
+
+* `opt_step`      — 1-based index of the optimizer step;
+* `update_norm`   — ‖Δθ‖₂ over all trainable tensors of the model;
+* `param_norm`    — ‖θ‖₂ before the step;
+* `ratio`         — update_norm / param_norm (0 when both are 0, +Inf for a zero θ that moved);
+* `frac_moving`   — fraction of the model's trainable tensors with Δ ≠ 0 (a tensor missing
+  from the optimizer counts as not moving);
+* `group/<g>/ratio` — the same ratio over the trainable tensors of param group g (g = group
+  `name` or index).
+
+Sampling: the first `warmup` optimizer steps (default 10), then every `sample_every`-th
+(default 10; opt_step ≡ 1 mod sample_every). It follows optimizer steps, not `wb.loss`
+steps, so a loop that steps once per epoch is sampled too. The registry `every` still
+applies on top (default 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from riswb.hooks import Probe, StepContext
+
+
+def _ratio(update: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    moved = torch.where(update > 0, torch.full_like(update, float("inf")), update)
+    return torch.where(base > 0, update / base, moved)
+
+
+class ParamUpdateProbe(Probe):
+    """‖Δθ‖/‖θ‖ at optimizer.step, overall and per param group, on sampled steps."""
+
+    name = "param_update"
+
+    def __init__(self, every: int | None = None, *, sample_every: int = 10, warmup: int = 10):
+        super().__init__(every)
+        if sample_every < 1 or warmup < 0:
+            raise ValueError("sample_every must be >= 1 and warmup >= 0")
+        self.sample_every = sample_every
+        self.warmup = warmup
+        self._snapshot: list[torch.Tensor] | None = None
+        self._layout_key: Any = None
+        self._membership: torch.Tensor | None = None  # (G, P) bool: p in group g
+        self._labels: list[str] = []
+        self._pending: list[tuple[int, int, list[str], torch.Tensor]] = []
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "sample_every": self.sample_every, "warmup": self.warmup}
+
+    def sampled(self, opt_step: int) -> bool:
+        return opt_step <= self.warmup or (opt_step - 1) % self.sample_every == 0
+
+    def on_before_optimizer_step(self, ctx: StepContext) -> None:
+        self._snapshot = None
+        if not ctx.wb.params or not self.sampled(ctx.payload["opt_step"]):
+            return
+        with torch.no_grad():
+            self._snapshot = torch._foreach_mul([p.detach() for p in ctx.wb.params], 1.0)
+
+    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        snapshot, self._snapshot = self._snapshot, None
+        if snapshot is None:
+            return
+        wb = ctx.wb
+        params = [p.detach() for p in wb.params]
+        with torch.no_grad():
+            delta = torch._foreach_sub(params, snapshot)
+            update = self._stack(torch._foreach_norm(delta), wb.device)
+            before = self._stack(torch._foreach_norm(snapshot), wb.device)
+            membership = self._groups(wb)
+            usq, psq = update.square(), before.square()
+            update_norm, param_norm = usq.sum().sqrt(), psq.sum().sqrt()
+            parts = [
+                update_norm.reshape(1),
+                param_norm.reshape(1),
+                _ratio(update_norm, param_norm).reshape(1),
+                (update != 0).to(torch.float64).mean().reshape(1),
+            ]
+            if membership.shape[0]:
+                # where, not a matmul: 0·NaN would spread one group's NaN to all groups
+                zero = usq.new_zeros(())
+                group_u = torch.where(membership, usq, zero).sum(1).sqrt()
+                group_p = torch.where(membership, psq, zero).sum(1).sqrt()
+                parts.append(_ratio(group_u, group_p))
+            vector = torch.cat(parts)
+        self._pending.append((ctx.step, ctx.payload["opt_step"], list(self._labels), vector))
+
+    def flush(self, ctx: StepContext) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        rows = [v.tolist() for v in _to_host([v for *_, v in pending])]
+        for (step, opt_step, labels, _), row in zip(pending, rows):
+            record = {
+                "opt_step": opt_step,
+                "update_norm": row[0],
+                "param_norm": row[1],
+                "ratio": row[2],
+                "frac_moving": row[3],
+            }
+            record.update({f"group/{g}/ratio": r for g, r in zip(labels, row[4:])})
+            ctx.wb.writer.scalars(step, "param_update", record)
+
+    @staticmethod
+    def _stack(norms: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+        return torch.stack([n.to(device=device, dtype=torch.float64) for n in norms])
+
+    def _groups(self, wb: Any) -> torch.Tensor:
+        groups = wb.optimizer.param_groups
+        key = tuple(tuple(id(p) for p in g["params"]) for g in groups)
+        if key != self._layout_key or self._membership is None:
+            index = {id(p): i for i, p in enumerate(wb.params)}
+            membership = torch.zeros(len(groups), len(wb.params), dtype=torch.bool)
+            for g, group in enumerate(groups):
+                for p in group["params"]:
+                    if id(p) in index:
+                        membership[g, index[id(p)]] = True
+            self._membership = membership.to(wb.device)
+            self._labels = [
+                str(group.get("name")) if group.get("name") is not None else str(g)
+                for g, group in enumerate(groups)
+            ]
+            self._layout_key = key
+        return self._membership
+
+
+def _to_host(vectors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One transfer for equally long vectors, else one each."""
+    if len({v.shape for v in vectors}) == 1:
+        return list(torch.stack(vectors).cpu())
+    return [v.cpu() for v in vectors]

@@ -1,0 +1,181 @@
+"""Parameters that changed outside optimizer.step (event `weights_swapped`).
+
+FAILURES 19: EMA weights swapped in for validation and never swapped back; FAILURES 20: an
+SWA swap-in that changed nothing. The probe keeps a fingerprint of the trainable tensors —
+per tensor, the norm of a strided sample of at most `max_elems` elements (a live view, so
+one `_foreach_norm` per fingerprint), compared bit for bit — taken after every optimizer
+step, and compares it:
+
+* before the next optimizer step (device-side, no sync: the flags are read at the flush);
+* at `wb.evaluate` / Event.EVAL, and on the trainer's `weights_swap_in`/`weights_swap_out`
+  events (rare, so these compare on the host at once). Emit `weights_swap_in` right *after*
+  the weights were swapped in and `weights_swap_out` right after they were swapped back:
+  that is what lets a swap that changed nothing be seen.
+
+Event `weights_swapped` (step = where the change was first seen):
+
+* `kind`           — the swap event's `kind` ("ema", "swa"), "unknown" for an undeclared
+  change, "storage" when parameter storage was replaced (`p.data = ...`);
+* `params_changed` — trainable tensors whose fingerprint differed from the last step's;
+* `restored`       — whether the weights the optimizer left were back when training resumed
+  (checked at swap_out, else before the next optimizer step, else at run end);
+* `noop`           — a declared swap_in that changed nothing (restored is then true);
+* extras: `detected` (eval | swap_in | swap_out | optimizer_step | flush) and `resolved`
+  (swap_in | swap_out | optimizer_step | run_end | flush); `steps_changed` for changes
+  found between optimizer steps (one event per run of consecutive flush intervals).
+
+A swap for evaluation that is restored before training resumes gives one event with
+restored=true (not a finding); an unrestored one gives restored=false.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from riswb.hooks import Probe, StepContext
+
+
+class WeightSwapProbe(Probe):
+    """Detects parameter changes outside optimizer.step and whether they were undone."""
+
+    name = "weight_swap"
+
+    def __init__(self, every: int | None = None, *, max_elems: int = 128):
+        super().__init__(every)
+        if max_elems < 1:
+            raise ValueError("max_elems must be >= 1")
+        self.max_elems = max_elems
+        self._views: list[torch.Tensor] = []
+        self._ptrs: list[int] = []
+        self._ref: torch.Tensor | None = None
+        self._pending: dict[str, Any] | None = None
+        self._diffs: list[tuple[int, torch.Tensor]] = []
+        self._episode = False
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "max_elems": self.max_elems}
+
+    # -- fingerprints -----------------------------------------------------------------------
+
+    def _build(self, params: list[torch.Tensor]) -> None:
+        views = []
+        for p in params:
+            data = p.detach()
+            if data.is_contiguous() and data.numel() > self.max_elems:
+                stride = -(-data.numel() // self.max_elems)
+                data = data.view(-1)[::stride]
+            views.append(data)
+        self._views = views
+        self._ptrs = [p.data_ptr() for p in params]
+
+    def _fingerprint(self) -> torch.Tensor:
+        norms = torch._foreach_norm(self._views)
+        return torch.stack([n.to(torch.float32) for n in norms]).view(torch.int32)
+
+    def _storage_moved(self, params: list[torch.Tensor]) -> int:
+        ptrs = [p.data_ptr() for p in params]
+        moved = sum(a != b for a, b in zip(ptrs, self._ptrs)) + abs(len(ptrs) - len(self._ptrs))
+        if moved:
+            self._build(params)
+        return moved
+
+    def _count_changed(self, params: list[torch.Tensor]) -> int:
+        """Tensors that differ from the post-step reference (host sync: rare events only)."""
+        self._storage_moved(params)
+        if self._ref is None or not self._views:
+            return 0
+        now = self._fingerprint()
+        if now.shape != self._ref.shape:
+            return len(self._views)
+        return int((now != self._ref).sum())
+
+    # -- events -----------------------------------------------------------------------------
+
+    def on_run_start(self, ctx: StepContext) -> None:
+        if ctx.wb.params:
+            self._build(ctx.wb.params)
+            self._ref = self._fingerprint()
+
+    def on_before_optimizer_step(self, ctx: StepContext) -> None:
+        if self._ref is None:
+            return
+        if self._pending is not None:
+            self._resolve(ctx, "optimizer_step")
+            return
+        self._diffs.append((ctx.step, (self._fingerprint() != self._ref).sum()))
+
+    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        if self._views:
+            self._ref = self._fingerprint()
+
+    def on_eval(self, ctx: StepContext) -> None:
+        if self._pending is None:
+            self._detect(ctx, "unknown", "eval")
+
+    def on_weights_swap_in(self, ctx: StepContext) -> None:
+        kind = str(ctx.payload.get("kind", "unknown"))
+        if self._pending is not None:
+            return
+        if not self._detect(ctx, kind, "swap_in"):
+            self._write(ctx.step, kind, 0, restored=True, noop=True, detected="swap_in",
+                        resolved="swap_in", wb=ctx.wb)
+
+    def on_weights_swap_out(self, ctx: StepContext) -> None:
+        if self._pending is None:
+            self._detect(ctx, str(ctx.payload.get("kind", "unknown")), "swap_out")
+            return
+        if self._count_changed(ctx.wb.params) == 0:
+            self._resolve(ctx, "swap_out", changed=0)
+
+    def on_run_end(self, ctx: StepContext) -> None:
+        if self._pending is not None:
+            self._resolve(ctx, "run_end")
+
+    def flush(self, ctx: StepContext) -> None:
+        wb = ctx.wb
+        if self._ref is not None and self._pending is None:
+            moved = self._storage_moved(wb.params)
+            if moved:
+                self._write(ctx.step, "storage", moved, restored=False, noop=False,
+                            detected="flush", resolved="flush", wb=wb)
+                self._ref = self._fingerprint()
+        if not self._diffs:
+            return
+        diffs, self._diffs = self._diffs, []
+        counts = torch.stack([c for _, c in diffs]).tolist()
+        changed = [(step, n) for (step, _), n in zip(diffs, counts) if n > 0]
+        if changed and not self._episode:
+            self._write(changed[0][0], "unknown", max(n for _, n in changed), restored=False,
+                        noop=False, detected="optimizer_step", resolved="optimizer_step",
+                        wb=wb, steps_changed=len(changed))
+        self._episode = bool(changed)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _detect(self, ctx: StepContext, kind: str, where: str) -> bool:
+        if self._ref is None:
+            return False
+        changed = self._count_changed(ctx.wb.params)
+        if changed:
+            self._pending = {"step": ctx.step, "kind": kind, "params_changed": changed,
+                             "detected": where}
+        return bool(changed)
+
+    def _resolve(self, ctx: StepContext, where: str, changed: int | None = None) -> None:
+        pending, self._pending = self._pending, None
+        if changed is None:
+            changed = self._count_changed(ctx.wb.params)
+        self._write(pending["step"], pending["kind"], pending["params_changed"],
+                    restored=changed == 0, noop=False, detected=pending["detected"],
+                    resolved=where, wb=ctx.wb)
+        if changed and where != "run_end":
+            self._ref = self._fingerprint()  # reported once; training goes on from here
+
+    @staticmethod
+    def _write(step: int, kind: str, params_changed: int, *, restored: bool, noop: bool,
+               detected: str, resolved: str, wb: Any, **extra: Any) -> None:
+        wb.writer.event(step, "weights_swapped", kind=kind, params_changed=int(params_changed),
+                        restored=bool(restored), noop=bool(noop), detected=detected,
+                        resolved=resolved, **extra)

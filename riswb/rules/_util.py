@@ -1,0 +1,240 @@
+"""Helpers shared by the rules: reading kinds tolerantly, step ranges, JSON-safe evidence.
+
+Everything here is vectorized: a rule touches each frame a constant number of times, so a
+100k-step run costs milliseconds per rule.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class Unchecked(Exception):  # noqa: N818  (a reason, not an error)
+    """Raised by a rule when the run lacks the records it needs; `reason` says which."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def frame_of(run, kind: str) -> pd.DataFrame:
+    """Scalars of one kind (possibly empty: then only a `step` column)."""
+    return run.kind(kind)
+
+
+def need(run, kind: str, *, any_of: Iterable[str] = (), why: str = "") -> pd.DataFrame:
+    """The frame of `kind`, or Unchecked when it is absent or lacks all of `any_of`."""
+    frame = run.kind(kind)
+    if frame.empty:
+        raise Unchecked(f"no `{kind}` records" + (f" ({why})" if why else ""))
+    wanted = list(any_of)
+    if wanted and not any(col in frame.columns for col in wanted):
+        raise Unchecked(f"`{kind}` records lack {', '.join(wanted)}")
+    return frame
+
+
+def col(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as float64 (NaN where absent or not numeric)."""
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+
+
+def steps_of(frame: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(frame["step"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
+
+
+def value_columns(frame: pd.DataFrame, *, exclude: Iterable[str] = ()) -> list[str]:
+    skip = {"step", "opt_step", "time", *exclude}
+    return [c for c in frame.columns if c not in skip]
+
+
+def matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Columns as one float64 matrix (rows = records)."""
+    if not columns:
+        return np.empty((len(frame), 0))
+    return frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+
+
+def last_values(frame: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """The last non-missing value of each column (for kinds written only when they change)."""
+    out = {}
+    for name in columns:
+        series = pd.to_numeric(frame[name], errors="coerce").dropna()
+        if len(series):
+            out[name] = float(series.iloc[-1])
+    return out
+
+
+def events(run, name: str) -> list[dict]:
+    return run.events_of(name)
+
+
+def intent_accumulation(run) -> tuple[int, bool]:
+    """(optimizer steps expected per this many loss calls, whether the manifest said so)."""
+    intent = run.manifest.get("intent")
+    if isinstance(intent, dict) and intent.get("accumulation"):
+        try:
+            return max(1, int(intent["accumulation"])), True
+        except (TypeError, ValueError):
+            pass
+    return 1, False
+
+
+def _norm_name(name: str) -> str:
+    name = re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return name[: -len("probe")] if name.endswith("probe") and len(name) > 5 else name
+
+
+def probe_listed(run, *candidates: str) -> bool | None:
+    """Whether the manifest lists a probe matching one of `candidates`.
+
+    None when the manifest does not list probes at all (then silence proves nothing).
+    A candidate ending in `*` matches as a substring (e.g. "input*").
+    """
+    probes = run.manifest.get("probes")
+    if not probes:
+        return None
+    names = set()
+    for probe in probes:
+        if isinstance(probe, dict):
+            if probe.get("disabled"):
+                continue  # disabled mid-run: its silence proves nothing
+            names.update(_norm_name(probe.get(key, "")) for key in ("name", "class"))
+        else:
+            names.add(_norm_name(probe))
+    names.discard("")
+    for candidate in candidates:
+        if candidate.endswith("*"):
+            fragment = _norm_name(candidate[:-1])
+            if any(fragment in name for name in names):
+                return True
+        elif _norm_name(candidate) in names:
+            return True
+    return False
+
+
+# -- evidence ------------------------------------------------------------------------------
+
+
+def step_ranges(steps: np.ndarray, mask: np.ndarray, limit: int = 10) -> list[list[int]]:
+    """Runs of consecutive records where `mask` holds, as [first_step, last_step] pairs."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return []
+    idx = np.flatnonzero(mask)
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.concatenate(([idx[0]], idx[breaks + 1]))
+    ends = np.concatenate((idx[breaks], [idx[-1]]))
+    steps = np.asarray(steps)
+    pairs = zip(starts[:limit], ends[:limit], strict=True)
+    return [[int(steps[s]), int(steps[e])] for s, e in pairs]
+
+
+def n_ranges(mask: np.ndarray) -> int:
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return 0
+    return int(np.count_nonzero(np.diff(np.flatnonzero(mask)) > 1)) + 1
+
+
+def span(steps: np.ndarray) -> list[int]:
+    steps = np.asarray(steps)
+    return [int(steps.min()), int(steps.max())] if len(steps) else []
+
+
+def names_summary(names: Iterable[Any], limit: int = 20) -> dict[str, Any]:
+    """Parameter names grouped by top-level module, with the first `limit` listed."""
+    names = [str(n) for n in names]
+    by_module: dict[str, int] = {}
+    for name in names:
+        top = name.split(".", 1)[0]
+        by_module[top] = by_module.get(top, 0) + 1
+    out: dict[str, Any] = {"count": len(names), "by_module": by_module, "names": names[:limit]}
+    if len(names) > limit:
+        out["names_truncated"] = True
+    return out
+
+
+def as_names(value: Any) -> list[str]:
+    """A payload field that may be a list, a dict (names as keys), a count or None."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return []
+    if isinstance(value, dict):
+        return [str(k) for k in value]
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def count_of(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return int(value)
+    return len(as_names(value))
+
+
+def fmt(x: float) -> str:
+    """A short human number for titles."""
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e4 or abs(x) < 1e-3:
+        return f"{x:.2e}"
+    return f"{x:.4g}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%" if x >= 0.01 or x == 0 else f"{100 * x:.2g}%"
+
+
+def jsonable(value: Any) -> Any:
+    """Evidence as strict-JSON values: numpy → Python, floats to 6 significant digits,
+    non-finite floats as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        x = float(value)
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return float(f"{x:.6g}")
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def disabled_probes(run) -> dict[str, str]:
+    """Probes that failed and were disabled during the run: name -> error."""
+    out: dict[str, str] = {}
+    for probe in run.manifest.get("probes") or []:
+        if isinstance(probe, dict) and probe.get("disabled"):
+            out[_norm_name(probe.get("name", ""))] = str(probe["disabled"])
+    for record in run.events_of("probe_error"):
+        out.setdefault(_norm_name(record.get("probe", "")), str(record.get("error", "")))
+    out.pop("", None)
+    return out
+
+
+def norm_probe_name(name: str) -> str:
+    return _norm_name(name)

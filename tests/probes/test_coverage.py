@@ -1,0 +1,89 @@
+"""Event `coverage`: missing head, duplicate, lr=0 group, stale tensors; re-audit on change."""
+
+import torch
+
+from riswb.probes.coverage import audit
+from riswb.runlog import read_run
+from riswb.workbench import Workbench
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+        self.head_k = torch.nn.Linear(8, 3)
+        self.head_r = torch.nn.Linear(8, 1)
+        self.frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+
+    def forward(self, x):
+        h = self.backbone(x)
+        return self.head_k(h).sum() + self.head_r(h).sum()
+
+
+def coverage_events(tmp_path, model, opt, steps=2, after=None):
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["coverage"], strict=True) as wb:
+        for step in range(steps):
+            wb.loss({"a": model(torch.randn(2, 4))}).backward()
+            opt.step()
+            opt.zero_grad()
+            if after is not None and step == 0:
+                after(opt)
+    return read_run(wb.path).events_of("coverage")
+
+
+def test_clean_optimizer_has_no_findings(tmp_path):
+    model = Net()
+    opt = torch.optim.AdamW(
+        [{"params": model.backbone.parameters(), "name": "backbone"},
+         {"params": [*model.head_k.parameters(), *model.head_r.parameters()], "name": "heads"}],
+        lr=1e-3,
+    )
+    (event,) = coverage_events(tmp_path, model, opt)
+    assert event["missing"] == [] and event["duplicated"] == [] and event["stale"] == []
+    assert event["zero_lr_groups"] == [] and event["frozen"] == []
+    assert event["groups"] == {"backbone": {"backbone": 2}, "heads": {"head_k": 2, "head_r": 2}}
+    assert event["group_lr"] == {"backbone": 1e-3, "heads": 1e-3}
+    assert event["reason"] == "start" and event["step"] == 0
+
+
+def test_missing_head_duplicate_and_zero_lr(tmp_path):
+    model = Net()
+    opt = torch.optim.SGD(
+        [{"params": model.backbone.parameters()},
+         {"params": [model.head_k.weight], "lr": 0.0}],  # head_r and head_k.bias missing
+        lr=0.1,
+    )
+    opt.param_groups[0]["params"].append(model.head_k.weight)  # duplicated, behind torch's back
+    stale = torch.nn.Parameter(torch.zeros(5))
+    opt.param_groups[1]["params"].append(stale)  # e.g. a head replaced after the optimizer
+    opt.param_groups[1]["params"].append(model.frozen.weight)
+    (event, *_) = coverage_events(tmp_path, model, opt, steps=1)
+    assert event["missing"] == ["head_k.bias", "head_r.weight", "head_r.bias"]
+    assert event["duplicated"] == ["head_k.weight"]
+    assert event["zero_lr_groups"] == ["1"]
+    assert event["stale"] == ["1:1 (5,)"]
+    assert event["frozen"] == ["frozen.weight"]
+    assert event["groups"] == {"0": {"backbone": 2, "head_k": 1},
+                               "1": {"head_k": 1, "<stale>": 1, "frozen": 1}}
+
+
+def test_warmup_from_zero_is_not_a_zero_lr_group():
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / 10)  # lr is 0 now, initial_lr 0.1
+    assert opt.param_groups[0]["lr"] == 0.0
+    assert audit(model, opt)["zero_lr_groups"] == []
+
+
+def test_reaudit_when_param_groups_change(tmp_path):
+    model = Net()
+    opt = torch.optim.SGD(model.backbone.parameters(), lr=0.1)
+    events = coverage_events(
+        tmp_path, model, opt, steps=3,
+        after=lambda o: o.add_param_group({"params": model.head_k.parameters(), "name": "k"}),
+    )
+    assert [e["reason"] for e in events] == ["start", "param_groups_changed"]
+    assert len(events[0]["missing"]) == 4 and events[1]["missing"] == ["head_r.weight",
+                                                                        "head_r.bias"]
+    assert events[1]["step"] == 1 and events[1]["groups"]["k"] == {"head_k": 2}

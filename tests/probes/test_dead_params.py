@@ -1,0 +1,97 @@
+"""DeadParamsProbe: an unused head vs a clean loop, zero grads, partial death (FAILURES 7, 18)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import riswb
+from riswb.probes.dead_params import DeadParamsProbe
+from riswb.runlog import read_run
+
+
+class Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 2)
+        self.extra = nn.Linear(6, 3)  # the head whose loss got lost
+        self.vec = nn.Parameter(torch.ones(10))  # only its first 7 elements reach the loss
+
+    def forward(self, x, use_extra=True, zero_extra=False):
+        h = torch.relu(self.body(x))
+        out = self.head(h).sum(-1) + (self.vec[:7] * x.sum(-1, keepdim=True)).sum(-1)
+        if use_extra:
+            e = self.extra(h).sum(-1)
+            out = out + (0.0 * e if zero_extra else e)
+        return out
+
+
+def train(tmp_path, steps, probe, *, use_extra=lambda step: True, zero_extra=False,
+          log_every=5, set_to_none=True):
+    torch.manual_seed(0)
+    model = Heads()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    wb = riswb.Workbench(
+        model, opt, runs_dir=tmp_path, probes=[probe], strict=True, log_every=log_every
+    )
+    with wb:
+        for step in range(steps):
+            out = model(torch.randn(8, 4), use_extra(step), zero_extra)
+            loss = wb.loss({"mse": (out - 1).pow(2).mean()})
+            opt.zero_grad(set_to_none=set_to_none)
+            loss.backward()
+            opt.step()
+    return read_run(wb.path)
+
+
+def test_unused_head_is_dead_and_named(tmp_path):
+    run = train(tmp_path, 20, DeadParamsProbe(window=10), use_extra=lambda s: False)
+    dead = run.kind("dead")
+    assert list(dead["step"]) == [9, 19]
+    assert (dead["n_dead"] == 2).all() and (dead["n_params"] == 7).all()
+    assert (dead["steps"] == 10).all()
+    events = run.events_of("dead_params")
+    assert len(events) == 1  # only when the set changes
+    assert events[0]["names"] == ["extra.weight", "extra.bias"] and events[0]["steps"] == 10
+    # elements: extra (18+3) all dead, vec's last 3 elements dead, body/head alive
+    total = 4 * 6 + 6 + 6 * 2 + 2 + 6 * 3 + 3 + 10
+    assert dead["frac_dead_elems"].iloc[0] == pytest.approx((21 + 3) / total)
+    assert dead["dead_frac/extra"].iloc[0] == 1.0
+    assert dead["dead_frac/vec"].iloc[0] == pytest.approx(0.3)
+    assert dead["zero_frac/vec"].iloc[0] == pytest.approx(0.3)
+    assert dead["dead_frac/head"].iloc[0] == 0.0
+
+
+def test_clean_loop_has_nothing_dead(tmp_path):
+    run = train(tmp_path, 20, DeadParamsProbe(window=10))
+    dead = run.kind("dead")
+    assert (dead["n_dead"] == 0).all()
+    assert run.events_of("dead_params") == []
+    assert dead["dead_frac/extra"].iloc[0] == 0.0
+
+
+def test_zero_gradients_count_as_dead(tmp_path):
+    """A head multiplied by 0 gets a grad of exact zeros (not None): still dead."""
+    run = train(tmp_path, 10, DeadParamsProbe(window=10), zero_extra=True, set_to_none=False)
+    assert run.kind("dead")["n_dead"].tolist() == [2]
+    assert run.events_of("dead_params")[0]["names"] == ["extra.weight", "extra.bias"]
+
+
+def test_set_changes_emit_events_and_short_final_window_is_dropped(tmp_path):
+    probe = DeadParamsProbe(window=10, elem_every=3)
+    run = train(tmp_path, 35, probe, use_extra=lambda step: step < 10)
+    dead = run.kind("dead")
+    assert list(dead["step"]) == [9, 19, 29]  # steps 30-34 (5 < window) are not evaluated
+    assert dead["n_dead"].tolist() == [0, 2, 2]
+    events = run.events_of("dead_params")
+    assert [e["step"] for e in events] == [19]
+    assert events[0]["names"] == ["extra.weight", "extra.bias"]
+
+
+def test_run_shorter_than_the_window_is_evaluated_at_the_end(tmp_path):
+    run = train(tmp_path, 7, DeadParamsProbe(window=50), use_extra=lambda s: False)
+    dead = run.kind("dead")
+    assert dead["n_dead"].tolist() == [2] and dead["steps"].tolist() == [7]
+    assert len(run.events_of("dead_params")) == 1

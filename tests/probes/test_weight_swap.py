@@ -1,0 +1,135 @@
+"""Event `weights_swapped`: EMA swapped in for eval and restored vs never restored (FAILURES
+19), a swap-in that changed nothing (FAILURES 20), undeclared changes between steps."""
+
+import copy
+
+import torch
+
+from riswb.hooks import Event
+from riswb.runlog import read_run
+from riswb.workbench import Workbench
+
+
+def make():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 300), torch.nn.Tanh(), torch.nn.Linear(300, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    return model, opt
+
+
+def train_step(wb, model, opt):
+    loss = wb.loss({"a": model(torch.randn(8, 4)).square().mean()})
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+class Ema:
+    def __init__(self, model, decay=0.9):
+        self.shadow = copy.deepcopy(model.state_dict())
+        self.decay = decay
+        self.backup = None
+
+    def update(self, model):
+        for k, v in model.state_dict().items():
+            self.shadow[k].mul_(self.decay).add_(v, alpha=1 - self.decay)
+
+    def swap_in(self, model):
+        self.backup = copy.deepcopy(model.state_dict())
+        model.load_state_dict(self.shadow)
+
+    def swap_out(self, model):
+        model.load_state_dict(self.backup)
+
+
+def run_ema(tmp_path, *, restore: bool, declare: bool):
+    model, opt = make()
+    ema = Ema(model)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], log_every=5,
+                   strict=True) as wb:
+        for step in range(12):
+            train_step(wb, model, opt)
+            ema.update(model)
+            if step == 5:
+                ema.swap_in(model)
+                if declare:  # emitted right after the swap, so a no-op swap can be seen
+                    wb.emit(Event.WEIGHTS_SWAP_IN, kind="ema")
+                wb.evaluate({"val": 0.0})
+                if restore:
+                    ema.swap_out(model)
+                if declare:
+                    wb.emit(Event.WEIGHTS_SWAP_OUT, kind="ema")
+    return read_run(wb.path).events_of("weights_swapped")
+
+
+def test_ema_swapped_for_eval_and_restored(tmp_path):
+    (event,) = run_ema(tmp_path, restore=True, declare=False)
+    assert event["restored"] is True and event["noop"] is False
+    assert event["params_changed"] == 4 and event["step"] == 5
+    assert event["detected"] == "eval" and event["resolved"] == "optimizer_step"
+
+
+def test_ema_never_restored(tmp_path):
+    (event,) = run_ema(tmp_path, restore=False, declare=False)
+    assert event["restored"] is False and event["params_changed"] == 4
+    assert event["kind"] == "unknown" and event["step"] == 5
+
+
+def test_declared_swap_restored_and_unrestored(tmp_path):
+    (good,) = run_ema(tmp_path / "a", restore=True, declare=True)
+    assert good["kind"] == "ema" and good["restored"] is True and good["noop"] is False
+    assert good["resolved"] == "swap_out"
+    (bad,) = run_ema(tmp_path / "b", restore=False, declare=True)
+    assert bad["kind"] == "ema" and bad["restored"] is False
+    assert bad["detected"] == "swap_in" and bad["resolved"] == "optimizer_step"
+
+
+def test_swap_in_that_changes_nothing_is_a_noop(tmp_path):
+    """FAILURES 20: SWA state dict with a `module.` prefix loaded with strict=False."""
+    model, opt = make()
+    swa = {f"module.{k}": v.clone() + 1 for k, v in model.state_dict().items()}
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], strict=True) as wb:
+        train_step(wb, model, opt)
+        model.load_state_dict(swa, strict=False)  # loads nothing
+        wb.emit(Event.WEIGHTS_SWAP_IN, kind="swa")
+        wb.evaluate({"val": 0.0})
+        wb.emit(Event.WEIGHTS_SWAP_OUT, kind="swa")
+        train_step(wb, model, opt)
+    (event,) = read_run(wb.path).events_of("weights_swapped")
+    assert event["noop"] is True and event["kind"] == "swa" and event["params_changed"] == 0
+
+
+def test_undeclared_change_between_steps_and_clean_run(tmp_path):
+    model, opt = make()
+    snapshot = copy.deepcopy(model.state_dict())
+    with Workbench(model, opt, runs_dir=tmp_path / "a", probes=["weight_swap"], log_every=4,
+                   strict=True) as wb:
+        for step in range(20):
+            train_step(wb, model, opt)
+            if step in (4, 5):  # a reload nobody declared, seen before steps 5 and 6
+                model.load_state_dict(snapshot)
+    (event,) = read_run(wb.path).events_of("weights_swapped")
+    assert event["restored"] is False and event["step"] == 5
+    assert event["detected"] == "optimizer_step" and event["steps_changed"] == 2
+
+    model, opt = make()
+    with Workbench(model, opt, runs_dir=tmp_path / "b", probes=["weight_swap"], log_every=4,
+                   strict=True) as wb:
+        for step in range(10):
+            train_step(wb, model, opt)
+            if step % 3 == 0:
+                wb.evaluate({"val": 0.0})
+    assert read_run(wb.path).events_of("weights_swapped") == []
+
+
+def test_storage_replacement_is_seen(tmp_path):
+    model, opt = make()
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], strict=True) as wb:
+        train_step(wb, model, opt)
+        original = model[0].weight.data
+        model[0].weight.data = torch.zeros_like(original)  # swap by assignment
+        wb.evaluate({"val": 0.0})
+        model[0].weight.data = original  # restored by assignment
+        train_step(wb, model, opt)
+    (event,) = read_run(wb.path).events_of("weights_swapped")
+    assert event["restored"] is True and event["params_changed"] == 1
