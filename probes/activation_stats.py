@@ -5,7 +5,9 @@ Copy this file into your own `probes/` folder and edit it. What it shows:
 * attaching PyTorch hooks of your own at RUN_START and removing them at RUN_END;
 * sampling: the hooks do real work only on every `every`-th training forward of the model
   (eval forwards are ignored), so the probe costs nothing on the other steps;
-* accumulating on the device and converting to numbers once, in `flush()`.
+* accumulating on the device and converting to numbers once, in `flush()`; a forward's
+  statistics are committed at the AFTER_LOSS of its batch, so each record covers exactly
+  the batches whose `wb.loss` step it spans.
 
 Watched modules: every activation module (ReLU, GELU, Tanh, Sigmoid, …); a model that calls
 `F.relu` in its forward has none, so the probe then watches the Linear/Conv layers instead
@@ -72,6 +74,7 @@ class ActivationStatsProbe(Probe):
         self._watched: dict[str, nn.Module] = {}
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._pending: dict[str, torch.Tensor] = {}  # this batch's stats, until its wb.loss
         self._forwards = 0
         self._armed = False
 
@@ -106,10 +109,7 @@ class ActivationStatsProbe(Probe):
             y = _first_tensor(output)
             if y is None or y.numel() == 0:
                 return
-            stats = activation_stats(y, module)
-            seen = self._sums.get(name)
-            self._sums[name] = stats if seen is None else seen + stats
-            self._counts[name] = self._counts.get(name, 0) + 1
+            self._pending[name] = activation_stats(y, module)
 
         return hook
 
@@ -124,6 +124,13 @@ class ActivationStatsProbe(Probe):
         self._attach(ctx.wb.model)
 
     def on_after_loss(self, ctx: StepContext) -> None:
+        # the forward this loss came from belongs to this step: commit its stats now (a
+        # flush inside this wb.loss call has already run, so they go to the next record)
+        for name, stats in self._pending.items():
+            seen = self._sums.get(name)
+            self._sums[name] = stats if seen is None else seen + stats
+            self._counts[name] = self._counts.get(name, 0) + 1
+        self._pending.clear()
         # a probe added after RUN_START attaches here; from the next forward on it samples
         self._attach(ctx.wb.model)
 
@@ -136,9 +143,9 @@ class ActivationStatsProbe(Probe):
         names = list(self._sums)
         means = torch.stack([self._sums[n] / self._counts[n] for n in names]).tolist()
         record = {}
-        for name, row in zip(names, means):
+        for name, row in zip(names, means, strict=True):
             module = self._watched[name]
-            for stat, value in zip(STATS, row):
+            for stat, value in zip(STATS, row, strict=True):
                 if stat == "sat_frac" and not isinstance(module, SYMMETRIC_BOUNDED + UNIT_BOUNDED):
                     continue
                 if stat == "neg_frac" and not isinstance(module, LAYERS):

@@ -60,4 +60,5 @@ class WeightAverage:
 
     def load_state_dict(self, state: dict) -> None:
         self.count = state["count"]
-        torch._foreach_copy_(self.shadow, [t.to(s.device) for t, s in zip(state["shadow"], self.shadow)])
+        stored = [t.to(s.device) for t, s in zip(state["shadow"], self.shadow, strict=True)]
+        torch._foreach_copy_(self.shadow, stored)

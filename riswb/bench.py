@@ -6,8 +6,11 @@ with `per_probe=True`, under a Workbench holding one built-in probe alone — in
 rotated from round to round. A variant's ratio in a round is its time per step over the
 plain loop's in that round; the reported ratio is the median over rounds, which cancels the
 drift of a shared machine. Each variant owns a copy of the same model, optimizer and
-scheduler (set up once, untimed); a Workbench is created, warmed up and closed around each
-timed stretch (creation and close are not timed; the flushes inside the stretch are).
+scheduler and one Workbench for the whole benchmark (created and warmed up for `warmup`
+steps before the first round, closed after the last; neither is timed), so the rounds
+measure the steady state. `steps` per round defaults to 50: a multiple of every built-in
+sampling period (term gradients every 50 steps, Δparam every 10 optimizer steps, flushes
+every 20), so each round carries the same share of sampled work.
 
 The loop: a `depth`-layer GELU MLP of width `width` (default 4 × 512), batch 256, three loss
 terms (mse, l1, l2 of the first layer), AdamW with two named param groups, a warm-up+cosine
@@ -122,19 +125,45 @@ def run_bench(
     width: int = 512,
     depth: int = 4,
     batch: int = 256,
-    steps: int = 20,
+    steps: int = 50,
     rounds: int = 5,
-    warmup: int = 3,
+    warmup: int = 20,
     per_probe: bool = True,
     log_every: int = DEFAULT_LOG_EVERY,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    threads: int | None = None,
+    clock: str = "wall",
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Measure the default probes' (and each built-in's) overhead over a plain loop."""
+    """Measure the default probes' (and each built-in's) overhead over a plain loop.
+
+    `clock`: "wall" (perf_counter) or "cpu" (this process's CPU time: steadier on a shared
+    machine, meaningful on CPU only, best with threads=1). `threads`: torch intra-op
+    threads for the run (restored afterwards)."""
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _measure(
+            width=width, depth=depth, batch=batch, steps=steps, rounds=rounds, warmup=warmup,
+            per_probe=per_probe, log_every=log_every, device=torch.device(device), seed=seed,
+            clock=clock, progress=progress,
+        )
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _measure(
+    *, width: int, depth: int, batch: int, steps: int, rounds: int, warmup: int,
+    per_probe: bool, log_every: int, device: torch.device, seed: int, clock: str,
+    progress: Callable[[str], None] | None,
+) -> BenchResult:
     from riswb.probes import BUILTIN, builtin_probe_classes, default_probes
 
-    device = torch.device(device)
+    timer = time.perf_counter if clock == "wall" else time.process_time
     gen = torch.Generator().manual_seed(seed)
     layers: list[torch.nn.Module] = []
     width_in = width // 2
@@ -150,45 +179,50 @@ def run_bench(
 
     factories: dict[str, Callable[[], list[Probe]] | None] = {PLAIN: None, TOTAL: default_probes}
     if per_probe:
-        for (module, _), cls in zip(BUILTIN, builtin_probe_classes()):
+        for (module, _), cls in zip(BUILTIN, builtin_probe_classes(), strict=True):
             factories[module] = (lambda cls=cls: [cls()])
     setups = {name: _Setup(base, x, y, lr=1e-3) for name in factories}
     raw: dict[str, list[float]] = {name: [] for name in factories}
     order = list(factories)
 
     with tempfile.TemporaryDirectory(prefix="riswb-bench-") as runs_dir:
-        for r in range(rounds):
-            shift = r % len(order)
-            for name in order[shift:] + order[:shift]:
-                setup, factory = setups[name], factories[name]
+        benches: dict[str, Workbench | None] = {}
+        try:
+            for name, factory in factories.items():  # steady state: one Workbench each
+                setup = setups[name]
                 wb = None
                 if factory is not None:
                     wb = Workbench(setup.model, setup.optimizer, setup.scheduler,
                                    runs_dir=runs_dir, name=f"bench-{name}", probes=factory(),
                                    log_every=log_every)
+                benches[name] = wb
                 step = _plain_step if wb is None else _wb_step
-                try:
-                    for _ in range(warmup):
-                        step(setup, wb)
+                for _ in range(warmup):
+                    step(setup, wb)
+            for r in range(rounds):
+                shift = r % len(order)
+                for name in order[shift:] + order[:shift]:
+                    setup, wb = setups[name], benches[name]
+                    step = _plain_step if wb is None else _wb_step
                     _sync(device)
-                    start = time.perf_counter()
+                    start = timer()
                     for _ in range(steps):
                         step(setup, wb)
                     _sync(device)
-                    elapsed = time.perf_counter() - start
-                finally:
-                    if wb is not None:
-                        wb.close()
-                raw[name].append(1e3 * elapsed / steps)
-            if progress is not None:
-                progress(f"round {r + 1}/{rounds}: plain {raw[PLAIN][-1]:.2f} ms/step, "
-                         f"default {raw[TOTAL][-1]:.2f} ms/step")
+                    raw[name].append(1e3 * (timer() - start) / steps)
+                if progress is not None:
+                    progress(f"round {r + 1}/{rounds}: plain {raw[PLAIN][-1]:.2f} ms/step, "
+                             f"default {raw[TOTAL][-1]:.2f} ms/step")
+        finally:
+            for wb in benches.values():
+                if wb is not None:
+                    wb.close()
 
     def ratio(name: str) -> float:
-        return statistics.median(v / p for v, p in zip(raw[name], raw[PLAIN]))
+        return statistics.median(v / p for v, p in zip(raw[name], raw[PLAIN], strict=True))
 
     config = {"width": width, "depth": depth, "batch": batch, "steps": steps, "rounds": rounds,
-              "warmup": warmup, "log_every": log_every, "device": str(device),
+              "warmup": warmup, "log_every": log_every, "device": str(device), "clock": clock,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "probes": [m for m, _ in BUILTIN]}
     return BenchResult(
@@ -207,7 +241,7 @@ def format_table(result: BenchResult) -> str:
     lines = [
         f"riswb bench: MLP {c['depth']}x{c['width']}, batch {c['batch']}, {c['steps']} steps x "
         f"{c['rounds']} interleaved rounds, {c['device']} ({c['threads']} threads), "
-        f"log_every {c['log_every']}",
+        f"log_every {c['log_every']}, {c['clock']} clock",
         f"{'variant':<18}{'ms/step':>10}{'ratio':>9}",
         f"{PLAIN:<18}{result.plain_ms:>10.2f}{1.0:>9.3f}",
         f"{'default (all)':<18}{result.ms[TOTAL]:>10.2f}{result.total_ratio:>9.3f}",
@@ -223,19 +257,23 @@ def format_table(result: BenchResult) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m riswb.bench", description=__doc__.split(
         "\n")[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--log-every", type=int, default=DEFAULT_LOG_EVERY)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--no-per-probe", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run_bench(steps=args.steps, rounds=args.rounds, width=args.width, depth=args.depth,
-                       batch=args.batch, log_every=args.log_every, device=args.device,
-                       per_probe=not args.no_per_probe,
+    result = run_bench(steps=args.steps, rounds=args.rounds, warmup=args.warmup,
+                       width=args.width, depth=args.depth, batch=args.batch,
+                       log_every=args.log_every, device=args.device,
+                       per_probe=not args.no_per_probe, threads=args.threads, clock=args.clock,
                        progress=None if args.json else (lambda m: print(m, flush=True)))
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
     return 0

@@ -69,3 +69,6 @@ register("report", _diagnosis.report_command)
 register("gate", _diagnosis.gate_command)
 register("runs", _diagnosis.runs_command)
 register("compare", _diagnosis.compare_command)
+from riswb.commands import training as _training  # noqa: E402
+register("overfit", _training.overfit_command)
+register("train", _training.train_command)

@@ -24,7 +24,8 @@ def cache_dir() -> Path:
 
 
 def _cache_path(preset: str, n: int, seed: int, snr_db) -> Path:
-    snr = "default" if snr_db is None else "-".join(str(v) for v in torch.tensor(snr_db).flatten().tolist())
+    values = [] if snr_db is None else torch.tensor(snr_db).flatten().tolist()
+    snr = "-".join(str(v) for v in values) or "default"
     return cache_dir() / f"scenes-{preset}-n{n}-seed{seed}-snr{snr}.pt"
 
 

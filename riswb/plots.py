@@ -409,9 +409,13 @@ def start_plots(
 
     _pyplot()  # import matplotlib once, before the fork
     _JOB = (run, target)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-        pool = multiprocessing.get_context("fork").Pool(min(workers, len(PLOTTERS)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pool = multiprocessing.get_context("fork").Pool(min(workers, len(PLOTTERS)))
+    except (OSError, ValueError):  # no fork here (limits, sandbox): draw inline
+        _JOB = None
+        return lambda: _collect([_plot_one(run, name, target) for name in PLOTTERS])
     # the slowest plots first so that no worker is left with a long one at the end
     slow = ("grad_norms", "param_update", "loss")
     order = [n for n in slow if n in PLOTTERS] + [n for n in PLOTTERS if n not in slow]

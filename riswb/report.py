@@ -218,15 +218,19 @@ def fmt(value: Any) -> str:
         shown = ", ".join(fmt(v) for v in value[:6])
         return f"[{shown}{', …' if len(value) > 6 else ''}]"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
+        return "{" + ", ".join(f"{k}={fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def fmt_evidence(evidence: Any, limit: int = 8) -> str:
     if not isinstance(evidence, dict):
         return fmt(evidence)
     items = list(evidence.items())
-    text = "; ".join(f"{k}={fmt(v)}" for k, v in items[:limit])
+    text = "; ".join(f"{k}={_clip(fmt(v), 90)}" for k, v in items[:limit])
     return text + ("; …" if len(items) > limit else "")
 
 
@@ -819,7 +823,8 @@ def _summary_pairs(summary: dict) -> list[tuple[str, str]]:
     if summary["best_loss"] is not None:
         pairs.append(("best loss", f"{fmt(summary['best_loss'])} at step {summary['best_step']}"))
     if summary["final_terms"]:
-        pairs.append(("final terms", fmt(summary["final_terms"])))
+        terms = summary["final_terms"].items()
+        pairs.append(("final terms", ", ".join(f"{k}={fmt(v)}" for k, v in terms)))
     return pairs
 
 

@@ -22,9 +22,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from riswb.errors import RiswbError
@@ -198,6 +200,32 @@ def _parse_lines(path: Path, warnings: list[str]) -> list[dict]:
     return records
 
 
+def _frame(records: list[dict]) -> pd.DataFrame:
+    """Records → DataFrame. A probe writes the same keys in the same order every time, so
+    records are grouped by key signature and each group becomes one numeric block (an
+    order of magnitude faster than from_records on 100k-step runs); anything that is not
+    numeric falls back to pandas' general path."""
+    by_signature: dict[tuple, list[dict]] = defaultdict(list)
+    for record in records:
+        by_signature[tuple(record)].append(record)
+    blocks = []
+    for signature, group in by_signature.items():
+        columns = [key for key in signature if key != "kind"]
+        pick = itemgetter(*columns)
+        try:
+            values = np.array([pick(r) for r in group], dtype=np.float64).reshape(len(group), -1)
+        except (TypeError, ValueError):
+            blocks.append(pd.DataFrame.from_records(group))
+            continue
+        block = pd.DataFrame(values, columns=columns)
+        block["kind"] = group[0].get("kind", "")
+        block["step"] = block["step"].astype(np.int64)
+        blocks.append(block)
+    if len(blocks) == 1:
+        return blocks[0]
+    return pd.concat(blocks, ignore_index=True, sort=False)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -240,7 +268,7 @@ class Run:
             grouped[record.get("kind", "")].append(record)
         frames = {}
         for kind, records in grouped.items():
-            frame = pd.DataFrame.from_records(records).drop(columns="kind")
+            frame = _frame(records).drop(columns="kind")
             frames[kind] = frame.sort_values("step", kind="stable").reset_index(drop=True)
         return frames
 

@@ -28,7 +28,7 @@ Two forward paths, one backward formula:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,7 +36,6 @@ __all__ = [
     "Spectral",
     "hermitize",
     "factor_projector",
-    "steering_projector",
     "spectral_decompose",
 ]
 
@@ -78,8 +77,9 @@ def _lowrank_eig(A: torch.Tensor, Q: torch.Tensor, tol: float):
     U = Q @ V
     tr = torch.diagonal(A, dim1=-2, dim2=-1).real.sum(-1)
     s = (tr - mu.sum(-1)) / (n - r)
-    # certificate: A == U diag(mu) Uᴴ + s (I − Q Qᴴ), to rounding
-    resid = A - (U * mu[:, None, :].to(A.dtype)) @ U.mH - s[:, None, None] * (_eye(n, A) - Q @ Q.mH)
+    # certificate: A == U diag(mu) Uᴴ + s (I − Q Qᴴ) = U diag(mu − s) Uᴴ + s I, to rounding
+    resid = A - (U * (mu - s[:, None])[:, None, :].to(A.dtype)) @ U.mH
+    resid.diagonal(dim1=-2, dim2=-1).sub_(s[:, None].to(A.dtype))
     scale = _frob(A).clamp_min(torch.finfo(mu.dtype).tiny)
     ok = _frob(resid) <= tol * scale
     # the Ritz values must sit on or above the scalar block, or the order would interleave
@@ -89,68 +89,137 @@ def _lowrank_eig(A: torch.Tensor, Q: torch.Tensor, tol: float):
     return mu, U, s
 
 
-class _SpectralFn(torch.autograd.Function):
-    """(A, k, U, evals, s, Q, gap_eps) -> (evals desc (B,N), P_k (B,N,N)); U etc. precomputed."""
+@dataclass
+class _Eig:
+    """A decomposition, no grad: U (B,N,r) explicit eigenvectors with eigenvalues lam (B,r),
+    descending; for r < N also Q (B,N,r) orthonormal and s (B,) the scalar block on I − QQᴴ."""
+
+    U: torch.Tensor
+    lam: torch.Tensor
+    Q: torch.Tensor | None
+    s: torch.Tensor | None
+
+    def assemble(self, C, pcgs=None, block=None):
+        """U C Uᴴ + (P_c G_s Uᴴ + h.c.) + block·(I − QQᴴ) as ONE (N×·)(·×N) product."""
+        U = self.U
+        left, right = [U @ C if pcgs is None else U @ C + pcgs], [U]
+        if pcgs is not None:
+            left.append(U)
+            right.append(pcgs)
+        if block is not None:
+            left.append(-block[:, None, None].to(U.dtype) * self.Q)
+            right.append(self.Q)
+        grad = torch.cat(left, -1) @ torch.cat(right, -1).mH
+        if block is not None:
+            grad.diagonal(dim1=-2, dim2=-1).add_(block[:, None].to(U.dtype))
+        return grad
+
+
+class _EvalsFn(torch.autograd.Function):
+    """A -> λ (B,N) descending, with the eigvalsh gradient ∂λ_i/∂A = u_i u_iᴴ."""
 
     @staticmethod
-    def forward(ctx, A, k, U, evals, s, Q, gap_eps):
-        real = evals.dtype
-        sig = _signal_mask(k, U.shape[-1], real)
-        P = (U * sig[:, None, :].to(U.dtype)) @ U.mH
-        eps = gap_eps * evals.abs().mean(-1).clamp_min(torch.finfo(real).tiny)
-        ctx.lowrank = Q is not None
-        ctx.save_for_backward(U, evals, sig, eps,
-                              Q if Q is not None else U[:, :, :0],
-                              s if s is not None else evals[:, :0])
-        return evals.clone(), P
+    def forward(ctx, A, eig, evals):
+        ctx.eig = eig
+        return evals.clone()
 
     @staticmethod
-    def backward(ctx, g_evals, g_P):
-        U, evals, sig, eps, Q, s = ctx.saved_tensors
-        n, r = U.shape[-2], U.shape[-1]
+    def backward(ctx, g):
+        eig = ctx.eig
+        b, n, r = eig.U.shape
+        C = torch.diag_embed(g[:, :r].to(eig.U.dtype))
+        block = g[:, r:].mean(-1) if r < n else None  # the degenerate block, averaged
+        return eig.assemble(C, block=block), None, None
+
+
+class _ProjectFn(torch.autograd.Function):
+    """(A, V) -> P_k V, P_k the top-k eigenvector projector of A; V is a constant (B|1, N, J).
+
+    Backward: grad_A = Σ_{i∈S, j∉S} w_ij (u_j u_jᴴ G u_i u_iᴴ + h.c.), G = herm(Ḡ Vᴴ),
+    w_ij = (λ_i − λ_j)/((λ_i − λ_j)² + ε²); with the scalar block j ∈ span(I − QQᴴ).
+    """
+
+    @staticmethod
+    def forward(ctx, A, V, eig, sig, eps):
+        Uk = eig.U * sig[:, None, :].to(eig.U.dtype)
+        ctx.eig, ctx.sig, ctx.eps = eig, sig, eps
+        ctx.save_for_backward(V)
+        return Uk @ (Uk.mH @ V)
+
+    @staticmethod
+    def backward(ctx, g):
+        (V,) = ctx.saved_tensors
+        eig, sig, eps = ctx.eig, ctx.sig, ctx.eps
+        U, lam = eig.U, eig.lam
         cdt = U.dtype
-        grad = torch.zeros(U.shape[0], n, n, dtype=cdt, device=U.device)
-        lam = evals[:, :r]
-        if g_evals is not None:
-            g_explicit = g_evals[:, :r]
-            grad = grad + (U * g_explicit[:, None, :].to(cdt)) @ U.mH
-            if r < n:  # low-rank path: one degenerate block with projector I − Q Qᴴ
-                g_block = g_evals[:, r:].mean(-1)
-                grad = grad + g_block[:, None, None].to(cdt) * (_eye(n, U) - Q @ Q.mH)
-        if g_P is not None:
-            G = hermitize(g_P)
-            D = lam[:, :, None] - lam[:, None, :]
-            W = (sig[:, :, None] - sig[:, None, :]) * _broadened_inverse(D, eps[:, None, None])
-            Gu = G @ U
-            grad = grad + U @ (W.to(cdt) * (U.mH @ Gu)) @ U.mH
-            if r < n:
-                # signal × scalar-block pairs: Σ_i w_i (P_c G u_i u_iᴴ + u_i u_iᴴ G P_c)
-                w = sig * _broadened_inverse(lam - s[:, None], eps[:, None])
-                Gs = Gu * w[:, None, :].to(cdt)  # G u_i w_i
-                PcGs = Gs - Q @ (Q.mH @ Gs)
-                term = PcGs @ U.mH
-                grad = grad + term + term.mH
-        return grad, None, None, None, None, None, None
+        if V.dim() == 2:
+            V = V.expand(g.shape[0], -1, -1)
+        Gu = 0.5 * (g @ (V.mH @ U) + V @ (g.mH @ U))  # herm(Ḡ Vᴴ) U, never N×N
+        D = lam[:, :, None] - lam[:, None, :]
+        W = (sig[:, :, None] - sig[:, None, :]) * _broadened_inverse(D, eps[:, None, None])
+        C = W.to(cdt) * (U.mH @ Gu)
+        pcgs = None
+        if eig.Q is not None:
+            # signal × scalar-block pairs: Σ_i w_i (P_c G u_i u_iᴴ + u_i u_iᴴ G P_c)
+            w = sig * _broadened_inverse(lam - eig.s[:, None], eps[:, None])
+            Gs = Gu * w[:, None, :].to(cdt)
+            pcgs = Gs - eig.Q @ (eig.Q.mH @ Gs)
+        return eig.assemble(C, pcgs=pcgs), None, None, None, None
 
 
 @dataclass
 class Spectral:
-    """One shared decomposition of a Hermitian batch.
+    """One shared decomposition of a Hermitian batch (see the module docstring).
 
-    evals: (B, N) real, descending, differentiable (eigvalsh gradient);
-    proj:  (B, N, N) projector onto the top-k eigenvectors, differentiable (custom backward);
-    k:     (B,) int64 signal dimension per sample; path: "lowrank" or "eigh".
+    matrix: (B, N, N) the hermitized input that was decomposed (differentiable);
+    evals:  (B, N) real, descending, differentiable (eigvalsh gradient);
+    k:      (B,) int64 signal dimension per sample; path: "lowrank" or "eigh";
+    project(V) = P_k V and proj = P_k (dense), differentiable through the custom backward.
     """
 
+    matrix: torch.Tensor
     evals: torch.Tensor
-    proj: torch.Tensor
     k: torch.Tensor
     path: str
+    _eig: _Eig
+    _sig: torch.Tensor
+    _eps: torch.Tensor
+    _cache: dict = field(default_factory=dict)
+
+    @staticmethod
+    def _key(V: torch.Tensor):
+        return (V.data_ptr(), tuple(V.shape), tuple(V.stride()), V.dtype)
+
+    def project(self, V: torch.Tensor) -> torch.Tensor:
+        """P_k V for constant V (B, N, J) or (N, J): O(N·r·J), no N×N matrix is formed."""
+        hit = self._cache.get(self._key(V))
+        if hit is not None:
+            return hit[1]
+        V = V.to(self.matrix.dtype).detach()
+        return _ProjectFn.apply(self.matrix, V, self._eig, self._sig, self._eps)
+
+    def prepare(self, *Vs: torch.Tensor) -> None:
+        """Project several constant blocks through ONE autograd node (one backward assembly);
+        later `project` calls on the same tensors (same storage, shape, strides) reuse it."""
+        b = self.matrix.shape[0]
+        blocks = [V.expand(b, -1, -1) if V.dim() == 2 else V for V in Vs]
+        out = self.project(torch.cat([v.to(self.matrix.dtype) for v in blocks], -1))
+        start = 0
+        for V, block in zip(Vs, blocks, strict=True):
+            stop = start + block.shape[-1]
+            self._cache[self._key(V)] = (V, out[..., start:stop])  # V kept alive with its key
+            start = stop
+
+    @property
+    def proj(self) -> torch.Tensor:
+        """P_k (B, N, N), the dense top-k eigenvector projector."""
+        n = self.matrix.shape[-1]
+        return self.project(_eye(n, self.matrix))
 
     @property
     def noise_proj(self) -> torch.Tensor:
-        """I − P_k: the MUSIC noise-subspace projector."""
-        return _eye(self.proj.shape[-1], self.proj) - self.proj
+        """I − P_k: the MUSIC noise-subspace projector (dense)."""
+        return _eye(self.matrix.shape[-1], self.matrix) - self.proj
 
     @classmethod
     def of(cls, R: torch.Tensor, k: torch.Tensor, hint: torch.Tensor | None = None,
@@ -166,21 +235,22 @@ def spectral_decompose(R: torch.Tensor, k: torch.Tensor, hint: torch.Tensor | No
     low = None
     with torch.no_grad():
         Ad = A.detach()
-        if hint is not None and hint.shape[-1] < A.shape[-1]:
+        n = A.shape[-1]
+        if hint is not None and hint.shape[-1] < n:
             Q = torch.linalg.qr(hint.detach().to(A.dtype)).Q
             low = _lowrank_eig(Ad, Q, tol=256 * torch.finfo(Ad.real.dtype).eps)
         if low is not None:
             mu, U, s = low
-            n, r = A.shape[-1], U.shape[-1]
-            evals = torch.cat([mu, s[:, None].expand(-1, n - r)], -1)
-            path = "lowrank"
+            evals = torch.cat([mu, s[:, None].expand(-1, n - U.shape[-1])], -1)
+            eig, path = _Eig(U, mu, Q, s), "lowrank"
         else:
             evals, U = torch.linalg.eigh(Ad)
             evals, U = evals.flip(-1), U.flip(-1)
-            Q = s = None
-            path = "eigh"
-    evals, P = _SpectralFn.apply(A, k, U, evals, s, Q, gap_eps)
-    return Spectral(evals=evals, proj=P, k=k, path=path)
+            eig, path = _Eig(U, evals, None, None), "eigh"
+        sig = _signal_mask(k, U.shape[-1], evals.dtype)
+        eps = gap_eps * evals.abs().mean(-1).clamp_min(torch.finfo(evals.dtype).tiny)
+    return Spectral(matrix=A, evals=_EvalsFn.apply(A, eig, evals), k=k, path=path,
+                    _eig=eig, _sig=sig, _eps=eps)
 
 
 def factor_projector(F: torch.Tensor, delta_rel: float = 1e-3) -> torch.Tensor:
@@ -191,14 +261,3 @@ def factor_projector(F: torch.Tensor, delta_rel: float = 1e-3) -> torch.Tensor:
     delta = delta_rel * tr / r + torch.finfo(tr.dtype).tiny ** 0.5
     reg = gram + delta[:, None, None] * _eye(r, gram)
     return F @ torch.linalg.solve(reg, F.mH)
-
-
-def steering_projector(A: torch.Tensor, mask: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
-    """A (AᴴA)⁻¹ Aᴴ over the active columns (mask (B,K) bool) of A (B,N,K); 0 for k = 0."""
-    m = mask.to(A.real.dtype)
-    Am = A * m[:, None, :].to(A.dtype)
-    gram = Am.mH @ Am
-    k = A.shape[-1]
-    # inactive slots get a unit diagonal so the solve stays regular and contributes nothing
-    reg = gram + torch.diag_embed((1 - m) + ridge).to(A.dtype)
-    return Am @ torch.linalg.solve(reg, Am.mH) if k else torch.zeros_like(A @ A.mH)

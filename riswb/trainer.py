@@ -29,7 +29,7 @@ from riswb.config import TrainConfig
 from riswb.data import batch_indices, scene_dataset
 from riswb.errors import RiswbError
 from riswb.hooks import Event
-from riswb.losses import DEFAULT_WEIGHTS, loss_terms
+from riswb.losses import DEFAULT_WEIGHTS, loss_terms, weighted_total
 from riswb.model import CovarianceNet, ModelOutput
 from riswb.physics.covariance import nmse as covariance_nmse
 from riswb.physics.presets import get_preset
@@ -55,6 +55,7 @@ class TrainResult:
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    baseline_nmse: float = math.nan
 
     @property
     def final(self) -> dict[str, float]:
@@ -104,15 +105,23 @@ class Trainer:
         self.best_value = math.inf
         self.history: list[dict[str, float]] = []
 
-        resumed_from = None
-        if resume is not None:
-            resumed_from = self._load_state(Path(resume))
+        self.runs_dir = runs_dir
+        self.probes = probes
+        self.resumed_from = self._load_state(Path(resume)) if resume is not None else None
+        # R_samp's error is a fixed baseline, not a metric that training moves
+        self.baseline_nmse = float(covariance_nmse(self.val_set.R_samp, self.val_set.R_true).mean())
+        self.wb: Workbench | None = None  # attached by run(); litmus uses the bare pipeline
+
+    def instrument(self) -> Workbench:
+        """Attach the Workbench: a fresh run directory, all probes on."""
         self.wb = Workbench(
-            self.model, self.optimizer, self.scheduler, runs_dir=runs_dir, name=config.name,
-            config={**config.to_dict(), "weights_used": self.weights,
-                    "resumed_from": resumed_from},
-            probes=probes, log_every=config.log_every,
+            self.model, self.optimizer, self.scheduler, runs_dir=self.runs_dir,
+            name=self.cfg.name, config={**self.cfg.to_dict(), "weights_used": self.weights,
+                                        "resumed_from": self.resumed_from},
+            probes=self.probes, log_every=self.cfg.log_every, seed=self.cfg.seed,
         )
+        self.wb.writer.update_manifest(baseline={"nmse_samp": self.baseline_nmse})
+        return self.wb
 
     # ----------------------------------------------------------------- construction
     def _snr(self):
@@ -196,7 +205,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.scaler.get_scale() < scale:  # the scaler found inf/NaN and skipped the step
-            self.wb.record_event("step_skipped", reason="scaler", count=1)
+            self.wb.writer.event(self.wb.step, "step_skipped", reason="scaler", count=1)
             return False
         return True
 
@@ -219,18 +228,17 @@ class Trainer:
             batch = self.val_set[index]
             out = self.forward(batch)
             terms = loss_terms(out, batch, self.preset, beta=0.0)
-            total = sum(self.weights[name] * value for name, value in terms.items())
-            n = len(batch)
-            for name, value in {"val_loss": total, **{f"val_{k}": v for k, v in terms.items()}}.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * n
-            preds.append(out.R_pred.float())
+            scores = {"val_loss": weighted_total(terms, self.weights),
+                      **{f"val_{name}": value for name, value in terms.items()}}
+            for name, value in scores.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
+            preds.append(out.R_pred)
             trues.append(batch.R_true)
             ks.append(batch.k)
         count = len(self.val_set)
         metrics = {name: value / count for name, value in totals.items()}
         r_pred, r_true = torch.cat(preds), torch.cat(trues)
         metrics["nmse"] = float(covariance_nmse(r_pred, r_true).mean())
-        metrics["nmse_samp"] = float(covariance_nmse(self.val_set.R_samp, r_true).mean())
         self._last_eval = (r_pred, r_true, torch.cat(ks))
         return metrics
 
@@ -250,7 +258,7 @@ class Trainer:
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-            state.update({n: t.clone() for n, t in zip(names, self.ema.shadow)})
+            state.update({n: t.clone() for n, t in zip(names, self.ema.shadow, strict=True)})
         return state
 
     def save_checkpoints(self, metrics: dict[str, float]) -> None:
@@ -301,7 +309,7 @@ class Trainer:
     # ----------------------------------------------------------------- the run
     def run(self) -> TrainResult:
         started = time.perf_counter()
-        with self.wb:
+        with self.instrument():
             while self.epoch < self.cfg.epochs:
                 self.train_epoch()
                 if self.swa is not None and self.epoch >= self.cfg.swa_start_epoch:
@@ -313,4 +321,4 @@ class Trainer:
                     self.progress("epoch", {"epoch": self.epoch, **metrics})
                 self.epoch += 1
         return TrainResult(self.wb.path, self.cfg.epochs, self.wb.step + 1, self.history,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, self.baseline_nmse)

@@ -89,9 +89,11 @@ def resolve_probes(spec: Any) -> tuple[list[Probe], list[str]]:
     items = [spec] if isinstance(spec, (str, Probe, type)) else list(spec)
     table = _builtin_table()
     probes: list[Probe] = []
+    modules = {(f"riswb.probes.{m}", c): m for m, c in table}
     for item in items:
         if isinstance(item, Probe):
-            probes.append(item)
+            module = modules.get((type(item).__module__, type(item).__name__))
+            probes.append(item if module is None else _name_builtin(item, module))
         elif isinstance(item, type) and issubclass(item, Probe):
             probes.append(item())
         elif item == "default":
@@ -212,10 +214,16 @@ class Workbench:
         self._flushed_loss = 0
         self._flushed_opt = 0
         self._handles: list[Any] = []
-        self._scheduler_patches: list[tuple[Any, bool, Any]] = []
+        self._scheduler_patches: list[tuple[Any, dict[str, tuple[bool, Any]]]] = []
         self._attach()
         self.writer.event(0, "run_start", status="running")
-        self._emit(Event.RUN_START, 0)
+        try:
+            self._emit(Event.RUN_START, 0)
+        except BaseException:  # strict=True and a probe failed: leave the loop untouched
+            self._closed = True
+            self._detach()
+            self.writer.close("crashed")
+            raise
 
     # -- attachment -------------------------------------------------------------------------
 
@@ -226,17 +234,26 @@ class Workbench:
         self._handles.append(self.optimizer.register_step_pre_hook(self._on_pre_step))
         self._handles.append(self.optimizer.register_step_post_hook(self._on_post_step))
         for scheduler in self._schedulers():
-            had = "step" in vars(scheduler)
-            previous = vars(scheduler).get("step")
-            original = scheduler.step
+            self._patch_scheduler(scheduler)
 
-            def step(*args: Any, _original=original, _sched=scheduler, **kwargs: Any):
-                result = _original(*args, **kwargs)
-                self._on_scheduler_step(_sched)
-                return result
+    def _patch_scheduler(self, scheduler: Any) -> None:
+        """Count `scheduler.step()` by wrapping it on the instance. Schedulers serialize
+        their `__dict__`, where the wrapper now lives, so `state_dict` is wrapped too, to
+        leave both out: `torch.save(scheduler.state_dict())` keeps working."""
+        patched = ("step", "state_dict")
+        saved = {name: (name in vars(scheduler), vars(scheduler).get(name)) for name in patched}
+        original_step, original_state_dict = scheduler.step, scheduler.state_dict
 
-            scheduler.step = step
-            self._scheduler_patches.append((scheduler, had, previous))
+        def step(*args: Any, **kwargs: Any):
+            result = original_step(*args, **kwargs)
+            self._on_scheduler_step(scheduler)
+            return result
+
+        def state_dict() -> dict:
+            return {k: v for k, v in original_state_dict().items() if k not in patched}
+
+        scheduler.step, scheduler.state_dict = step, state_dict
+        self._scheduler_patches.append((scheduler, saved))
 
     def _schedulers(self) -> list[Any]:
         if self.scheduler is None:
@@ -249,11 +266,12 @@ class Workbench:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for scheduler, had, previous in self._scheduler_patches:
-            if had:
-                scheduler.step = previous
-            else:
-                vars(scheduler).pop("step", None)
+        for scheduler, saved in self._scheduler_patches:
+            for name, (had, previous) in saved.items():
+                if had:
+                    setattr(scheduler, name, previous)
+                else:
+                    vars(scheduler).pop(name, None)
         self._scheduler_patches.clear()
 
     # -- hook callbacks ---------------------------------------------------------------------
@@ -518,7 +536,7 @@ class Workbench:
             return total, values
         except (RuntimeError, TypeError, ValueError):
             total = None
-            for n, t in zip(names, tensors):
+            for n, t in zip(names, tensors, strict=True):
                 w = used[n]
                 part = t if (not isinstance(w, torch.Tensor) and w == 1.0) else t * w
                 total = part if total is None else total + part

@@ -6,7 +6,7 @@ from riswb.runlog import read_run
 
 def test_metrics_side_by_side_and_findings_diff(tmp_path, synthetic_run):
     a = read_run(synthetic_run(tmp_path, steps=1000, name="a", swap_unrestored=True))
-    b = read_run(synthetic_run(tmp_path, steps=1000, name="b", frozen=True))
+    b = read_run(synthetic_run(tmp_path, steps=1000, name="b", healthy=False))
     comparison = compare(a, b)
     metrics = {m["metric"]: m for m in comparison.metrics}
     for name in ("opt_steps", "final loss/total", "final loss/nmse", "final eval/val_loss"):

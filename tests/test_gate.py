@@ -57,8 +57,15 @@ def test_no_records_fail_conservatively(tmp_path):
     assert any("cannot tell" in r for r in result.reasons)
 
 
-@pytest.mark.parametrize("kwargs", [{"min_loss_drop": 1.5}, {"min_moving": -0.1},
-                                    {"min_moving": 2.0}, {"min_loss_drop": float("nan")}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_loss_drop": 1.5},
+        {"min_moving": -0.1},
+        {"min_moving": 2.0},
+        {"min_loss_drop": float("nan")},
+    ],
+)
 def test_bad_thresholds_are_usage_errors(tmp_path, synthetic_run, kwargs):
     run = read_run(synthetic_run(tmp_path, steps=100))
     with pytest.raises(RiswbError):

@@ -120,3 +120,17 @@ def test_strict_error_falls_back_for_unsubclassable_types():
     with pytest.raises(ProbeError) as info:
         registry.emit(Event.AFTER_BACKWARD, 0)
     assert isinstance(info.value.__cause__, OSError)
+
+
+def test_strict_failure_at_run_start_leaves_the_loop_untouched(tmp_path):
+    class BadStart(Probe):
+        def on_run_start(self, ctx):
+            raise RuntimeError("no")
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="no"):
+        Workbench(model, opt, runs_dir=tmp_path, probes=[BadStart()], strict=True)
+    assert not model._forward_hooks and not opt._optimizer_step_pre_hooks
+    (path,) = tmp_path.iterdir()
+    assert read_run(path).manifest["status"] == "crashed"

@@ -167,7 +167,7 @@ def test_spectral_terms_gradcheck_float64():
         return torch.stack([
             L.gap(spec, k, tau=0.0), L.margin(spec, k), L.subspace_align(spec, Q, k),
             L.peak(spec, A, mask), L.peak_contrast(spec, A, mask, probe),
-            L.ortho(R, Q), L.nmse(R, A @ A.mH + 0),
+            L.ortho(spec, Q), L.nmse(R, A @ A.mH + 0),
         ])
 
     assert torch.autograd.gradcheck(terms, (X,), atol=1e-6, rtol=1e-4)
@@ -255,3 +255,36 @@ def test_paper_preset_runs():
     assert torch.isfinite(total)
     assert L.loss_terms(oracle_output(b, L.LossGeometry.from_preset(preset)), b,
                         preset)["subspace_align"].item() < 2e-3
+
+
+def test_reduced_formulas_match_their_dense_definitions():
+    """ortho, cross, align, subspace_align, peak: r×r / Ritz shortcuts vs N×N definitions."""
+    from riswb.spectral import factor_projector
+
+    A, Q, mask, k, probe = _small_truth(seed=3)
+    g = torch.Generator().manual_seed(4)
+    F = torch.complex(torch.randn(2, 6, 3, generator=g, dtype=torch.float64),
+                      torch.randn(2, 6, 3, generator=g, dtype=torch.float64))
+    X = torch.complex(torch.randn(2, 6, 6, generator=g, dtype=torch.float64),
+                      torch.randn(2, 6, 6, generator=g, dtype=torch.float64))
+    R = X @ X.mH
+    spec = spectral_decompose(R, k)
+    Pt = Q @ Q.mH
+    eye = torch.eye(6, dtype=R.dtype)
+
+    def fro2(M):
+        return M.abs().square().sum((-2, -1))
+
+    def tr(M):
+        return torch.diagonal(M, dim1=-2, dim2=-1).real.sum(-1)
+
+    kf = k.to(torch.float64)
+    PF = factor_projector(F, delta_rel=L.FACTOR_DELTA)
+    torch.testing.assert_close(L.ortho(spec, Q), (fro2(R - Pt @ R @ Pt) / fro2(R)).mean())
+    torch.testing.assert_close(L.cross(F, Q, k), (tr(PF @ (eye - Pt)) / kf).mean())
+    torch.testing.assert_close(L.align(F, Q, k), (1 - tr(PF @ Pt) / kf).mean())
+    Pk = spec.proj
+    torch.testing.assert_close(L.subspace_align(spec, Q, k), (1 - tr(Pk @ Pt) / kf).mean())
+    Pn = eye - Pk
+    depth = torch.einsum("bnj,bnm,bmj->bj", A.conj(), Pn, A).real
+    torch.testing.assert_close(L.peak(spec, A, mask), ((depth * mask).sum(-1) / kf).mean())

@@ -28,8 +28,17 @@ def test_healthy_report_model(tmp_path, synthetic_run):
     assert report.counts["error"] == 0
     names = {t.name for t in report.tables}
     assert {
-        "loss_terms", "term_gradients", "param_update", "coverage", "nonfinite", "cadence",
-        "weight_swaps", "lr", "eigenvalues", "spectrum", "eval",
+        "loss_terms",
+        "term_gradients",
+        "param_update",
+        "coverage",
+        "nonfinite",
+        "cadence",
+        "weight_swaps",
+        "lr",
+        "eigenvalues",
+        "spectrum",
+        "eval",
     } <= names
     loss = report.table("loss_terms")
     by_term = {row[0]: row for row in loss.rows}

@@ -123,3 +123,33 @@ def test_factor_projector_is_the_orthogonal_projector_for_small_delta():
     P = factor_projector(F, delta_rel=1e-12)
     Q = torch.linalg.qr(F).Q
     torch.testing.assert_close(P, Q @ Q.mH, atol=1e-8, rtol=0)
+
+
+def test_project_equals_dense_projector_times_vectors_with_same_gradient():
+    F = _cn(3, 10, 3, seed=13).requires_grad_()
+    V = _cn(3, 10, 4, seed=14)
+    k = torch.tensor([1, 2, 3])
+    C = _cn(3, 10, 4, seed=15)
+    grads = []
+    for dense in (False, True):
+        spec = spectral_decompose(_lowrank(F), k, hint=F)
+        out = spec.proj @ V if dense else spec.project(V)
+        (g,) = torch.autograd.grad((out * C).real.sum(), F)
+        grads.append((out.detach(), g))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_prepared_projections_match_individual_ones():
+    F = _cn(2, 10, 3, seed=16).requires_grad_()
+    V1, V2 = _cn(2, 10, 2, seed=17), _cn(5, 10, seed=18).mT  # batched and shared blocks
+    k = torch.tensor([2, 3])
+    spec = spectral_decompose(_lowrank(F), k, hint=F)
+    single = [spec.project(V1), spec.project(V2)]
+    spec.prepare(V1, V2)
+    prepared = [spec.project(V1), spec.project(V2)]
+    for a, b in zip(single, prepared, strict=True):
+        torch.testing.assert_close(a, b)
+    ga = torch.autograd.grad(sum(x.real.sum() for x in single), F, retain_graph=True)[0]
+    gb = torch.autograd.grad(sum(x.real.sum() for x in prepared), F)[0]
+    torch.testing.assert_close(ga, gb)

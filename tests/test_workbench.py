@@ -236,6 +236,10 @@ def test_probe_resolution():
     mixed, _ = resolve_probes(["default", GradSpy()])
     assert mixed[-1].name == "grad_spy" and len(mixed) == len(default) + 1
     assert resolve_probes(None) == ([], [])
+    from riswb.probes import default_probes
+
+    named, _ = resolve_probes(default_probes())  # instances of built-ins get module names
+    assert [p.name for p in named] == [p.name for p in default]
     with pytest.raises(RiswbError, match="unknown probe"):
         resolve_probes(["nope"])
 
@@ -284,3 +288,20 @@ def test_nan_loss_stays_visible(tmp_path):
     loss = read_run(wb.path).kind("loss")
     assert math.isnan(loss["total"][0]) and math.isnan(loss["a"][0])
     assert math.isfinite(loss["total"][1])
+
+
+def test_scheduler_state_dict_stays_picklable_while_attached(tmp_path):
+    import io
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    wb = Workbench(model, opt, sched, runs_dir=tmp_path, probes=[])
+    loss = wb.loss({"l": model(torch.ones(2, 3)).sum()})
+    loss.backward()
+    opt.step()
+    sched.step()
+    torch.save(sched.state_dict(), io.BytesIO())  # the wrapped step must not leak into it
+    assert wb.n_scheduler == 1
+    wb.close()
+    assert "step" not in vars(sched) and "state_dict" not in vars(sched)

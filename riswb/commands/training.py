@@ -65,7 +65,7 @@ def _verdict(result, verdict, fmt: str) -> None:
         table.add_row(check.name, check.value, "[green]PASS" if check.passed else "[red]FAIL")
     if "nmse" in final:
         table.add_row("nmse (validation)", f"{final['nmse']:.4f}", "")
-        table.add_row("nmse of R_samp (baseline)", f"{final['nmse_samp']:.4f}", "")
+        table.add_row("nmse of R_samp (baseline)", f"{result.baseline_nmse:.4f}", "")
     table.add_row("time", f"{result.seconds:.1f} s", "")
     console.print(table)
     console.print(("[green]PASSED" if verdict.passed else "[red]FAILED") +

@@ -41,8 +41,8 @@ def render_scene(preset: Preset, scene: SceneBatch, r: torch.Tensor, k: torch.Te
     true = scene.mask[0]
     fig, (ax_a, ax_r) = plt.subplots(1, 2, figsize=(12, 4.8), width_ratios=[1.4, 1])
 
-    extent = [deg(grid.phi[0]), deg(grid.phi[-1]), deg(grid.theta[0]), deg(grid.theta[-1])]
-    im = ax_a.imshow(_db(spec.amax(-1)).T.numpy(), origin="lower", extent=[float(e) for e in extent],
+    extent = [float(deg(t)) for t in (grid.phi[0], grid.phi[-1], grid.theta[0], grid.theta[-1])]
+    im = ax_a.imshow(_db(spec.amax(-1)).T.numpy(), origin="lower", extent=extent,
                      aspect="auto", cmap="viridis")
     fig.colorbar(im, ax=ax_a, label="MUSIC pseudo-spectrum, max over r (dB)")
     ax_a.scatter(deg(scene.phi[0][true]), deg(scene.theta[0][true]), s=140, marker="x",
@@ -59,8 +59,9 @@ def render_scene(preset: Preset, scene: SceneBatch, r: torch.Tensor, k: torch.Te
         a = steering_exact(pos, scene.phi[0, j].double(), scene.theta[0, j].double(), r_axis,
                            preset.wavelength)
         cut = _db(1 / null_spectrum(us, a[None])[0])
-        line, = ax_r.plot(r_axis.numpy(), cut.numpy(), label=f"source {j + 1} (φ={deg(scene.phi[0, j]):.1f}°, "
-                                             f"θ={deg(scene.theta[0, j]):.1f}°)")
+        label = (f"source {j + 1} (φ={deg(scene.phi[0, j]):.1f}°, "
+                 f"θ={deg(scene.theta[0, j]):.1f}°)")
+        line, = ax_r.plot(r_axis.numpy(), cut.numpy(), label=label)
         ax_r.axvline(float(scene.r[0, j]), color=line.get_color(), linestyle="--")
     ax_r.set(xlabel="range r (m)", ylabel="pseudo-spectrum (dB, per cut)",
              title="range cuts at the true directions (dashed: true r)")

@@ -10,6 +10,7 @@ from riswb.hooks import Probe
 # gradients come before anything that could change them.
 BUILTIN = (
     ("cadence", "CadenceProbe"),
+    ("inputs", "InputsProbe"),
     ("loss_terms", "LossTermsProbe"),
     ("term_gradients", "TermGradientsProbe"),
     ("nonfinite", "NonFiniteProbe"),

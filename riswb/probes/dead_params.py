@@ -6,8 +6,9 @@ a clamp zeroed 28% of a head's gradient elements. Two granularities:
 * tensor level, every backward (cheap: the per-tensor norms shared with GradNormsProbe):
   a trainable tensor is *dead* over a window when its grad was None or exactly zero
   (‖g‖ = 0) at every AFTER_BACKWARD of the window;
-* element level, on sampled backward passes (`elem_every`, default 10): which gradient
-  elements were exactly zero, per top-level module.
+* element level, on sampled backward passes (`elem_every`, default 20, the window's first
+  backward included): which gradient elements were exactly zero, per top-level module.
+  Memory: one bool per trainable element (the "ever non-zero in this window" mask).
 
 The window is tumbling: `window` backward passes (default 50), evaluated at the first flush
 after it fills; a run that ends before its first window is full is evaluated on what it
@@ -35,13 +36,13 @@ from typing import Any
 import torch
 
 from riswb.hooks import Probe, StepContext
-from riswb.probes.grad_norms import ModuleIndex, raw_grad_stats
+from riswb.probes.grad_norms import ModuleIndex, device_index, raw_grad_stats
 
 
 class DeadParamsProbe(Probe):
     """Tensors whose gradient stays None/zero over a window, and zero-gradient fractions."""
 
-    def __init__(self, every: int | None = None, *, window: int = 50, elem_every: int = 10):
+    def __init__(self, every: int | None = None, *, window: int = 50, elem_every: int = 20):
         super().__init__(every)
         if window < 1 or elem_every < 1:
             raise ValueError("window and elem_every must be >= 1")
@@ -57,7 +58,7 @@ class DeadParamsProbe(Probe):
 
     def _reset(self) -> None:
         self._steps = 0
-        self._alive: torch.Tensor | None = None  # (P,) bool: some non-zero grad this window
+        self._alive: torch.Tensor | None = None  # (P,) Σ ‖g_p‖ over the window: 0 = dead
         self._nonzero: list[torch.Tensor | None] | None = None  # per-element "ever non-zero"
         self._zero_counts: torch.Tensor | None = None  # (P,) float64: zero elements, summed
         self._samples = 0
@@ -71,11 +72,12 @@ class DeadParamsProbe(Probe):
             self._index = index
             self._reset()
         stats = raw_grad_stats(wb)
-        moving = stats.norms != 0  # NaN != 0: a NaN gradient is alive, just not well
+        # one op per step: norms are ≥ 0, so the sum stays 0 exactly while every grad is
+        # None/zero (and a NaN gradient is alive, just not well)
         if self._alive is None:
-            self._alive = moving
+            self._alive = stats.norms.clone()
         else:
-            self._alive |= moving
+            self._alive.add_(stats.norms)
         if self._steps % self.elem_every == 0:
             self._sample_elements(stats.grads, index)
         self._steps += 1
@@ -83,19 +85,21 @@ class DeadParamsProbe(Probe):
     def _sample_elements(self, grads: list[torch.Tensor | None], index: ModuleIndex) -> None:
         if self._nonzero is None:
             self._nonzero = [None] * len(grads)
-        zeros = []
-        device = index.owner.device
-        for i, grad in enumerate(grads):
-            if grad is None:
-                zeros.append(index.numel[i].to(torch.float32))
-                continue
-            dense = grad.to_dense() if grad.is_sparse else grad
-            nonzero = dense != 0
+        present = [i for i, g in enumerate(grads) if g is not None]
+        dense = [grads[i].to_dense() if grads[i].is_sparse else grads[i] for i in present]
+        for i, grad in zip(present, dense, strict=True):
             seen = self._nonzero[i]
-            self._nonzero[i] = nonzero if seen is None else seen.logical_or_(nonzero)
-            zeros.append((~nonzero).sum().to(device=device, dtype=torch.float32))
-        counts = torch.stack(zeros).to(torch.float64)
-        self._zero_counts = counts if self._zero_counts is None else self._zero_counts + counts
+            if seen is None:
+                self._nonzero[i] = grad != 0
+            else:
+                seen.logical_or_(grad != 0)
+        # non-zero elements per tensor in one foreach pass (ord-0 "norm" counts them)
+        zeros = index.numel.clone()  # a None grad: all of its elements are zero
+        if dense:
+            nonzero = torch.stack(torch._foreach_norm(dense, 0)).to(zeros)
+            target = device_index(tuple(present), zeros.device)
+            zeros.index_add_(0, target, -nonzero)
+        self._zero_counts = zeros if self._zero_counts is None else self._zero_counts + zeros
         self._samples += 1
 
     def flush(self, ctx: StepContext) -> None:
@@ -112,8 +116,8 @@ class DeadParamsProbe(Probe):
             self._reset()
             return
         names = [name for name, _ in wb.named_params]
-        alive = self._alive.tolist()
-        dead = [name for name, ok in zip(names, alive) if not ok]
+        alive = (self._alive != 0).tolist()
+        dead = [name for name, ok in zip(names, alive, strict=True) if not ok]
         numel = index.numel
         n_modules = len(index.names)
         record: dict[str, Any] = {

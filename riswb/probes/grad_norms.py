@@ -7,10 +7,12 @@ This module also owns the per-step statistics that every gradient probe shares
 (`raw_grad_stats`): one `torch._foreach_norm` over the trainable gradients per backward,
 memoised through `wb.cached`, so GradNorms, NonFinite and DeadParams pay for it once.
 
-Record (one per flush, `step` = the flush step): `total` and `module/<name>` are the *mean*
-over the backward passes since the previous record of ‖g‖₂ over all trainable tensors and
-over the tensors of each top-level child module (`name` is the first component of the
-parameter name, so a parameter that sits directly on the root module is its own "module").
+Record (one per flush, `step` = the flush step): `total` and `module/<name>` are the
+root-mean-square over the backward passes since the previous record of ‖g‖₂ over all
+trainable tensors and over the tensors of each top-level child module (`name` is the first
+component of the parameter name, so a parameter that sits directly on the root module is
+its own "module"): √(mean_steps ‖g‖²). The RMS costs one fused op per step (Σ ‖g_p‖² per
+tensor); the module sums and square roots wait for the flush.
 A tensor whose grad is None contributes 0. A NaN/Inf gradient makes the mean NaN/Inf: the
 numbers are raw on purpose; kind `nonfinite` counts the elements.
 """
@@ -41,6 +43,21 @@ class GradStats:
     present: list[bool]
 
 
+_INDEX_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def device_index(indices: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A long tensor of `indices` on `device`, cached: a fresh host→device copy every step
+    would be a synchronising (pageable) transfer on CUDA."""
+    key = (str(device), indices)
+    found = _INDEX_CACHE.get(key)
+    if found is None:
+        if len(_INDEX_CACHE) > 256:
+            _INDEX_CACHE.clear()
+        found = _INDEX_CACHE[key] = torch.tensor(indices, dtype=torch.long, device=device)
+    return found
+
+
 def _norms(grads: list[torch.Tensor | None], device: torch.device) -> torch.Tensor:
     present = [g for g in grads if g is not None]
     out_len = len(grads)
@@ -52,11 +69,13 @@ def _norms(grads: list[torch.Tensor | None], device: torch.device) -> torch.Tens
         norms = list(torch._foreach_norm(present))
     if all(n.device == device and n.dtype == torch.float32 for n in norms):
         stacked = torch.stack(norms)
+    elif all(n.device == device for n in norms) and len({n.dtype for n in norms}) == 1:
+        stacked = torch.stack(norms).float()
     else:
         stacked = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms])
     if len(present) == out_len:
         return stacked
-    index = torch.tensor([i for i, g in enumerate(grads) if g is not None], device=device)
+    index = device_index(tuple(i for i, g in enumerate(grads) if g is not None), device)
     return torch.zeros(out_len, device=device).index_copy_(0, index, stacked)
 
 
@@ -68,15 +87,14 @@ def _param_device(wb: Any) -> torch.device:
 def raw_grad_stats(wb: Any) -> GradStats:
     """Per-tensor raw gradient norms for this backward, computed once and shared.
 
-    Uses the Workbench's own memoised `wb.grad_norms()` when it has one (so probes of
-    other authors share the same `_foreach_norm`), else computes it here. The Workbench
-    clears its memo at the end of every backward, after sanitize/clip and at each step.
+    Memoised through `wb.cached`, which the Workbench clears at the end of every backward,
+    after sanitize/clip and at each step: every probe reading it at AFTER_BACKWARD sees the
+    same raw numbers, and pays for one `_foreach_norm` between them.
     """
 
     def compute() -> GradStats:
         grads = [p.grad for _, p in wb.named_params]
-        shared = getattr(wb, "grad_norms", None)
-        norms = shared() if callable(shared) else _norms(grads, _param_device(wb))
+        norms = _norms(grads, _param_device(wb))
         return GradStats(grads, norms, [g is not None for g in grads])
 
     cached = getattr(wb, "cached", None)
@@ -92,7 +110,7 @@ class ModuleIndex:
     """Which top-level module each trainable tensor belongs to, built once per param list."""
 
     def __init__(self, named_params: list[tuple[str, torch.Tensor]], device: torch.device):
-        self.key = tuple(id(p) for _, p in named_params)
+        self.source, self.length = named_params, len(named_params)
         self.names: list[str] = []
         owner: list[int] = []
         for name, _ in named_params:
@@ -108,46 +126,43 @@ class ModuleIndex:
     @classmethod
     def of(cls, wb: Any, current: ModuleIndex | None) -> ModuleIndex:
         params = wb.named_params
-        if current is not None and current.key == tuple(id(p) for _, p in params):
+        if current is not None and current.source is params and current.length == len(params):
             return current
         return cls(params, _param_device(wb))
 
 
 class GradNormsProbe(Probe):
-    """Total and per-top-level-module raw gradient norms, averaged per flush interval."""
+    """Total and per-top-level-module raw gradient norms, RMS over each flush interval."""
 
     def __init__(self, every: int | None = None):
         super().__init__(every)
         self._index: ModuleIndex | None = None
-        self._slot: torch.Tensor | None = None  # 1 + module index of each tensor
-        self._acc: torch.Tensor | None = None  # (1 + M,): total, then one per module
+        self._squares: torch.Tensor | None = None  # (P,) Σ over backwards of ‖g_p‖²
         self._count = 0
 
     def on_after_backward(self, ctx: StepContext) -> None:
         if not ctx.wb.named_params:
             return
         index = ModuleIndex.of(ctx.wb, self._index)
-        if index is not self._index:
-            self._index, self._slot = index, index.owner + 1
-            self._acc, self._count = None, 0  # the parameter set changed: restart the mean
-        squares = raw_grad_stats(ctx.wb).norms.square()
-        # index_add keeps a NaN inside its own module (a matmul would spread 0·NaN = NaN)
-        norms = torch.zeros(len(index.names) + 1, device=squares.device)
-        norms.index_add_(0, self._slot, squares)
-        norms[0] = squares.sum()
-        norms.sqrt_()
-        if self._acc is None:
-            self._acc = norms
-        else:
-            self._acc.add_(norms)
+        norms = raw_grad_stats(ctx.wb).norms
+        if index is not self._index or self._squares is None:
+            self._index = index  # (a new parameter set restarts the interval)
+            self._squares, self._count = torch.zeros_like(norms), 0
+        self._squares.addcmul_(norms, norms)  # the one op per step
         self._count += 1
 
     def flush(self, ctx: StepContext) -> None:
-        if not self._count or self._acc is None or self._index is None:
+        index, squares = self._index, self._squares
+        if not self._count or index is None or squares is None:
             return
-        values = (self._acc / self._count).tolist()
+        # per module: Σ_steps Σ_p∈m ‖g_p‖² — index_add keeps a NaN inside its own module
+        sums = torch.zeros(len(index.names) + 1, dtype=squares.dtype, device=squares.device)
+        sums.index_add_(0, index.owner + 1, squares)
+        sums[0] = squares.sum()
+        values = (sums / self._count).sqrt().tolist()
         record = {"total": values[0]}
-        record.update({f"module/{m}": v for m, v in zip(self._index.names, values[1:])})
+        modules = zip(index.names, values[1:], strict=True)
+        record.update({f"module/{m}": v for m, v in modules})
         ctx.wb.writer.scalars(ctx.step, "grad_norm", record)
-        self._acc = None
+        self._squares.zero_()
         self._count = 0

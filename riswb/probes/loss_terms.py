@@ -74,7 +74,7 @@ class LossTermsProbe(Probe):
             return
         acc = self._acc if self.mode == "last" else self._acc / self._count
         numbers = acc.tolist()
-        record = dict(zip(self._names, numbers[:-1]))
+        record = dict(zip(self._names, numbers[:-1], strict=True))
         record["total"] = numbers[-1]
         ctx.wb.writer.scalars(self._step, "loss", record)
         self._acc = None

@@ -57,7 +57,7 @@ class LRTraceProbe(Probe):
         rows, self._rows = self._rows, []
         for step, opt_step, labels, lrs in rows:
             record: dict[str, Any] = {"opt_step": opt_step}
-            for label, lr in zip(labels, lrs):
+            for label, lr in zip(labels, lrs, strict=True):
                 record[f"group/{label}"] = (
                     float(lr.float().mean()) if isinstance(lr, torch.Tensor) else float(lr)
                 )

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from riswb.hooks import Probe, StepContext
-from riswb.probes.grad_norms import raw_grad_stats
+from riswb.probes.grad_norms import device_index, raw_grad_stats
 
 # attribute names the Workbench may use for its sanitize counter, first match wins
 _SANITIZED_ATTRS = ("sanitized", "_sanitized", "sanitized_count")
@@ -36,32 +36,37 @@ _SANITIZED_ATTRS = ("sanitized", "_sanitized", "sanitized_count")
 
 def count_nonfinite(
     grads: list[torch.Tensor | None], norms: torch.Tensor, *, branch: bool | None = None
-) -> torch.Tensor:
-    """(P,) float64: non-finite elements per tensor (0 for a None grad).
+) -> torch.Tensor | None:
+    """(P,) float64: non-finite elements per tensor (0 for a None grad), or None for "none".
 
-    `branch` (default: on CPU only) reads on the host which norms are non-finite and
-    counts only there; without it every present tensor is counted, with no host sync.
+    `branch` (default: on CPU only) reads on the host whether any norm is non-finite and
+    counts only the tensors whose norm is (returning None when all are finite); without it
+    every present tensor is counted, with no host sync.
     """
-    counts = torch.zeros_like(norms, dtype=torch.float64)
-    bad = ~torch.isfinite(norms)
     if branch is None:
         branch = norms.device.type == "cpu"
-    if branch and not bool(bad.any()):
-        return counts
     if branch:
-        index = bad.nonzero().flatten().tolist()
+        bad = ~torch.isfinite(norms)
+        if not bool(bad.any()):
+            return None
+        index = tuple(bad.nonzero().flatten().tolist())
     else:
-        index = [i for i, g in enumerate(grads) if g is not None]
+        index = tuple(i for i, g in enumerate(grads) if g is not None)
     chosen = [grads[i] for i in index]
     if not chosen:
-        return counts
+        return None
     if any(g.is_sparse for g in chosen):
         chosen = [g.coalesce().values() if g.is_sparse else g for g in chosen]
     zeroed = torch._foreach_mul(chosen, 0.0)  # finite -> 0, ±inf and NaN -> NaN
     found = torch._foreach_norm(zeroed, 0)  # ord 0 counts the non-zero (NaN) elements
-    values = torch.stack([f.to(device=norms.device, dtype=torch.float64) for f in found])
-    target = torch.tensor(index, dtype=torch.long, device=norms.device)
-    return counts.index_copy_(0, target, values)
+    if all(f.device == norms.device for f in found):
+        values = torch.stack(found).to(torch.float64)
+    else:
+        values = torch.stack([f.to(device=norms.device, dtype=torch.float64) for f in found])
+    if len(index) == len(grads):
+        return values
+    counts = torch.zeros(len(grads), dtype=torch.float64, device=norms.device)
+    return counts.index_copy_(0, device_index(index, norms.device), values)
 
 
 class NonFiniteProbe(Probe):
@@ -69,31 +74,37 @@ class NonFiniteProbe(Probe):
 
     def __init__(self, every: int | None = None):
         super().__init__(every)
-        self._elems: torch.Tensor | None = None  # scalar, summed over backward passes
-        self._params: torch.Tensor | None = None  # (P,) bool: tensor affected this interval
-        self._loss: torch.Tensor | None = None  # scalar bool
+        self._counts: torch.Tensor | None = None  # (P,) float64 elements, summed over backwards
+        self._loss: torch.Tensor | None = None  # scalar: NaN once a total was non-finite
+        self._zero: torch.Tensor | None = None
         self._seen = False
 
     def on_after_loss(self, ctx: StepContext) -> None:
         total = ctx.payload.get("total")
-        if not isinstance(total, torch.Tensor):
+        if not isinstance(total, torch.Tensor) or total.numel() != 1:
             return
-        bad = ~torch.isfinite(total.detach()).all()
-        self._loss = bad if self._loss is None else self._loss | bad
+        total = total.detach().reshape(())
+        if self._loss is None or self._loss.dtype != total.dtype or (
+            self._loss.device != total.device
+        ):
+            self._loss = torch.zeros((), dtype=total.dtype, device=total.device)
+            self._zero = torch.zeros((), dtype=total.dtype, device=total.device)
+        # one fused op, no sync: x·0 is 0 for a finite x and NaN for ±inf/NaN
+        self._loss.addcmul_(total, self._zero)
         self._seen = True
 
     def on_after_backward(self, ctx: StepContext) -> None:
         if not ctx.wb.named_params:
             return
+        self._seen = True
         stats = raw_grad_stats(ctx.wb)
         counts = count_nonfinite(stats.grads, stats.norms)
-        affected = counts > 0
-        if self._params is None or self._params.shape != affected.shape:
-            self._params, self._elems = affected, counts.sum()
+        if counts is None:  # CPU fast path: every norm finite
+            return
+        if self._counts is None or self._counts.shape != counts.shape:
+            self._counts = counts
         else:
-            self._params |= affected
-            self._elems += counts.sum()
-        self._seen = True
+            self._counts.add_(counts)
 
     def _take_sanitized(self, wb: Any) -> int:
         for attr in _SANITIZED_ATTRS:
@@ -114,11 +125,13 @@ class NonFiniteProbe(Probe):
         if not self._seen and not sanitized:
             return
         record = {
-            "grad_elems": int(self._elems.item()) if self._elems is not None else 0,
-            "params": int(self._params.sum().item()) if self._params is not None else 0,
+            "grad_elems": int(self._counts.sum().item()) if self._counts is not None else 0,
+            "params": int((self._counts > 0).sum().item()) if self._counts is not None else 0,
             "sanitized": sanitized,
-            "loss": int(bool(self._loss.item())) if self._loss is not None else 0,
+            "loss": int(bool(torch.isnan(self._loss))) if self._loss is not None else 0,
         }
         ctx.wb.writer.scalars(ctx.step, "nonfinite", record)
-        self._elems = self._params = self._loss = None
+        self._counts = None
+        if self._loss is not None:
+            self._loss.zero_()
         self._seen = False

@@ -99,7 +99,7 @@ class ParamUpdateProbe(Probe):
             return
         pending, self._pending = self._pending, []
         rows = [v.tolist() for v in _to_host([v for *_, v in pending])]
-        for (step, opt_step, labels, _), row in zip(pending, rows):
+        for (step, opt_step, labels, _), row in zip(pending, rows, strict=True):
             record = {
                 "opt_step": opt_step,
                 "update_norm": row[0],
@@ -107,7 +107,7 @@ class ParamUpdateProbe(Probe):
                 "ratio": row[2],
                 "frac_moving": row[3],
             }
-            record.update({f"group/{g}/ratio": r for g, r in zip(labels, row[4:])})
+            record.update({f"group/{g}/ratio": r for g, r in zip(labels, row[4:], strict=True)})
             ctx.wb.writer.scalars(step, "param_update", record)
 
     @staticmethod

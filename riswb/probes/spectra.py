@@ -14,7 +14,11 @@ Record `spectrum` (means over the batch; keys only for the matrices given):
 * `gap_pred/true`      — relative eigengap at K: (λ⁺_K − λ⁺_{K+1}) / λ⁺_1 (1-based, λ_{N+1} = 0;
   λ_K/λ_1 for an exact rank-K matrix, ≈ 0 when there is no gap at K);
 * `top_k_energy_pred/true` — Σ_{i≤K} λ⁺ᵢ / Σ λ⁺ᵢ;
-* `scale_ratio`        — mean over samples of tr R_pred / tr R_true.
+* `scale_ratio`        — Σ_b tr R_pred / Σ_b tr R_true (a ratio of batch means, so a zero
+  R_true in one sample cannot make it infinite).
+
+An all-zero (or all-negative) spectrum has no effective rank: such samples are left out of
+the `eff_rank` means.
 
 K is an int or a per-sample tensor (B,); samples with K = 0 are left out of the gap and
 energy means. Without K the probe infers it per sample from R_true (eigenvalues above
@@ -107,10 +111,10 @@ def spectrum_record(
             out[f"gap_{suffix}"] = gap_at_k(evals, k).nanmean()
             out[f"top_k_energy_{suffix}"] = top_k_energy(evals, k).nanmean()
     if pred is not None and true is not None:
-        out["scale_ratio"] = (pred.sum(-1) / true.sum(-1)).mean()
+        out["scale_ratio"] = pred.sum() / true.sum()
     keys = list(out)
     values = torch.stack([out[key] for key in keys]).tolist() if keys else []
-    return dict(zip(keys, values))
+    return dict(zip(keys, values, strict=True))
 
 
 class SpectraProbe(Probe):

@@ -49,6 +49,7 @@ class WeightSwapProbe(Probe):
         self.max_elems = max_elems
         self._views: list[torch.Tensor] = []
         self._ptrs: list[int] = []
+        self._uniform = False
         self._ref: torch.Tensor | None = None
         self._pending: dict[str, Any] | None = None
         self._diffs: list[tuple[int, torch.Tensor]] = []
@@ -69,14 +70,21 @@ class WeightSwapProbe(Probe):
             views.append(data)
         self._views = views
         self._ptrs = [p.data_ptr() for p in params]
+        self._uniform = len({(v.dtype, v.device) for v in views}) == 1 and all(
+            v.dtype == torch.float32 for v in views
+        )
 
     def _fingerprint(self) -> torch.Tensor:
+        """(P,) int32: the bits of each tensor's float32 sample norm."""
         norms = torch._foreach_norm(self._views)
-        return torch.stack([n.to(torch.float32) for n in norms]).view(torch.int32)
+        if not self._uniform:
+            norms = [n.to(device=self._views[0].device, dtype=torch.float32) for n in norms]
+        return torch.stack(norms).view(torch.int32)
 
     def _storage_moved(self, params: list[torch.Tensor]) -> int:
         ptrs = [p.data_ptr() for p in params]
-        moved = sum(a != b for a, b in zip(ptrs, self._ptrs)) + abs(len(ptrs) - len(self._ptrs))
+        moved = abs(len(ptrs) - len(self._ptrs))
+        moved += sum(a != b for a, b in zip(ptrs, self._ptrs, strict=False))
         if moved:
             self._build(params)
         return moved
@@ -145,7 +153,7 @@ class WeightSwapProbe(Probe):
             return
         diffs, self._diffs = self._diffs, []
         counts = torch.stack([c for _, c in diffs]).tolist()
-        changed = [(step, n) for (step, _), n in zip(diffs, counts) if n > 0]
+        changed = [(step, n) for (step, _), n in zip(diffs, counts, strict=True) if n > 0]
         if changed and not self._episode:
             self._write(changed[0][0], "unknown", max(n for _, n in changed), restored=False,
                         noop=False, detected="optimizer_step", resolved="optimizer_step",

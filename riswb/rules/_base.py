@@ -100,6 +100,9 @@ class Thresholds:
     dominance_ratio: float = _t(
         100.0, "term-dominates warns when the largest median term-gradient norm is at least "
         "this many times the second largest")
+    satisfied_term_fraction: float = _t(
+        0.01, "term-dominates ignores a dwarfed term whose own value fell to at most this "
+        "fraction of its start: it is minimized (a regularizer at ~0), not drowned")
     conflict_cosine: float = _t(
         -0.5, "term-conflict warns when two terms' median gradient cosine is at or below this")
     # nonfinite-grads / step-skipped

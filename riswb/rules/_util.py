@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,6 +74,13 @@ def last_values(frame: pd.DataFrame, columns: list[str]) -> dict[str, float]:
         if len(series):
             out[name] = float(series.iloc[-1])
     return out
+
+
+def nanmedian(values: np.ndarray, axis: int | None = None):
+    """np.nanmedian without the all-NaN RuntimeWarning (an all-NaN column gives NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(values, axis=axis)
 
 
 def events(run, name: str) -> list[dict]:

@@ -45,7 +45,9 @@ def check(run, th: Thresholds) -> list[Finding]:
         raise Unchecked(f"only {n} finite loss records (need {th.min_loss_records} for a trend)")
     findings: list[Finding] = []
     window = int(max(3, min(th.loss_window, n // 5)))
-    start = float(np.median(values[:window]))
+    # the larger of the first window's median and the first few records' median: a loss
+    # that falls within the first window must not read as "started low"
+    start = float(max(np.median(values[:window]), np.median(values[:min(5, window)])))
     end = float(np.median(values[-window:]))
     rolling = pd.Series(values).rolling(window).median().to_numpy()[window - 1:]
     best_i = int(np.nanargmin(rolling))

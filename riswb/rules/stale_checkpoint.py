@@ -17,8 +17,9 @@ from riswb.rules._util import Unchecked, col, events, fmt, frame_of, steps_of
 
 ID = "stale-checkpoint"
 
-_HIGHER_IS_BETTER = re.compile(r"acc|auc|f1|precision|recall|score|psnr|ssim|iou|map|r2",
-                               re.IGNORECASE)
+_HIGHER_IS_BETTER = re.compile(
+    r"(^|[_/.-])(acc|accuracy|auc|f1|precision|recall|score|psnr|ssim|iou|map|r2)($|[_/.-])",
+    re.IGNORECASE)
 
 FIX = (
     "best.pt is not rewritten when validation improves. Likely causes: the 'best so far' "

@@ -15,6 +15,7 @@ from riswb.rules._util import (
     fmt,
     frame_of,
     matrix,
+    nanmedian,
     need,
     pct,
     span,
@@ -33,7 +34,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     ok = np.isfinite(values)
     counts = ok.sum(axis=0)
     with np.errstate(all="ignore"):
-        medians = np.nanmedian(np.where(ok, values, np.nan), axis=0)
+        medians = nanmedian(np.where(ok, values, np.nan), axis=0)
         below = (np.where(ok, values, np.inf) <= th.conflict_cosine).sum(axis=0)
     judged = counts >= th.min_term_samples
     if not judged.any():
@@ -51,7 +52,7 @@ def check(run, th: Thresholds) -> list[Finding]:
                  "fraction_below": float(below[i] / counts[i]), "sampled_steps": int(counts[i])}
         norms = [col(grads, t) for t in (a, b)] if not grads.empty else []
         if norms and all(np.isfinite(n).any() for n in norms):
-            na, nb = (float(np.nanmedian(n)) for n in norms)
+            na, nb = (float(nanmedian(n)) for n in norms)
             entry["median_grad_norm"] = {a: na, b: nb}
             entry["cancel"] = bool(min(na, nb) > 0 and max(na, nb) / min(na, nb) < 3
                                    and medians[i] <= -0.9)

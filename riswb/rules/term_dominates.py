@@ -11,10 +11,12 @@ import numpy as np
 from riswb.rules._base import Finding, Thresholds
 from riswb.rules._util import (
     Unchecked,
+    col,
     fmt,
     frame_of,
     last_values,
     matrix,
+    nanmedian,
     need,
     span,
     steps_of,
@@ -22,6 +24,16 @@ from riswb.rules._util import (
 )
 
 ID = "term-dominates"
+
+
+def _satisfied(values: np.ndarray, th: Thresholds) -> bool:
+    """Whether a term's own value fell to ~0 of its start: it is minimized, not drowned."""
+    values = np.abs(values[np.isfinite(values)])
+    if len(values) < 2 * th.min_term_samples:
+        return False
+    window = max(th.min_term_samples, len(values) // 10)
+    start, end = np.median(values[:window]), np.median(values[-window:])
+    return bool(end == 0 or (start > 0 and end <= th.satisfied_term_fraction * start))
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -37,7 +49,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     if values.shape[1] < 2:
         raise Unchecked("fewer than two weighted terms with enough sampled gradient norms")
     with np.errstate(all="ignore"):
-        medians = np.nanmedian(values, axis=0)
+        medians = nanmedian(values, axis=0)
     live = np.isfinite(medians) & (medians > th.dead_term_grad)
     if live.sum() < 2:
         raise Unchecked("fewer than two terms send a gradient (see dead-loss-term)")
@@ -51,8 +63,13 @@ def check(run, th: Thresholds) -> list[Finding]:
     live_terms = [t for t, ok in zip(terms, live, strict=True) if ok]
     per_step_top = np.argmax(live_values, axis=1)
     top_share = float(np.mean(per_step_top == live_terms.index(terms[top])))
-    drowned = [t for t, m, ok in zip(terms, medians, live, strict=True)
+    dwarfed = [t for t, m, ok in zip(terms, medians, live, strict=True)
                if ok and m * th.dominance_ratio <= medians[top] and t != terms[top]]
+    loss = frame_of(run, "loss")
+    satisfied = [t for t in dwarfed if _satisfied(col(loss, t), th)]
+    drowned = [t for t in dwarfed if t not in satisfied]
+    if not drowned:
+        return []
     return [Finding(
         ID, "warning",
         f"Term '{terms[top]}' dominates: its gradient is {fmt(ratio)}× the next term's "
@@ -63,6 +80,7 @@ def check(run, th: Thresholds) -> list[Finding]:
             "ratio_to_second": ratio,
             "median_grad_norm": {t: float(m) for t, m in zip(terms, medians, strict=True)},
             "drowned_terms": drowned,
+            "satisfied_terms": satisfied,
             "top_on_fraction_of_steps": top_share,
             "weights_used": {t: weights[t] for t in terms if t in weights} or None,
             "dominance_ratio": th.dominance_ratio,

@@ -35,7 +35,7 @@ def module_norms(model):
     return norms
 
 
-def test_norms_are_raw_means_per_interval(tmp_path):
+def test_norms_are_raw_rms_per_interval(tmp_path):
     torch.manual_seed(0)
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -59,9 +59,10 @@ def test_norms_are_raw_means_per_interval(tmp_path):
     for i, row in records.iterrows():
         window = oracle[3 * i : 3 * i + 3]
         for key in ("body", "head", "idle", "scale"):
-            expected = sum(w[key] for w in window) / 3
+            expected = math.sqrt(sum(w[key] ** 2 for w in window) / 3)
             assert row[f"module/{key}"] == pytest.approx(expected, rel=1e-5, abs=1e-12)
-        assert row["total"] == pytest.approx(sum(w["total"] for w in window) / 3, rel=1e-5)
+        rms = math.sqrt(sum(w["total"] ** 2 for w in window) / 3)
+        assert row["total"] == pytest.approx(rms, rel=1e-5)
         assert row["total"] > 0.01  # raw: clipping to 0.01 happened after the probe looked
     assert (records["module/idle"] == 0).all()
 

@@ -29,7 +29,8 @@ def test_interval_mean_matches_oracle(tmp_path):
     weights = {"a": 2.0, "b": 0.5}
     frame = run_terms(tmp_path, rows, weights=weights)
     assert list(frame["step"]) == [3, 7, 9]  # last loss step of each interval
-    for record, chunk in zip(frame.to_dict("records"), (rows[0:4], rows[4:8], rows[8:10])):
+    chunks = (rows[:4], rows[4:8], rows[8:])
+    for record, chunk in zip(frame.to_dict("records"), chunks, strict=True):
         for name in ("a", "b"):
             assert record[name] == pytest.approx(sum(r[name] for r in chunk) / len(chunk))
         totals = [2.0 * r["a"] + 0.5 * r["b"] for r in chunk]

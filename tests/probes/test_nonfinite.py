@@ -95,3 +95,9 @@ def test_count_nonfinite_both_paths(branch):
     clean = [torch.ones(3), torch.full((2,), 1e30)]  # the norm overflows; no element is bad
     norms = torch.stack([torch.linalg.vector_norm(g) for g in clean])
     assert count_nonfinite(clean, norms, branch=branch).tolist() == [0.0, 0.0]
+    finite = [torch.ones(2), None]
+    norms = torch.tensor([1.0, 0.0])
+    if branch:  # the CPU fast path: nothing to count, nothing allocated
+        assert count_nonfinite(finite, norms, branch=True) is None
+    else:
+        assert count_nonfinite(finite, norms, branch=False).tolist() == [0.0, 0.0]

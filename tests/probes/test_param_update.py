@@ -36,7 +36,7 @@ def test_delta_matches_parameter_copies(tmp_path):
     assert list(frame["step"]) == [0, 1, 3, 6, 9]
     for record in frame.to_dict("records"):
         before, after = oracle[record["step"]]
-        deltas = [a - b for a, b in zip(after, before)]
+        deltas = [a - b for a, b in zip(after, before, strict=True)]
         upd = math.sqrt(sum(float(d.square().sum()) for d in deltas))
         par = math.sqrt(sum(float(b.square().sum()) for b in before))
         assert record["update_norm"] == pytest.approx(upd, rel=1e-5)

@@ -19,7 +19,8 @@ B, N = 5, 6
 def matrices(seed=0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(B, N, N, dtype=torch.complex64, generator=g)
-    R_pred = X @ X.mH + 0.1 * torch.randn(B, N, N, dtype=torch.complex64, generator=g)  # not Hermitian
+    noise = 0.1 * torch.randn(B, N, N, dtype=torch.complex64, generator=g)
+    R_pred = X @ X.mH + noise  # not Hermitian: the probe must hermitize
     K = torch.tensor([1, 2, 3, 0, 2])
     A = torch.randn(B, N, 3, dtype=torch.complex64, generator=g)
     A = A * (torch.arange(3)[None, None, :] < K[:, None, None])
@@ -34,12 +35,17 @@ def np_evals(R):
 
 
 def np_record(pred, true, K):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _np_record(pred, true, K)
+
+
+def _np_record(pred, true, K):
     out = {}
     for suffix, lam in (("pred", pred), ("true", true)):
         pos = np.clip(lam, 0, None)
-        p = pos / pos.sum(-1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -np.where(p > 0, p * np.log(p), 0.0).sum(-1)
+        keep = pos.sum(-1) > 0  # an all-zero spectrum has no effective rank
+        p = pos[keep] / pos[keep].sum(-1, keepdims=True)
+        ent = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
         out[f"eff_rank_{suffix}"] = np.exp(ent).mean()
         gaps, energy = [], []
         for b, k in enumerate(K):
@@ -50,7 +56,7 @@ def np_record(pred, true, K):
             energy.append(pos[b, :k].sum() / pos[b].sum())
         out[f"gap_{suffix}"] = np.mean(gaps)
         out[f"top_k_energy_{suffix}"] = np.mean(energy)
-    out["scale_ratio"] = np.mean(pred.sum(-1) / true.sum(-1))
+    out["scale_ratio"] = pred.sum() / true.sum()
     return out
 
 

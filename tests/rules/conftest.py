@@ -111,7 +111,7 @@ def healthy(steps: int = 200, *, sample_every: int = 10, eval_every: int = 50,
     for step in range(steps):
         decay = 0.05 + math.exp(-step / (steps / 5))
         noise = 1 + 0.02 * rng.standard_normal(len(TERMS))
-        terms = {t: float(decay * (i + 1) * n) for i, (t, n) in enumerate(zip(TERMS, noise))}
+        terms = {t: float(decay * (i + 1) * noise[i]) for i, t in enumerate(TERMS)}
         total = sum(WEIGHTS[t] * v for t, v in terms.items())
         spec.add(step, "loss", **terms, total=total)
         lr = lr_at(step, steps)
@@ -153,6 +153,12 @@ def healthy(steps: int = 200, *, sample_every: int = 10, eval_every: int = 50,
                        metric="val_loss", value=val)
     spec.event(steps - 1, "run_end", status="completed")
     return spec
+
+
+@pytest.fixture(autouse=True)
+def _no_git_probe(monkeypatch):
+    """RunWriter asks git for the sha of every run; these tests write ~150 runs."""
+    monkeypatch.setattr("riswb.runlog._git_sha", lambda: None)
 
 
 @pytest.fixture

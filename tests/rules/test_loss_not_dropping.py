@@ -40,6 +40,12 @@ def test_divergence_after_a_good_start_warns(make_run):
     assert finding.severity == "warning" and finding.evidence["rebound_fraction"] > 0.5
 
 
+def test_fast_early_drop_still_counts(make_run):
+    # the loss halves within the first window, then plateaus
+    spec = healthy().update("loss", lambda s, r: {**r, "total": 1.0 if s < 5 else 0.5})
+    assert check(make_run(spec), ID) == []
+
+
 def test_frozen_validation_metric_warns(make_run):
     spec = healthy().update("eval", lambda s, r: {**r, "val_loss": 0.731})
     findings = check(make_run(spec), ID)

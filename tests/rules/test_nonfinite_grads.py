@@ -30,10 +30,11 @@ def test_unsanitized_nan_at_batch_zero(make_run):
 
 
 def test_rare_scaler_handled_overflow_is_info(make_run):
-    spec = healthy(steps=2000).update(
-        "nonfinite", lambda s, r: {**r, "grad_elems": 3} if s == 500 else r)
-    spec.event(500, "step_skipped", reason="scaler", count=1)
-    assert severities(check(make_run(spec), ID)) == ["info"]
+    spec = healthy().update("nonfinite", lambda s, r: {**r, "grad_elems": 3} if s == 50 else r)
+    spec.event(50, "step_skipped", reason="scaler", count=1)
+    run = make_run(spec)
+    assert severities(check(run, ID, max_nonfinite_grad_fraction=0.05)) == ["info"]
+    assert severities(check(run, ID)) == ["error"]  # 1 of 20 records: above 1%
 
 
 def test_unchecked_without_counts(make_run):

@@ -56,3 +56,12 @@ def test_unchecked(make_run):
     spec = healthy().drop("eval")
     with pytest.raises(Unchecked, match="val_loss"):
         check(make_run(spec), ID)
+
+
+@pytest.mark.parametrize("metric,mode", [("val_loss", "min"), ("rmse_phi_deg", "min"),
+                                         ("val_acc", "max"), ("k_accuracy", "max"),
+                                         ("heatmap_loss", "min")])
+def test_metric_direction_from_name(metric, mode):
+    from riswb.rules.stale_checkpoint import _mode
+
+    assert _mode([{"metric": metric, "value": 1.0}], metric) == mode

@@ -20,6 +20,14 @@ def test_dominant_term_named_with_ratio(make_run):
     assert finding.evidence["top_on_fraction_of_steps"] == 1.0
 
 
+def test_dwarfed_term_that_is_minimized_is_not_drowned(make_run):
+    # a regularizer driven to ~0 has a tiny gradient because it is satisfied
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": r["gap"] * 1e4})
+    spec.update("loss", lambda s, r: {**r, "nmse": r["nmse"] * 10.0 ** (-s / 20),
+                                      "ortho": r["ortho"] * 10.0 ** (-s / 20)})
+    assert check(make_run(spec), ID) == []
+
+
 def test_threshold_override(make_run):
     run = make_run()
     assert check(run, ID, dominance_ratio=1.5)  # nmse's norm is ~2× the next
