@@ -42,11 +42,11 @@ class WeightAverage:
     def swapped_in(self, emit: Callable[..., None] | None = None) -> Iterator[None]:
         """Evaluate on the averaged weights; the training weights are restored on exit."""
         backup = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            torch._foreach_copy_([p.data for p in self.params], self.shadow)
-        if emit is not None:
-            emit(Event.WEIGHTS_SWAP_IN, kind=self.kind)
         try:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], self.shadow)
+            if emit is not None:  # inside the try: a failing listener still restores
+                emit(Event.WEIGHTS_SWAP_IN, kind=self.kind)
             yield
         finally:
             with torch.no_grad():

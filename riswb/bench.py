@@ -17,8 +17,14 @@ terms (mse, l1, l2 of the first layer), AdamW with two named param groups, a war
 LambdaLR, gradient clipping at 1.0 (torch's in the plain loop, `wb.clip_grad_norm_` in the
 instrumented one: same work), scheduler stepped after each optimizer step.
 
-`python -m riswb.bench [--steps N --rounds R --width W --batch B --no-per-probe --json]`
-prints a table; `run_bench(...)` returns a `BenchResult`.
+`model="reference"` swaps the MLP for the reference pipeline: `CovarianceNet` of the
+small preset (width `width`), `batch` simulated scenes, the twelve loss terms with
+`losses.DEFAULT_WEIGHTS`, backbone/heads param groups, and the same schedule and clipping
+(its per-step cost is dominated by the model and the spectral loss terms, so the ratio is
+the overhead a user of the reference trainer pays).
+
+`python -m riswb.bench [--model mlp|reference --steps N --rounds R --width W --batch B
+--no-per-probe --json]` prints a table; `run_bench(...)` returns a `BenchResult`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from riswb.workbench import DEFAULT_LOG_EVERY, Workbench
 
 PLAIN = "plain"
 TOTAL = "default"
+MODELS = ("mlp", "reference")
+BUDGET = 1.10  # DESIGN §10: default probes ≤ 1.10× a plain loop (target 1.05×)
+REFERENCE_BATCH = 32  # the reference model's default batch (`batch=None`)
 
 
 @dataclass
@@ -59,7 +68,7 @@ class BenchResult:
 
     @property
     def passed(self) -> bool:
-        return self.total_ratio <= 1.10
+        return self.total_ratio <= BUDGET
 
 
 class _Setup:
@@ -96,9 +105,47 @@ class _Setup:
 WEIGHTS = {"mse": 1.0, "l1": 0.1, "l2": 1e-4}
 
 
+_Setup.weights = WEIGHTS
+
+
+class _ReferenceSetup(_Setup):
+    """The reference pipeline as one variant: CovarianceNet, the twelve loss terms, AdamW
+    with backbone/heads groups (as `Trainer.param_groups`), the same schedule as `_Setup`."""
+
+    def __init__(self, base: torch.nn.Module, scenes: Any, lr: float):
+        from riswb.losses import DEFAULT_WEIGHTS
+
+        self.model = copy.deepcopy(base)
+        heads = [p for n, p in self.model.named_parameters() if n.split(".")[0].endswith("head")]
+        backbone = [p for n, p in self.model.named_parameters()
+                    if not n.split(".")[0].endswith("head")]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": backbone, "name": "backbone"}, {"params": heads, "name": "heads"}], lr=lr
+        )
+        warm, horizon = 50, 100_000
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return 0.1 + 0.9 * step / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / horizon)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scenes = scenes
+        self.params = list(self.model.parameters())
+        self.weights = dict(DEFAULT_WEIGHTS)
+
+    def terms(self) -> dict[str, torch.Tensor]:
+        from riswb.losses import loss_terms
+
+        return loss_terms(self.model(self.scenes.y), self.scenes, self.model.preset)
+
+
 def _plain_step(s: _Setup, wb: Any = None) -> None:
     terms = s.terms()
-    loss = terms["mse"] + WEIGHTS["l1"] * terms["l1"] + WEIGHTS["l2"] * terms["l2"]
+    names = list(terms)
+    loss = terms[names[0]] * s.weights[names[0]]
+    for name in names[1:]:
+        loss = loss + s.weights[name] * terms[name]
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(s.params, 1.0)
@@ -107,7 +154,7 @@ def _plain_step(s: _Setup, wb: Any = None) -> None:
 
 
 def _wb_step(s: _Setup, wb: Workbench) -> None:
-    loss = wb.loss(s.terms(), WEIGHTS)
+    loss = wb.loss(s.terms(), s.weights)
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     wb.clip_grad_norm_(max_norm=1.0)
@@ -122,9 +169,10 @@ def _sync(device: torch.device) -> None:
 
 def run_bench(
     *,
+    model: str = "mlp",
     width: int = 512,
     depth: int = 4,
-    batch: int = 256,
+    batch: int | None = None,
     steps: int = 50,
     rounds: int = 5,
     warmup: int = 20,
@@ -140,15 +188,22 @@ def run_bench(
 
     `clock`: "wall" (perf_counter) or "cpu" (this process's CPU time: steadier on a shared
     machine, meaningful on CPU only, best with threads=1). `threads`: torch intra-op
-    threads for the run (restored afterwards)."""
+    threads for the run (restored afterwards). `model`: "mlp" (the plain MLP loop) or
+    "reference" (the reference pipeline, see the module docstring). `batch`: default 256
+    for the MLP, `REFERENCE_BATCH` scenes for the reference model."""
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    if batch is None:
+        batch = 256 if model == "mlp" else REFERENCE_BATCH
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         return _measure(
-            width=width, depth=depth, batch=batch, steps=steps, rounds=rounds, warmup=warmup,
+            model=model, width=width, depth=depth, batch=batch, steps=steps, rounds=rounds,
+            warmup=warmup,
             per_probe=per_probe, log_every=log_every, device=torch.device(device), seed=seed,
             clock=clock, progress=progress,
         )
@@ -157,7 +212,7 @@ def run_bench(
 
 
 def _measure(
-    *, width: int, depth: int, batch: int, steps: int, rounds: int, warmup: int,
+    *, model: str, width: int, depth: int, batch: int, steps: int, rounds: int, warmup: int,
     per_probe: bool, log_every: int, device: torch.device, seed: int, clock: str,
     progress: Callable[[str], None] | None,
 ) -> BenchResult:
@@ -173,15 +228,28 @@ def _measure(
         if i < depth - 1:
             layers.append(torch.nn.GELU())
     torch.manual_seed(seed)
-    base = torch.nn.Sequential(*layers).to(device)
-    x = torch.randn(batch, width_in, generator=gen).to(device)
-    y = torch.randn(batch, 64, generator=gen).to(device)
+    if model == "reference":
+        from riswb.data import scene_dataset
+        from riswb.model import CovarianceNet
+
+        base = CovarianceNet("small", width=width).to(device)
+        scenes = scene_dataset("small", batch, seed).to(device)
+
+        def make_setup() -> _Setup:
+            return _ReferenceSetup(base, scenes, lr=1e-3)
+    else:
+        base = torch.nn.Sequential(*layers).to(device)
+        x = torch.randn(batch, width_in, generator=gen).to(device)
+        y = torch.randn(batch, 64, generator=gen).to(device)
+
+        def make_setup() -> _Setup:
+            return _Setup(base, x, y, lr=1e-3)
 
     factories: dict[str, Callable[[], list[Probe]] | None] = {PLAIN: None, TOTAL: default_probes}
     if per_probe:
         for (module, _), cls in zip(BUILTIN, builtin_probe_classes(), strict=True):
             factories[module] = (lambda cls=cls: [cls()])
-    setups = {name: _Setup(base, x, y, lr=1e-3) for name in factories}
+    setups = {name: make_setup() for name in factories}
     raw: dict[str, list[float]] = {name: [] for name in factories}
     order = list(factories)
 
@@ -221,7 +289,8 @@ def _measure(
     def ratio(name: str) -> float:
         return statistics.median(v / p for v, p in zip(raw[name], raw[PLAIN], strict=True))
 
-    config = {"width": width, "depth": depth, "batch": batch, "steps": steps, "rounds": rounds,
+    config = {"model": model, "width": width, "depth": depth, "batch": batch, "steps": steps,
+              "rounds": rounds,
               "warmup": warmup, "log_every": log_every, "device": str(device), "clock": clock,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "probes": [m for m, _ in BUILTIN]}
@@ -238,8 +307,10 @@ def _measure(
 def format_table(result: BenchResult) -> str:
     """A plain-text table: variant, median ms/step, median ratio to the plain loop."""
     c = result.config
+    what = (f"reference CovarianceNet (small, width {c['width']}, 12 loss terms)"
+            if c.get("model") == "reference" else f"MLP {c['depth']}x{c['width']}")
     lines = [
-        f"riswb bench: MLP {c['depth']}x{c['width']}, batch {c['batch']}, {c['steps']} steps x "
+        f"riswb bench: {what}, batch {c['batch']}, {c['steps']} steps x "
         f"{c['rounds']} interleaved rounds, {c['device']} ({c['threads']} threads), "
         f"log_every {c['log_every']}, {c['clock']} clock",
         f"{'variant':<18}{'ms/step':>10}{'ratio':>9}",
@@ -262,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--model", choices=MODELS, default="mlp")
     parser.add_argument("--log-every", type=int, default=DEFAULT_LOG_EVERY)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -270,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-per-probe", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run_bench(steps=args.steps, rounds=args.rounds, warmup=args.warmup,
+    result = run_bench(model=args.model, steps=args.steps, rounds=args.rounds, warmup=args.warmup,
                        width=args.width, depth=args.depth, batch=args.batch,
                        log_every=args.log_every, device=args.device,
                        per_probe=not args.no_per_probe, threads=args.threads, clock=args.clock,

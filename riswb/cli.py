@@ -72,3 +72,5 @@ register("compare", _diagnosis.compare_command)
 from riswb.commands import training as _training  # noqa: E402
 register("overfit", _training.overfit_command)
 register("train", _training.train_command)
+register("litmus", _diagnosis.litmus_command)
+register("bench", _diagnosis.bench_command)

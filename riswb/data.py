@@ -2,12 +2,15 @@
 
 A dataset is one `SceneBatch` held in memory (the small preset's 512 scenes take a few MB).
 Generation is deterministic in (preset, n, seed, snr_db), so the cache key is exactly
-that tuple; the cache lives in $RISWB_CACHE_DIR (default ~/.cache/riswb) and is written
-atomically, so a killed run never leaves a half-written file behind.
+that tuple plus a fingerprint of the simulator's source; the cache lives in
+$RISWB_CACHE_DIR (default ~/.cache/riswb) and is written atomically, so a killed run never
+leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import fields
@@ -23,10 +26,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RISWB_CACHE_DIR") or Path.home() / ".cache" / "riswb")
 
 
+@functools.lru_cache(maxsize=1)
+def simulator_fingerprint() -> str:
+    """A short hash of the simulator's source (riswb/physics/*.py): a cache entry written by
+    an older simulator is never served to a newer one (stale scenes are silent)."""
+    digest = hashlib.sha1()
+    for source in sorted((Path(__file__).parent / "physics").glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def _cache_path(preset: str, n: int, seed: int, snr_db) -> Path:
-    values = [] if snr_db is None else torch.tensor(snr_db).flatten().tolist()
+    values = [] if snr_db is None else [float(v) for v in torch.tensor(snr_db).flatten().tolist()]
     snr = "-".join(str(v) for v in values) or "default"
-    return cache_dir() / f"scenes-{preset}-n{n}-seed{seed}-snr{snr}.pt"
+    return cache_dir() / f"scenes-{preset}-n{n}-seed{seed}-snr{snr}-{simulator_fingerprint()}.pt"
 
 
 def scene_dataset(

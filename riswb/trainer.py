@@ -15,6 +15,7 @@ overriding one of them; the clean path stays free of fault flags.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Trainer:
         *,
         runs_dir: str | Path | None = None,
         probes: Any = "default",
+        plugins: str | Path | None = None,
         resume: str | Path | None = None,
         progress: Callable[[str, dict[str, Any]], None] | None = None,
     ):
@@ -107,6 +109,7 @@ class Trainer:
 
         self.runs_dir = runs_dir
         self.probes = probes
+        self.plugins = plugins
         self.resumed_from = self._load_state(Path(resume)) if resume is not None else None
         # R_samp's error is a fixed baseline, not a metric that training moves
         self.baseline_nmse = float(covariance_nmse(self.val_set.R_samp, self.val_set.R_true).mean())
@@ -118,9 +121,18 @@ class Trainer:
             self.model, self.optimizer, self.scheduler, runs_dir=self.runs_dir,
             name=self.cfg.name, config={**self.cfg.to_dict(), "weights_used": self.weights,
                                         "resumed_from": self.resumed_from},
-            probes=self.probes, log_every=self.cfg.log_every, seed=self.cfg.seed,
+            probes=self.probes, plugins=self.plugins, log_every=self.cfg.log_every,
+            seed=self.cfg.seed,
         )
         self.wb.writer.update_manifest(baseline={"nmse_samp": self.baseline_nmse})
+        if self.resumed_from is not None:
+            # a resumed run lives in a new directory; until validation beats the restored
+            # best_value it would have no best.pt at all, so carry the previous one over
+            previous = Path(self.resumed_from) / "checkpoints" / "best.pt"
+            if previous.is_file():
+                folder = self.wb.path / "checkpoints"
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(previous, folder / "best.pt")
         return self.wb
 
     # ----------------------------------------------------------------- construction

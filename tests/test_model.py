@@ -95,17 +95,23 @@ def test_unknown_feature_is_rejected(preset):
 
 
 def test_a_few_steps_reduce_the_loss(preset):
-    torch.manual_seed(0)
-    b = simulate_scenes(preset, 32, seed=7)
-    net = CovarianceNet(preset, width=128)
-    geo = LossGeometry.from_preset(preset)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.0)
-    first = None
-    for _ in range(20):
-        terms = loss_terms(net(b.y), b, geo)
-        loss = weighted_total(terms)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = terms["nmse"].item() if first is None else first
-    assert terms["nmse"].item() < 0.6 * first
+    # one thread: on a shared 2-core box, 2 OpenMP threads can run 20× slower than 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        b = simulate_scenes(preset, 32, seed=7)
+        net = CovarianceNet(preset, width=128)
+        geo = LossGeometry.from_preset(preset)
+        opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.0)
+        first = None
+        for _ in range(12):
+            terms = loss_terms(net(b.y), b, geo)
+            loss = weighted_total(terms)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            first = terms["nmse"].item() if first is None else first
+        assert terms["nmse"].item() < 0.6 * first
+    finally:
+        torch.set_num_threads(threads)

@@ -302,3 +302,136 @@ def compare_command(
         echo_json(render_json(comparison, written))
     else:
         render_table(comparison, written, console())
+
+
+# --------------------------------------------------------------------------- litmus
+
+
+def litmus_command(
+    preset: Annotated[
+        str, typer.Option("--preset", help="Simulation preset (small|paper).")
+    ] = "small",
+    inject: Annotated[
+        str | None,
+        typer.Option("--inject", help="Build the pipeline with this fault (`riswb faults`)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the scenes and the model.")] = 0,
+    format: Annotated[str, typer.Option("--format", "-f", help="table|json")] = "table",
+) -> None:
+    """Gradient checks on the bare reference pipeline (no training); exit 1 on any failure."""
+    import json
+
+    from riswb.litmus import run_litmus
+    from riswb.report import strict_json
+
+    fmt = check_format(format, ("table", "json"))
+    result = run_litmus(preset=preset, inject=inject, seed=seed)
+    if fmt == "json":
+        echo_json(json.dumps(strict_json(result.to_dict()), indent=2, allow_nan=False))
+    else:
+        from rich.table import Table
+        from rich.text import Text
+
+        title = f"riswb litmus: preset {result.preset}, seed {result.seed}" + (
+            f", fault {result.inject}" if result.inject else "")
+        table = Table(title=title, title_justify="left")
+        table.add_column("check", no_wrap=True)
+        table.add_column("result", no_wrap=True)
+        table.add_column("s", justify="right", no_wrap=True)
+        table.add_column("detail", overflow="fold")
+        for check in result.checks:
+            table.add_row(
+                check.name,
+                Text("PASS" if check.passed else "FAIL",
+                     style="bold green" if check.passed else "bold red"),
+                f"{check.seconds:.2f}",
+                check.detail,
+            )
+        out = console()
+        out.print(table)
+        verdict = (Text("PASS", style="bold green") if result.passed
+                   else Text("FAIL", style="bold red"))
+        summary = (f"  {len(result.checks) - len(result.failed)}/{len(result.checks)} checks "
+                   f"passed in {result.seconds:.1f}s")
+        if result.failed:
+            summary += f"; failed: {', '.join(result.failed)}"
+        out.print(Text.assemble(verdict, summary))
+        if result.expected_failures:
+            missed = [n for n in result.expected_failures if n not in result.failed]
+            note = (f"  fault signature {', '.join(result.expected_failures)}: "
+                    + ("all failed, as expected" if not missed
+                       else f"NOT failed: {', '.join(missed)}"))
+            out.print(Text(note, style="yellow" if missed else "dim"))
+    raise typer.Exit(0 if result.passed else 1)
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def bench_command(
+    steps: Annotated[int, typer.Option("--steps", help="Timed steps per variant per round.")] = 50,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds (median).")] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per variant first.")] = 10,
+    model: Annotated[
+        str, typer.Option("--model", help="mlp|reference|both: which loop(s) to measure.")
+    ] = "both",
+    per_probe: Annotated[
+        bool, typer.Option("--per-probe/--no-per-probe", help="Also time each probe alone.")
+    ] = True,
+    format: Annotated[str, typer.Option("--format", "-f", help="table|json")] = "table",
+) -> None:
+    """Probe overhead over a plain loop, per probe and in total (budget 1.10×, target 1.05×),
+    on a plain MLP and on the reference model, measured interleaved in one process."""
+    import json
+
+    from riswb.bench import BUDGET, MODELS, run_bench
+    from riswb.report import strict_json
+
+    fmt = check_format(format, ("table", "json"))
+    if steps < 1 or rounds < 1 or warmup < 0:
+        raise RiswbError(f"--steps and --rounds must be ≥ 1 and --warmup ≥ 0 "
+                         f"(got {steps}, {rounds}, {warmup})")
+    model = model.strip().lower()
+    if model not in (*MODELS, "both"):
+        raise RiswbError(f"unknown --model {model!r} (choose from {', '.join(MODELS)}, both)")
+    models = list(MODELS) if model == "both" else [model]
+    results = {name: run_bench(model=name, steps=steps, rounds=rounds, warmup=warmup,
+                               per_probe=per_probe) for name in models}
+    if fmt == "json":
+        data = {"budget": BUDGET, "passed": all(r.passed for r in results.values()),
+                "models": {name: r.to_dict() for name, r in results.items()}}
+        echo_json(json.dumps(strict_json(data), indent=2, allow_nan=False))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    def mark(ratio: float) -> Text:
+        style = "green" if ratio <= 1.05 else "yellow" if ratio <= BUDGET else "bold red"
+        return Text(f"{ratio:.3f}×" + ("" if ratio <= BUDGET else " OVER"), style=style)
+
+    out = console()
+    first = next(iter(results.values())).config
+    table = Table(
+        title=f"riswb bench: probe overhead vs a plain loop ({first['steps']} steps × "
+              f"{first['rounds']} interleaved rounds, median; budget {BUDGET:.2f}×, target 1.05×)",
+        title_justify="left",
+    )
+    table.add_column("variant", no_wrap=True)
+    for name in results:
+        table.add_column(f"{name} ms/step", justify="right")
+        table.add_column(f"{name} ratio", justify="right")
+    table.add_row("plain", *[c for r in results.values() for c in (f"{r.plain_ms:.2f}", "1.000×")])
+    table.add_row(Text("default (all)", style="bold"),
+                  *[c for r in results.values() for c in (f"{r.ms['default']:.2f}",
+                                                           mark(r.total_ratio))])
+    probes = list(next(iter(results.values())).per_probe)
+    for probe in probes:
+        table.add_row(f"  {probe}", *[c for r in results.values()
+                                      for c in (f"{r.ms[probe]:.2f}", mark(r.per_probe[probe]))])
+    out.print(table)
+    for name, r in results.items():
+        c = r.config
+        verdict = Text("within" if r.passed else "OVER", style="green" if r.passed else "bold red")
+        out.print(Text.assemble(f"  {name} (batch {c['batch']}, {c['threads']} threads): default "
+                                f"probes {r.total_ratio:.3f}× the plain loop, ", verdict,
+                                f" the {BUDGET:.2f}× budget"))
