@@ -74,3 +74,5 @@ register("overfit", _training.overfit_command)
 register("train", _training.train_command)
 register("litmus", _diagnosis.litmus_command)
 register("bench", _diagnosis.bench_command)
+from riswb.commands import faults as _faults  # noqa: E402
+register("faults", _faults.faults_command)

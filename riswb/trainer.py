@@ -81,6 +81,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.amp == "fp16" and self.device.type != "cuda":
             raise RiswbError("amp = fp16 needs CUDA (use bf16 on CPU)")
+        self.weights = self._loss_weights()  # fail fast, before generating any scene
         torch.manual_seed(config.seed)
         self.preset = get_preset(config.preset)
 
@@ -92,7 +93,6 @@ class Trainer:
                                self._snr()).to(self.device)
         )
         self.model = CovarianceNet(self.preset).to(self.device)
-        self.weights = self._loss_weights()
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(config.train_scenes / config.batch_size)
@@ -321,6 +321,9 @@ class Trainer:
     # ----------------------------------------------------------------- the run
     def run(self) -> TrainResult:
         started = time.perf_counter()
+        if self.epoch >= self.cfg.epochs:  # nothing to do would be an empty run, not a pass
+            raise RiswbError(f"the resumed run already finished its {self.epoch} epoch(s); "
+                             f"set epochs above {self.epoch} in the config to continue it")
         with self.instrument():
             while self.epoch < self.cfg.epochs:
                 self.train_epoch()

@@ -112,17 +112,19 @@ def overfit_config(*, samples: int, epochs: int | None, preset: str, seed: int,
                    inject: str | None, device: str) -> TrainConfig:
     """The overfit recipe: train = validation, a short warm-up, no EMA lag to wait for.
 
-    A short run (a few steps) still gets a verdict: the warm-up is at most a fifth of the
-    run and the loss is logged often enough (≥ ~20 records, every 10 steps at most) for the
-    gate to compare its start with its end."""
-    steps_per_epoch = math.ceil(samples / 64)
+    Batches of 64, but at least 4 per epoch for a small sample (64 samples in one
+    full-batch step per epoch barely move). A short run still gets a verdict: the warm-up
+    is at most a fifth of the run and the loss is logged often enough (≥ ~20 records,
+    every 10 steps at most) for the gate to compare its start with its end."""
+    batch_size = max(1, min(64, samples // 4)) if samples >= 8 else samples
+    steps_per_epoch = math.ceil(samples / batch_size)
     default_epochs = max(10, math.ceil(200 / steps_per_epoch))
     epochs = epochs or default_epochs
     total_steps = epochs * steps_per_epoch
     return TrainConfig(
         name="overfit" if inject is None else f"overfit-{inject}", preset=preset,
         train_scenes=samples, val_scenes=0, seed=seed, epochs=epochs,
-        batch_size=64, ema_decay=0.0, warmup_steps=min(10, total_steps // 5), inject=inject,
+        batch_size=batch_size, ema_decay=0.0, warmup_steps=min(10, total_steps // 5), inject=inject,
         device=device, eval_every=max(1, epochs // 10),
         log_every=max(1, min(10, total_steps // 20)),
     )

@@ -1,0 +1,98 @@
+"""`riswb eval --run RUN`: a trained run's best.pt (R_pred) beside R_samp, R_true and the CRB."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from riswb.cli import app
+from riswb.commands.physics import load_run_model, predict
+from riswb.config import TrainConfig
+from riswb.physics.scenes import simulate_scenes
+from riswb.trainer import Trainer
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny trained run (probes off: only its checkpoints matter here)."""
+    root = tmp_path_factory.mktemp("evalrun")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see tests/test_trainer.py
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RISWB_CACHE_DIR", str(root / "cache"))
+        mp.setenv("RISWB_RUNS_DIR", str(root / "runs"))
+        cfg = TrainConfig(name="tiny", train_scenes=64, val_scenes=32, batch_size=32, epochs=2,
+                          warmup_steps=1, ema_decay=0.5, device="cpu", seed=3)
+        path = Trainer(cfg, runs_dir=root / "runs", probes=[]).run().path
+        yield path
+    torch.set_num_threads(threads)
+
+
+def _eval(*args):
+    return runner.invoke(app, ["eval", *args])
+
+
+def test_json_has_pred_samp_true_rows_and_the_crb(run_dir):
+    res = _eval("--run", str(run_dir), "--scenes", "6", "--snr", "10", "--format", "json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["run"] == str(run_dir) and out["scenes"] == 6 and out["snr_db"] == 10.0
+    assert out["seed"] == 5  # the run's seed + 2: neither its training nor its validation set
+    assert set(out["rows"]) == {"pred", "samp", "true"}
+    for row in out["rows"].values():
+        assert set(row["rmse"]) == {"phi_deg", "theta_deg", "r_m"}
+        assert 0.0 <= row["k_accuracy"] <= 1.0
+    assert out["rows"]["pred"]["k_source"].startswith("model k_logits")
+    # the oracle row is exact MUSIC on R_true: near-perfect, and NMSE 0
+    true = out["rows"]["true"]
+    assert true["nmse"] < 1e-6 and true["k_accuracy"] == 1.0 and true["n_missed"] == 0
+    assert true["rmse"]["phi_deg"] < 1.0
+    assert all(v > 0 for v in out["crb"].values())
+
+
+def test_pred_row_is_the_checkpoint_on_the_same_scenes(run_dir):
+    """Oracle: the pred row's NMSE and K accuracy recomputed by hand from best.pt."""
+    res = _eval("--run", str(run_dir), "--scenes", "6", "--snr", "0", "--seed", "11",
+                "--format", "json")
+    out = json.loads(res.stdout)
+    spec, model, _ = load_run_model(run_dir)
+    state = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    batch = simulate_scenes(spec, 6, seed=11, snr_db=0.0)
+    r_pred, k_pred = predict(model, batch)
+    nmse = ((r_pred - batch.R_true).abs().square().sum((-2, -1))
+            / batch.R_true.abs().square().sum((-2, -1))).mean()
+    assert out["rows"]["pred"]["nmse"] == pytest.approx(float(nmse), rel=1e-4)
+    assert out["rows"]["pred"]["k_accuracy"] == pytest.approx(
+        float((k_pred == batch.k).float().mean()))
+
+
+def test_table_and_latest(run_dir):
+    res = _eval("--run", "latest", "--scenes", "4", "--snr", "20")
+    assert res.exit_code == 0, res.output
+    for word in ("R_pred", "R_samp", "R_true", "√CRB", "k head", run_dir.name):
+        assert word in res.stdout
+
+
+@pytest.mark.parametrize("args,reason", [
+    (["--run", "no-such-run"], "no run directory"),
+    (["--run", "latest", "--seed", "3"], "draws the run's training or validation scenes"),
+    (["--run", "latest", "--preset", "paper"], "does not match the run's preset small"),
+    (["--run", "latest", "--scenes", "0"], "--scenes must be positive"),
+])
+def test_bad_input_is_one_line_and_exit_2(run_dir, args, reason):
+    res = _eval(*args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0]
+
+
+def test_run_without_best_pt_is_exit_2(run_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text((run_dir / "manifest.json").read_text())
+    res = _eval("--run", str(broken))
+    assert res.exit_code == 2 and "has no checkpoints/best.pt" in res.output
