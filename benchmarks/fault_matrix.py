@@ -62,30 +62,35 @@ def _first_in(value: Any) -> int | None:
     return None
 
 
-_PRIORITY = ("first_step", "audit_step", "dead_since_step", "missed_steps", "event_steps",
+_SPECIFIC = ("first_step", "audit_step", "dead_since_step", "missed_steps", "event_steps",
              "input_steps", "no_grad_ranges", "still_ranges", "zero_ranges",
-             "off_cadence_ranges", "empty_ranges", "first_steps", "steps", "first_eval",
-             "last_eval", "best_eval")
+             "off_cadence_ranges", "empty_ranges", "first_steps")
+_GENERIC = ("steps", "first_eval", "last_eval", "best_eval")
+_NESTED = ("groups", "terms", "modules_with_zero_grad_norm")
 
 
 def first_evidence_step(evidence: dict[str, Any]) -> int | None:
-    """The earliest step a finding's evidence points at (None when it names no step)."""
-    for key in _PRIORITY:
-        if key not in evidence:
-            continue
-        value = evidence[key]
-        if key == "dead_since_step" and isinstance(value, dict) and value:
-            return min(int(v) for v in value.values())
-        step = _first_in(value)
+    """The earliest step a finding's evidence points at: the minimum over its specific
+    step keys (first_step, step ranges, dead_since_step, ...) and nested entries; else its
+    overall step span or evaluation; None when it names no step at all."""
+    found = []
+    for key in _SPECIFIC:
+        value = evidence.get(key)
+        if key == "dead_since_step" and isinstance(value, dict):
+            found += [int(v) for v in value.values()]
+        elif value is not None:
+            found.append(_first_in(value))
+    for key in _NESTED:
+        value = evidence.get(key)
+        items = value.values() if isinstance(value, dict) else value or []
+        found += [first_evidence_step(v) for v in items if isinstance(v, dict)]
+    found = [f for f in found if f is not None]
+    if found:
+        return min(found)
+    for key in _GENERIC:
+        step = _first_in(evidence.get(key))
         if step is not None:
             return step
-    for nested in ("groups", "terms", "modules_with_zero_grad_norm"):
-        value = evidence.get(nested)
-        items = value.values() if isinstance(value, dict) else value or []
-        steps = [first_evidence_step(v) for v in items if isinstance(v, dict)]
-        steps = [s for s in steps if s is not None]
-        if steps:
-            return min(steps)
     return None
 
 
@@ -117,7 +122,11 @@ def evaluate(name: str | None, runs_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     result = run_fault(name, runs_dir)
     seconds = time.perf_counter() - started
-    run = read_run(result.path)
+    return judge(name, read_run(result.path), seconds, result.steps)
+
+
+def judge(name: str | None, run: Run, seconds: float, steps: int) -> dict[str, Any]:
+    """Diagnose a zoo run of fault `name` (None: clean) and score it."""
     diagnosis = diagnose(run)
     verdict = gate(run, diagnosis=diagnosis)
     fault = FAULTS[name] if name else None
@@ -130,17 +139,21 @@ def evaluate(name: str | None, runs_dir: Path) -> dict[str, Any]:
     latency = {}
     for rule_id in expects:
         finding = severe.get(rule_id)
+        first = first_evidence_step(finding.evidence) if finding else None
+        diag = diagnosable_at(run, rule_id) if finding else None
         latency[rule_id] = {
-            "first_evidence": first_evidence_step(finding.evidence) if finding else None,
-            "diagnosable_at": diagnosable_at(run, rule_id) if finding else None,
+            # evidence that names no step (e.g. "every weight is 0"): the first record that
+            # lets the rule speak is the first evidence
+            "first_evidence": first if first is not None else diag,
+            "diagnosable_at": diag,
             "severity": finding.severity if finding else None,
         }
     return {
         "fault": name or "(clean)",
         "failure": fault.failure if fault else "",
-        "run": str(result.path),
+        "run": str(run.path),
         "seconds": round(seconds, 1),
-        "steps": result.steps,
+        "steps": steps,
         "gate_passed": verdict.passed,
         "gate_should_fail": bool(fault and fault.gate_fails),
         "expects": list(expects),

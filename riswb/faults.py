@@ -401,7 +401,7 @@ for _fault in (
     Fault("rank1-covariance",
           "R_pred built from the factor's first column only: a rank-1 covariance head",
           "DESIGN §5 spectrum-mismatch", RankOneCovariance, expects=("spectrum-mismatch",),
-          also=("loss-not-dropping", "dead-params"), gate_fails=False),
+          also=("loss-not-dropping", "dead-params")),
     Fault("weights-never-passed",
           "loss weights read as lam_<term> keywords that default to 0: every weight is 0 "
           "and the loss prints 0.000000",

@@ -37,8 +37,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from riswb.runlog import RunWriter
+
+
+def pytest_configure(config):
+    # Batched LAPACK calls on small complex matrices (eigh of 64×64) run up to 60× slower
+    # with 2 OpenMP threads than with 1 as soon as anything else shares the 2 cores.
+    torch.set_num_threads(1)
 
 DEFAULT_TERMS = ("nmse", "ortho", "gap", "K")
 DEFAULT_WEIGHTS = {"nmse": 1.0, "ortho": 0.1, "gap": 0.5, "K": 0.2, "aux": 0.3, "peak": 0.05}

@@ -2,8 +2,10 @@
 
 Record (one per optimizer step, buffered and written at the flush; `step` = the `wb.loss`
 step of the optimizer step): `opt_step` and `group/<g>` = the lr that step used (read in the
-post-step hook, before the scheduler moves it; g = the group's `name` or its index). A
-tensor lr is copied on the device and read at the flush.
+post-step hook, before the scheduler moves it; g = the group's `name` or its index), and
+`initial/<g>` = the group's base lr (`initial_lr`, set by torch schedulers) when known, so
+"lr stuck at a small fraction of its target" is visible (FAILURES 2). A tensor lr is copied
+on the device and read at the flush.
 
 Event `scheduler_order` {`scheduler_step`, `opt_step`: 0} once, when `scheduler.step()` runs
 before the first real optimizer step (FAILURES 3). PyTorch's own warning for the same thing
@@ -26,6 +28,10 @@ def _labels(groups: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _as_float(lr: Any) -> float:
+    return float(lr.float().mean()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
 class LRTraceProbe(Probe):
     """lr per param group each optimizer step; flags scheduler.step before optimizer.step."""
 
@@ -33,7 +39,7 @@ class LRTraceProbe(Probe):
 
     def __init__(self, every: int | None = None):
         super().__init__(every)
-        self._rows: list[tuple[int, int, Any, list[Any]]] = []
+        self._rows: list[tuple[int, int, Any, list[Any], list[Any]]] = []
         self._labels_key: Any = None
         self._labels: list[str] = []
         self._order_reported = False
@@ -45,7 +51,8 @@ class LRTraceProbe(Probe):
             self._labels_key, self._labels = key, _labels(groups)
         lrs = [g["lr"] for g in groups]
         lrs = [lr.detach().clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs]
-        self._rows.append((ctx.step, ctx.payload["opt_step"], self._labels, lrs))
+        initial = [g.get("initial_lr") for g in groups]
+        self._rows.append((ctx.step, ctx.payload["opt_step"], self._labels, lrs, initial))
 
     def on_after_scheduler_step(self, ctx: StepContext) -> None:
         if ctx.wb.opt_step == 0 and not self._order_reported:
@@ -55,10 +62,10 @@ class LRTraceProbe(Probe):
 
     def flush(self, ctx: StepContext) -> None:
         rows, self._rows = self._rows, []
-        for step, opt_step, labels, lrs in rows:
+        for step, opt_step, labels, lrs, initial in rows:
             record: dict[str, Any] = {"opt_step": opt_step}
-            for label, lr in zip(labels, lrs, strict=True):
-                record[f"group/{label}"] = (
-                    float(lr.float().mean()) if isinstance(lr, torch.Tensor) else float(lr)
-                )
+            for label, lr, base in zip(labels, lrs, initial, strict=True):
+                record[f"group/{label}"] = _as_float(lr)
+                if base is not None:
+                    record[f"initial/{label}"] = _as_float(base)
             ctx.wb.writer.scalars(step, "lr", record)

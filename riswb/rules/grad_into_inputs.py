@@ -45,7 +45,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     if hits:
         evidence["events"] = len(hits)
         evidence["event_steps"] = span(np.array([int(h.get("step", 0)) for h in hits]))
-        evidence["first_step"] = int(hits[0].get("step", 0))
+        evidence["first_step"] = int(hits[0].get("first_step", hits[0].get("step", 0)))
     flagged = np.zeros(len(inputs), dtype=bool)
     if not inputs.empty:
         steps = steps_of(inputs)

@@ -86,8 +86,9 @@ def check(run, th: Thresholds) -> list[Finding]:
                 "and keep eigenvalue order explicitly descending (an ascending order made the "
                 "eigengap hinge push the wrong gap)."))
         elif rank_ratio <= th.collapsed_rank_ratio:
+            # a collapsed R_pred cannot resolve the sources however low the loss goes
             problems.append((
-                "warning",
+                "error",
                 f"collapsed: effective rank {fmt(rp)} vs {fmt(rt)} for R_true",
                 "R_pred concentrates in fewer directions than there are sources: the factor's "
                 "columns align. Check the ortho term's weight and that the factor has K_MAX "
