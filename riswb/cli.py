@@ -60,19 +60,24 @@ def _main() -> None:
     """Training diagnostics and debugging workbench for PyTorch."""
 
 
-# Command registrations: one line per command, grouped by area.
-from riswb.commands import physics as _physics  # noqa: E402
-register("eval", _physics.eval_command)
-register("scene", _physics.scene_command)
-from riswb.commands import diagnosis as _diagnosis  # noqa: E402
-register("report", _diagnosis.report_command)
-register("gate", _diagnosis.gate_command)
-register("runs", _diagnosis.runs_command)
-register("compare", _diagnosis.compare_command)
-from riswb.commands import training as _training  # noqa: E402
-register("overfit", _training.overfit_command)
-register("train", _training.train_command)
-register("litmus", _diagnosis.litmus_command)
-register("bench", _diagnosis.bench_command)
-from riswb.commands import faults as _faults  # noqa: E402
-register("faults", _faults.faults_command)
+# Command registrations, in the order `riswb --help` lists them.
+def _register_all() -> None:
+    from riswb.commands import diagnosis, faults, physics, training
+
+    for name, command in (
+        ("overfit", training.overfit_command),
+        ("train", training.train_command),
+        ("report", diagnosis.report_command),
+        ("gate", diagnosis.gate_command),
+        ("litmus", diagnosis.litmus_command),
+        ("runs", diagnosis.runs_command),
+        ("compare", diagnosis.compare_command),
+        ("bench", diagnosis.bench_command),
+        ("faults", faults.faults_command),
+        ("eval", physics.eval_command),
+        ("scene", physics.scene_command),
+    ):
+        register(name, command)
+
+
+_register_all()

@@ -82,6 +82,8 @@ class Trainer:
         if config.amp == "fp16" and self.device.type != "cuda":
             raise RiswbError("amp = fp16 needs CUDA (use bf16 on CPU)")
         self.weights = self._loss_weights()  # fail fast, before generating any scene
+        if self.device.type == "cpu" and config.threads > 0:
+            torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.preset = get_preset(config.preset)
 
