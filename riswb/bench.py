@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import statistics
 import tempfile
 import time
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 
 from riswb.hooks import Probe
+from riswb.schedule import warmup_cosine
 from riswb.workbench import DEFAULT_LOG_EVERY, Workbench
 
 PLAIN = "plain"
@@ -81,14 +81,8 @@ class _Setup:
         self.optimizer = torch.optim.AdamW(
             [{"params": first, "name": "input"}, {"params": rest, "name": "body"}], lr=lr
         )
-        warm, horizon = 50, 100_000
-
-        def schedule(step: int) -> float:
-            if step < warm:
-                return 0.1 + 0.9 * step / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / horizon)))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler = warmup_cosine(self.optimizer, warmup_steps=50, total_steps=100_000,
+                                       start_factor=0.1, floor=0.0)
         self.x, self.y = x, y
         self.first_weight = self.model[0].weight
         self.params = list(self.model.parameters())
@@ -122,14 +116,8 @@ class _ReferenceSetup(_Setup):
         self.optimizer = torch.optim.AdamW(
             [{"params": backbone, "name": "backbone"}, {"params": heads, "name": "heads"}], lr=lr
         )
-        warm, horizon = 50, 100_000
-
-        def schedule(step: int) -> float:
-            if step < warm:
-                return 0.1 + 0.9 * step / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / horizon)))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler = warmup_cosine(self.optimizer, warmup_steps=50, total_steps=100_000,
+                                       start_factor=0.1, floor=0.0)
         self.scenes = scenes
         self.params = list(self.model.parameters())
         self.weights = dict(DEFAULT_WEIGHTS)
