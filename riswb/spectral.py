@@ -32,17 +32,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from riswb.physics.covariance import hermitize
+
 __all__ = [
     "Spectral",
     "hermitize",
     "factor_projector",
     "spectral_decompose",
 ]
-
-
-def hermitize(R: torch.Tensor) -> torch.Tensor:
-    """(R + Rᴴ)/2: the Hermitian part, taken before any decomposition."""
-    return 0.5 * (R + R.mH)
 
 
 def _eye(n: int, like: torch.Tensor) -> torch.Tensor:

@@ -398,21 +398,6 @@ class Workbench:
             value = self._cache[key] = fn()
             return value
 
-    def grad_norms(self) -> torch.Tensor:
-        """(P,) float32 per-tensor ‖grad‖ of `named_params` (0 for a None grad), memoised."""
-
-        def compute() -> torch.Tensor:
-            grads = [p.grad for p in self.params]
-            present = [i for i, g in enumerate(grads) if g is not None]
-            out = torch.zeros(len(grads), device=self.device)
-            if present:
-                norms = torch._foreach_norm([grads[i] for i in present])
-                stacked = torch.stack([n.to(self.device, torch.float32) for n in norms])
-                out[torch.tensor(present, device=self.device)] = stacked
-            return out
-
-        return self.cached("riswb.grad_norms", compute)
-
     def counts(self) -> dict[str, int]:
         """Cumulative counts under the `cadence` record's keys."""
         return {

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from riswb.hooks import Probe, StepContext
+from riswb.physics.covariance import hermitize
 
 RANK_TOL = 1e-4
 
@@ -43,8 +44,7 @@ def descending_eigvals(R: torch.Tensor) -> torch.Tensor:
     if R.ndim == 2:
         R = R.unsqueeze(0)
     R = R.to(torch.complex128 if R.is_complex() else torch.float64)
-    R = 0.5 * (R + R.mH)
-    return torch.linalg.eigvalsh(R).flip(-1)
+    return torch.linalg.eigvalsh(hermitize(R)).flip(-1)
 
 
 def infer_k(evals: torch.Tensor, tol: float = RANK_TOL) -> torch.Tensor:
