@@ -1,21 +1,30 @@
 """Probe overhead benchmark (DESIGN §10: default probes ≤ 1.10× a plain loop, target 1.05×).
 
-One process, interleaved rounds: every round runs each variant once — the plain loop, the
-same loop under a Workbench with the default probes (`riswb.probes.default_probes()`), and,
-with `per_probe=True`, under a Workbench holding one built-in probe alone — in an order
-rotated from round to round. A variant's ratio in a round is its time per step over the
-plain loop's in that round; the reported ratio is the median over rounds, which cancels the
-drift of a shared machine. Each variant owns a copy of the same model, optimizer and
-scheduler and one Workbench for the whole benchmark (created and warmed up for `warmup`
-steps before the first round, closed after the last; neither is timed), so the rounds
-measure the steady state. `steps` per round defaults to 50: a multiple of every built-in
-sampling period (term gradients every 50 steps, Δparam every 10 optimizer steps, flushes
-every 20), so each round carries the same share of sampled work.
+One process, interleaved step by step: the variants — the plain loop, the same loop under a
+Workbench with the default probes (`riswb.probes.default_probes()`), and, with
+`per_probe=True`, under a Workbench holding one built-in probe alone — take turns one
+training step at a time, in an order rotated every step, each step timed on its own (with
+a device sync around it on an accelerator, so host and device work are both counted). A
+variant's ratio is its summed step time over the plain loop's, over the whole timed window.
+Interleaving single steps cancels the drift of a shared machine far better than timing
+blocks of steps: on this project's 2-core box, back-to-back 50-step blocks gave per-block
+ratios from 0.98 to 1.19 for one configuration, per-step turns 1.08 to 1.12 (an A/A run of
+two plain loops: 0.98 to 1.01). Each variant owns a copy of the same model, optimizer and
+scheduler and one Workbench for the whole benchmark, warmed up for `warmup` consecutive
+steps first — which is when the term-gradient probe calibrates its sampling interval N on
+the variant's real step time — and closed after the last (neither is timed).
+
+The timed window is `rounds` × `steps` steps per variant, rounded up to a whole multiple of
+N: any k·N consecutive steps hold exactly k sampled ones, so the occasional per-term
+backward passes are counted at their true share, never skipped or doubled by where the
+window falls. Per-round ms/step (`raw_ms`) show the spread.
 
 The loop: a `depth`-layer GELU MLP of width `width` (default 4 × 512), batch 256, three loss
 terms (mse, l1, l2 of the first layer), AdamW with two named param groups, a warm-up+cosine
 LambdaLR, gradient clipping at 1.0 (torch's in the plain loop, `wb.clip_grad_norm_` in the
-instrumented one: same work), scheduler stepped after each optimizer step.
+instrumented one: same result, and the Workbench's reuses the gradient norms its probes took
+at the end of backward, as it does in any user's loop), scheduler stepped after each
+optimizer step.
 
 `model="reference"` swaps the MLP for the reference pipeline: `CovarianceNet` of the
 small preset (width `width`), `batch` simulated scenes, the twelve loss terms with
@@ -32,7 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -54,7 +63,7 @@ REFERENCE_BATCH = 32  # the reference model's default batch (`batch=None`)
 
 @dataclass
 class BenchResult:
-    """Median ms/step per variant and median per-round ratios to the plain loop."""
+    """Mean ms/step per variant over the timed window and its ratio to the plain loop's."""
 
     config: dict[str, Any]
     plain_ms: float
@@ -239,7 +248,10 @@ def _measure(
             factories[module] = (lambda cls=cls: [cls()])
     setups = {name: make_setup() for name in factories}
     raw: dict[str, list[float]] = {name: [] for name in factories}
+    totals = dict.fromkeys(factories, 0.0)
     order = list(factories)
+    interval: int | None = None
+    window = rounds * steps
 
     with tempfile.TemporaryDirectory(prefix="riswb-bench-") as runs_dir:
         benches: dict[str, Workbench | None] = {}
@@ -255,17 +267,28 @@ def _measure(
                 step = _plain_step if wb is None else _wb_step
                 for _ in range(warmup):
                     step(setup, wb)
+            interval = _sampling_interval(benches.values())
+            window = rounds * steps
+            if interval:  # a whole number of term-gradient intervals: its true share
+                window = -(-window // interval) * interval
+            done = 0
             for r in range(rounds):
-                shift = r % len(order)
-                for name in order[shift:] + order[:shift]:
-                    setup, wb = setups[name], benches[name]
-                    step = _plain_step if wb is None else _wb_step
-                    _sync(device)
-                    start = timer()
-                    for _ in range(steps):
+                chunk = window // rounds + (1 if r < window % rounds else 0)
+                spent = dict.fromkeys(order, 0.0)
+                for _ in range(chunk):
+                    shift = done % len(order)
+                    done += 1
+                    for name in order[shift:] + order[:shift]:
+                        setup, wb = setups[name], benches[name]
+                        step = _plain_step if wb is None else _wb_step
+                        _sync(device)
+                        start = timer()
                         step(setup, wb)
-                    _sync(device)
-                    raw[name].append(1e3 * (timer() - start) / steps)
+                        _sync(device)
+                        spent[name] += timer() - start
+                for name in order:
+                    raw[name].append(1e3 * spent[name] / max(chunk, 1))
+                    totals[name] += spent[name]
                 if progress is not None:
                     progress(f"round {r + 1}/{rounds}: plain {raw[PLAIN][-1]:.2f} ms/step, "
                              f"default {raw[TOTAL][-1]:.2f} ms/step")
@@ -275,21 +298,32 @@ def _measure(
                     wb.close()
 
     def ratio(name: str) -> float:
-        return statistics.median(v / p for v, p in zip(raw[name], raw[PLAIN], strict=True))
+        return totals[name] / totals[PLAIN] if totals[PLAIN] > 0 else float("nan")
 
-    config = {"model": model, "width": width, "depth": depth, "batch": batch, "steps": steps,
-              "rounds": rounds,
+    config = {"model": model, "width": width, "depth": depth, "batch": batch, "steps": window,
+              "rounds": rounds, "term_grad_every": interval,
               "warmup": warmup, "log_every": log_every, "device": str(device), "clock": clock,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "probes": [m for m, _ in BUILTIN]}
     return BenchResult(
         config=config,
-        plain_ms=statistics.median(raw[PLAIN]),
+        plain_ms=1e3 * totals[PLAIN] / max(window, 1),
         total_ratio=ratio(TOTAL),
         per_probe={name: ratio(name) for name in factories if name not in (PLAIN, TOTAL)},
-        ms={name: statistics.median(values) for name, values in raw.items()},
+        ms={name: 1e3 * total / max(window, 1) for name, total in totals.items()},
         raw_ms=raw,
     )
+
+
+def _sampling_interval(benches: Any) -> int | None:
+    """The common multiple of the intervals the term-gradient probes settled on (None when
+    no probe samples on a schedule yet, e.g. without warm-up)."""
+    intervals = []
+    for wb in benches:
+        probe = None if wb is None else wb.registry.get("term_gradients")
+        if probe is not None and getattr(probe, "interval", None):
+            intervals.append(int(probe.interval))
+    return math.lcm(*intervals) if intervals else None
 
 
 def format_table(result: BenchResult) -> str:
@@ -298,9 +332,10 @@ def format_table(result: BenchResult) -> str:
     what = (f"reference CovarianceNet (small, width {c['width']}, 12 loss terms)"
             if c.get("model") == "reference" else f"MLP {c['depth']}x{c['width']}")
     lines = [
-        f"riswb bench: {what}, batch {c['batch']}, {c['steps']} steps x "
-        f"{c['rounds']} interleaved rounds, {c['device']} ({c['threads']} threads), "
-        f"log_every {c['log_every']}, {c['clock']} clock",
+        f"riswb bench: {what}, batch {c['batch']}, {c['steps']} interleaved steps per "
+        f"variant ({c['rounds']} rounds; term gradients every {c.get('term_grad_every')}), "
+        f"{c['device']} ({c['threads']} threads), log_every {c['log_every']}, "
+        f"{c['clock']} clock",
         f"{'variant':<18}{'ms/step':>10}{'ratio':>9}",
         f"{PLAIN:<18}{result.plain_ms:>10.2f}{1.0:>9.3f}",
         f"{'default (all)':<18}{result.ms[TOTAL]:>10.2f}{result.total_ratio:>9.3f}",

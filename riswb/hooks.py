@@ -151,6 +151,9 @@ class Registry:
         self.disabled: dict[str, str] = {}
         self._subscribers: dict[Event, list[Probe]] = {event: [] for event in Event}
         self._flushers: list[Probe] = []
+        # per event, the enabled subscribers' bound methods: emit runs several times per
+        # step, so the lookups happen once here (and again whenever a probe is disabled)
+        self._handlers: dict[Event, list[tuple[Probe, Any]]] = {event: [] for event in Event}
 
     def add(self, probe: Probe) -> Probe:
         if any(existing.name == probe.name for existing in self.probes):
@@ -161,25 +164,34 @@ class Registry:
                 self._subscribers[event].append(probe)
         if probe.overrides_flush():
             self._flushers.append(probe)
+        self._rebuild_handlers()
         return probe
+
+    def _rebuild_handlers(self) -> None:
+        self._handlers = {
+            event: [(p, getattr(p, event.method)) for p in subscribers
+                    if p.name not in self.disabled]
+            for event, subscribers in self._subscribers.items()
+        }
 
     def get(self, name: str) -> Probe | None:
         return next((probe for probe in self.probes if probe.name == name), None)
 
     def subscribed(self, event: Event) -> bool:
         """Whether any enabled probe listens: lets the Workbench skip work nobody needs."""
-        return any(p.name not in self.disabled for p in self._subscribers[event])
+        return bool(self._handlers[event])
 
     def emit(self, event: Event, step: int, **payload: Any) -> None:
-        subscribers = self._subscribers[event]
-        if not subscribers:
+        handlers = self._handlers[event]
+        if not handlers:
             return
         ctx = StepContext(self.wb, event, step, payload)
         scheduled = event in SCHEDULED_EVENTS
-        for probe in subscribers:
-            if probe.name in self.disabled or (scheduled and step % probe.every):
+        for probe, method in handlers:
+            if scheduled and step % probe.every:
                 continue
-            self._call(probe, getattr(probe, event.method), ctx)
+            if probe.name not in self.disabled:  # disabled by an earlier handler just now
+                self._call(probe, method, ctx)
 
     def flush(self, step: int) -> None:
         ctx = StepContext(self.wb, Event.RUN_END, step)
@@ -198,6 +210,7 @@ class Registry:
     def _disable(self, probe: Probe, ctx: StepContext, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"
         self.disabled[probe.name] = reason
+        self._rebuild_handlers()
         writer = getattr(self.wb, "writer", None)
         if writer is not None:
             writer.event(ctx.step, "probe_error", probe=probe.name, hook=ctx.event.value,

@@ -45,6 +45,7 @@ import torch
 
 from riswb.errors import RiswbError
 from riswb.hooks import Event, Probe, Registry, _snake
+from riswb.probes.grad_norms import clip_with_raw_norms
 from riswb.runlog import RunWriter
 
 DEFAULT_LOG_EVERY = 20
@@ -175,7 +176,7 @@ class Workbench:
 
         # shared state read by probes
         self.sanitized = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.clip_log: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
         self._cache: dict[Any, Any] = {}
         self.loss_terms: list[str] = []
         self.weights: dict[str, Any] = {}
@@ -398,6 +399,10 @@ class Workbench:
             value = self._cache[key] = fn()
             return value
 
+    def cached_value(self, key: Any) -> Any:
+        """The memo's value for `key` if a probe computed it since the last clear, else None."""
+        return self._cache.get(key)
+
     def counts(self) -> dict[str, int]:
         """Cumulative counts under the `cadence` record's keys."""
         return {
@@ -433,17 +438,21 @@ class Workbench:
         norm_type: float = 2.0,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """torch.nn.utils.clip_grad_norm_ that logs (pre-clip norm, max_norm) to `clip_log`."""
+        """torch.nn.utils.clip_grad_norm_ that logs (pre-clip norm, max_norm) to `clip_log`.
+
+        Clipping all trainable tensors by the 2-norm right after backward reuses the
+        per-tensor norms the probes took there (same result as torch's, one pass fewer)."""
         if max_norm is None:
             raise TypeError("clip_grad_norm_() needs max_norm")
-        chosen = self.params if params is None else list(params)
-        norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
+        norm = None
+        if params is None and float(norm_type) == 2.0 and not kwargs:
+            # the probes measured these gradients at the end of backward: no second pass
+            norm = clip_with_raw_norms(self, max_norm)
+        if norm is None:
+            chosen = self.params if params is None else list(params)
+            norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
         if not self._closed:
-            limit = (
-                max_norm.detach()
-                if isinstance(max_norm, torch.Tensor)
-                else torch.full_like(norm, float(max_norm))
-            )
+            limit = max_norm.detach() if isinstance(max_norm, torch.Tensor) else float(max_norm)
             self.clip_log.append((norm.detach(), limit))
         self._cache.clear()
         return norm
@@ -454,8 +463,9 @@ class Workbench:
             return
         self._flushed_loss = self.n_loss
         self._flushed_opt = self.opt_step
-        self._flush_weights()
-        self.registry.flush(self.step)
+        with self.writer.batched():
+            self._flush_weights()
+            self.registry.flush(self.step)
 
     def close(self, status: str = "completed") -> None:
         """Detach all hooks, flush the probes and finish the run (idempotent)."""

@@ -33,6 +33,24 @@ def test_round_trip_keeps_nan_and_infinity(tmp_path):
     assert run.warnings == []
 
 
+def test_batched_block_reaches_the_file_at_its_end(tmp_path):
+    """Inside `batched()` lines wait in the buffer; at the end of the block (also on an
+    exception) every one of them is on disk, whole."""
+    writer = RunWriter(tmp_path, "batch")
+    path = writer.path / "scalars.jsonl"
+    with pytest.raises(RuntimeError), writer.batched():
+        writer.scalars(0, "loss", {"a": 1.0})
+        with writer.batched():  # nested blocks flush once, at the outer end
+            writer.scalars(1, "loss", {"a": 2.0})
+        assert path.read_text() == ""
+        raise RuntimeError("probe failed mid-flush")
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["a"] for line in lines] == [1.0, 2.0]
+    writer.scalars(2, "loss", {"a": 3.0})  # outside a block: flushed per line again
+    assert len(path.read_text().splitlines()) == 3
+    writer.close()
+
+
 def test_torn_last_line_is_dropped_and_reported(tmp_path):
     writer = RunWriter(tmp_path, "torn")
     for step in range(3):

@@ -1,8 +1,9 @@
 """Gradient clipping through `wb.clip_grad_norm_` (kind `clip`).
 
-The Workbench appends `(pre-clip norm, max_norm)` per call to `wb.clip_log` (device
-tensors, no sync); this probe turns the calls since the previous flush into one record and
-clears the log. Aggregation per flush (one record, `step` = the flush step):
+The Workbench appends `(pre-clip norm, max_norm)` per call to `wb.clip_log` (the norm a
+device tensor, max_norm as given: no sync); this probe turns the calls since the previous
+flush into one record and clears the log. Aggregation per flush (one record, `step` = the
+flush step):
 
 * `norm`     — mean pre-clip total norm over the calls;
 * `max_norm` — the last call's max_norm;
@@ -26,10 +27,19 @@ from riswb.hooks import Probe, StepContext
 _LOG_ATTRS = ("clip_log", "_clip_log")
 
 
-def _as_tensor(value: Any, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(device=device, dtype=torch.float64).reshape(())
-    return torch.tensor(float(value), dtype=torch.float64, device=device)
+def _column(values: list[Any], device: torch.device) -> torch.Tensor:
+    """(N,) float64 on `device` from tensors and/or numbers, in as few ops as possible."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    if len(tensors) == len(values) and all(v.device == device for v in tensors):
+        return torch.stack([v.detach().reshape(()) for v in tensors]).to(torch.float64)
+    return torch.stack([
+        v.detach().to(device=device, dtype=torch.float64).reshape(())
+        if isinstance(v, torch.Tensor)
+        else torch.tensor(float(v), dtype=torch.float64, device=device)
+        for v in values
+    ])
 
 
 def clip_summary(entries: list[tuple[Any, Any]]) -> dict[str, float]:
@@ -38,8 +48,8 @@ def clip_summary(entries: list[tuple[Any, Any]]) -> dict[str, float]:
         (v.device for pair in entries for v in pair if isinstance(v, torch.Tensor)),
         torch.device("cpu"),
     )
-    norms = torch.stack([_as_tensor(norm, device) for norm, _ in entries])
-    limits = torch.stack([_as_tensor(limit, device) for _, limit in entries])
+    norms = _column([norm for norm, _ in entries], device)
+    limits = _column([limit for _, limit in entries], device)
     ratio = torch.clamp(limits / norms, max=1.0)
     ratio = torch.where(torch.isnan(norms), norms, ratio)
     clipped = (norms > limits).to(torch.float64)

@@ -8,7 +8,9 @@ a clamp zeroed 28% of a head's gradient elements. Two granularities:
   (‖g‖ = 0) at every AFTER_BACKWARD of the window;
 * element level, on sampled backward passes (`elem_every`, default 20, the window's first
   backward included): which gradient elements were exactly zero, per top-level module.
-  Memory: one bool per trainable element (the "ever non-zero in this window" mask).
+  "Ever non-zero in this window" is the OR of the gradients' bits (sign bit ignored at the
+  end), accumulated in place (see riswb.bits). Memory: one integer of the gradient's width
+  per trainable element, kept (and zeroed) from window to window.
 
 The window is tumbling: `window` backward passes (default 50), evaluated at the first flush
 after it fills; a run that ends before its first window is full is evaluated on what it
@@ -35,6 +37,7 @@ from typing import Any
 
 import torch
 
+from riswb.bits import as_bits, magnitude_bits
 from riswb.hooks import Probe, StepContext
 from riswb.probes.grad_norms import ModuleIndex, device_index, raw_grad_stats
 
@@ -51,6 +54,7 @@ class DeadParamsProbe(Probe):
         self._index: ModuleIndex | None = None
         self._dead_names: set[str] = set()
         self._evaluated = False
+        self._seen_bits: list[torch.Tensor | None] = []  # per tensor: OR of its grads' bits
         self._reset()
 
     def describe(self) -> dict[str, Any]:
@@ -59,7 +63,9 @@ class DeadParamsProbe(Probe):
     def _reset(self) -> None:
         self._steps = 0
         self._alive: torch.Tensor | None = None  # (P,) Σ ‖g_p‖ over the window: 0 = dead
-        self._nonzero: list[torch.Tensor | None] | None = None  # per-element "ever non-zero"
+        for bits in self._seen_bits:
+            if bits is not None:
+                bits.zero_()  # reused: a fresh gradient-sized buffer costs page faults
         self._zero_counts: torch.Tensor | None = None  # (P,) float64: zero elements, summed
         self._samples = 0
 
@@ -83,20 +89,19 @@ class DeadParamsProbe(Probe):
         self._steps += 1
 
     def _sample_elements(self, grads: list[torch.Tensor | None], index: ModuleIndex) -> None:
-        if self._nonzero is None:
-            self._nonzero = [None] * len(grads)
+        if len(self._seen_bits) != len(grads):
+            self._seen_bits = [None] * len(grads)
         present = [i for i, g in enumerate(grads) if g is not None]
         dense = [grads[i].to_dense() if grads[i].is_sparse else grads[i] for i in present]
         for i, grad in zip(present, dense, strict=True):
-            seen = self._nonzero[i]
-            if seen is None:
-                self._nonzero[i] = grad != 0
+            bits, seen = as_bits(grad.detach()), self._seen_bits[i]
+            if seen is None or seen.shape != bits.shape or seen.dtype != bits.dtype:
+                self._seen_bits[i] = bits.clone()
             else:
-                seen.logical_or_(grad != 0)
-        # non-zero elements per tensor in one foreach pass (ord-0 "norm" counts them)
+                seen.bitwise_or_(bits)
         zeros = index.numel.clone()  # a None grad: all of its elements are zero
         if dense:
-            nonzero = torch.stack(torch._foreach_norm(dense, 0)).to(zeros)
+            nonzero = torch.stack([torch.count_nonzero(g) for g in dense]).to(zeros)
             target = device_index(tuple(present), zeros.device)
             zeros.index_add_(0, target, -nonzero)
         self._zero_counts = zeros if self._zero_counts is None else self._zero_counts + zeros
@@ -126,14 +131,16 @@ class DeadParamsProbe(Probe):
             "n_params": len(names),
             "steps": self._steps,
         }
-        if self._samples and self._nonzero is not None and self._zero_counts is not None:
-            # elements zero on every sampled step, per tensor (a None-only tensor: all of it)
+        if self._samples and self._zero_counts is not None:
+            # elements zero on every sampled step, per tensor (a None-only tensor: all of it;
+            # a buffer still zero from an earlier window reads the same way)
             never = [
                 numel[i].to(torch.float64)
                 if seen is None
-                else (~seen).sum().to(device=numel.device, dtype=torch.float64)
-                for i, seen in enumerate(self._nonzero)
+                else numel[i] - torch.count_nonzero(magnitude_bits(seen)).to(numel)
+                for i, seen in enumerate(self._seen_bits)
             ]
+            never += [numel[i].to(torch.float64) for i in range(len(never), len(numel))]
             never_t = torch.stack(never)
             mod_numel = torch.zeros(n_modules, dtype=torch.float64, device=numel.device)
             mod_numel.index_add_(0, index.owner, numel)

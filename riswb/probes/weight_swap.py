@@ -2,9 +2,10 @@
 
 FAILURES 19: EMA weights swapped in for validation and never swapped back; FAILURES 20: an
 SWA swap-in that changed nothing. The probe keeps a fingerprint of the trainable tensors —
-per tensor, the norm of a strided sample of at most `max_elems` elements (a live view, so
-one `_foreach_norm` per fingerprint), compared bit for bit — taken after every optimizer
-step, and compares it:
+the bits of a strided sample of at most `max_elems` elements per tensor (live views, copied
+by ONE `torch.cat`, so a fingerprint is a single op however many tensors the model has),
+compared bit for bit (NaN weights compare equal to themselves) — taken after every
+optimizer step, and compares it:
 
 * before the next optimizer step (device-side, no sync: the flags are read at the flush);
 * at `wb.evaluate` / Event.EVAL, and on the trainer's `weights_swap_in`/`weights_swap_out`
@@ -34,6 +35,7 @@ from typing import Any
 
 import torch
 
+from riswb.bits import as_bits
 from riswb.hooks import Probe, StepContext
 
 
@@ -49,7 +51,8 @@ class WeightSwapProbe(Probe):
         self.max_elems = max_elems
         self._views: list[torch.Tensor] = []
         self._ptrs: list[int] = []
-        self._uniform = False
+        self._single = False
+        self._owner: torch.Tensor | None = None  # (E,) which tensor each sampled element is
         self._ref: torch.Tensor | None = None
         self._pending: dict[str, Any] | None = None
         self._diffs: list[tuple[int, torch.Tensor]] = []
@@ -61,25 +64,30 @@ class WeightSwapProbe(Probe):
     # -- fingerprints -----------------------------------------------------------------------
 
     def _build(self, params: list[torch.Tensor]) -> None:
-        views = []
-        for p in params:
-            data = p.detach()
-            if data.is_contiguous() and data.numel() > self.max_elems:
-                stride = -(-data.numel() // self.max_elems)
-                data = data.view(-1)[::stride]
-            views.append(data)
-        self._views = views
+        # live integer views of each sample, flat where the layout allows, so that a
+        # fingerprint is usually one `cat` and nothing else
+        self._views = [_flat_if_possible(as_bits(_sample_view(p.detach(), self.max_elems)))
+                       for p in params]
         self._ptrs = [p.data_ptr() for p in params]
-        self._uniform = len({(v.dtype, v.device) for v in views}) == 1 and all(
-            v.dtype == torch.float32 for v in views
-        )
+        kinds = {(v.dtype, v.device) for v in self._views}
+        self._single = len(kinds) == 1 and all(v.dim() == 1 for v in self._views)
+        device = self._views[0].device if self._views else torch.device("cpu")
+        owner = [i for i, v in enumerate(self._views) for _ in range(v.numel())]
+        self._owner = torch.tensor(owner, dtype=torch.long, device=device)
 
     def _fingerprint(self) -> torch.Tensor:
-        """(P,) int32: the bits of each tensor's float32 sample norm."""
-        norms = torch._foreach_norm(self._views)
-        if not self._uniform:
-            norms = [n.to(device=self._views[0].device, dtype=torch.float32) for n in norms]
-        return torch.stack(norms).view(torch.int32)
+        """(E,) integers: the bits of every sampled element, tensor after tensor."""
+        if self._single:
+            return torch.cat(self._views)
+        device = self._views[0].device
+        return torch.cat([v.reshape(-1).to(device=device, dtype=torch.int64)
+                          for v in self._views])
+
+    def _tensors_changed(self, mask: torch.Tensor) -> torch.Tensor:
+        """(..., E) element mask -> (...) count of tensors with at least one changed element."""
+        counts = mask.new_zeros((*mask.shape[:-1], len(self._views)), dtype=torch.int32)
+        counts.index_add_(-1, self._owner, mask.to(torch.int32))
+        return (counts > 0).sum(-1)
 
     def _storage_moved(self, params: list[torch.Tensor]) -> int:
         ptrs = [p.data_ptr() for p in params]
@@ -97,7 +105,7 @@ class WeightSwapProbe(Probe):
         now = self._fingerprint()
         if now.shape != self._ref.shape:
             return len(self._views)
-        return int((now != self._ref).sum())
+        return int(self._tensors_changed(now != self._ref))
 
     # -- events -----------------------------------------------------------------------------
 
@@ -112,7 +120,7 @@ class WeightSwapProbe(Probe):
         if self._pending is not None:
             self._resolve(ctx, "optimizer_step")
             return
-        self._diffs.append((ctx.step, (self._fingerprint() != self._ref).sum()))
+        self._diffs.append((ctx.step, self._fingerprint() != self._ref))  # counted at flush
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
         if self._views:
@@ -152,7 +160,7 @@ class WeightSwapProbe(Probe):
         if not self._diffs:
             return
         diffs, self._diffs = self._diffs, []
-        counts = torch.stack([c for _, c in diffs]).tolist()
+        counts = self._tensors_changed(torch.stack([mask for _, mask in diffs])).tolist()
         changed = [(step, n) for (step, _), n in zip(diffs, counts, strict=True) if n > 0]
         if changed and not self._episode:
             self._write(changed[0][0], "unknown", max(n for _, n in changed), restored=False,
@@ -187,3 +195,21 @@ class WeightSwapProbe(Probe):
         wb.writer.event(step, "weights_swapped", kind=kind, params_changed=int(params_changed),
                         restored=bool(restored), noop=bool(noop), detected=detected,
                         resolved=resolved, **extra)
+
+
+def _sample_view(data: torch.Tensor, max_elems: int) -> torch.Tensor:
+    """A live view of at most ~`max_elems` evenly strided elements of `data`."""
+    if data.numel() <= max_elems:
+        return data
+    if data.is_contiguous():
+        return data.view(-1)[:: -(-data.numel() // max_elems)]
+    per_dim = max(1, int(max_elems ** (1.0 / data.dim())))  # a strided grid over every dim
+    return data[tuple(slice(None, None, -(-size // per_dim)) for size in data.shape)]
+
+
+def _flat_if_possible(view: torch.Tensor) -> torch.Tensor:
+    """`view` as 1-D when that is still a view of the same memory (reshape would copy)."""
+    try:
+        return view.view(-1)
+    except RuntimeError:
+        return view

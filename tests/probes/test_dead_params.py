@@ -95,3 +95,27 @@ def test_run_shorter_than_the_window_is_evaluated_at_the_end(tmp_path):
     dead = run.kind("dead")
     assert dead["n_dead"].tolist() == [2] and dead["steps"].tolist() == [7]
     assert len(run.events_of("dead_params")) == 1
+
+
+def test_element_fractions_match_brute_force(tmp_path):
+    """Oracle: per element, zero (±0.0) on every sampled backward; sampled = 0, 2, 4."""
+    torch.manual_seed(1)
+    model = nn.Linear(60, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    grads = []
+    for _ in range(6):
+        g = torch.randn(60) * (torch.rand(60) < 0.5)
+        g[torch.rand(60) < 0.2] = -0.0  # negative zeros are zeros too
+        grads.append(g)
+    probe = DeadParamsProbe(window=6, elem_every=2)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[probe], strict=True,
+                         log_every=6) as wb:
+        for g in grads:
+            loss = wb.loss({"a": (model.weight[0] * g).sum()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    dead = read_run(wb.path).kind("dead").iloc[0]
+    sampled = torch.stack(grads[0::2]) == 0
+    assert dead["frac_dead_elems"] == pytest.approx(float(sampled.all(0).float().mean()))
+    assert dead["zero_frac/weight"] == pytest.approx(float(sampled.float().mean()))

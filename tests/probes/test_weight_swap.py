@@ -133,3 +133,30 @@ def test_storage_replacement_is_seen(tmp_path):
         train_step(wb, model, opt)
     (event,) = read_run(wb.path).events_of("weights_swapped")
     assert event["restored"] is True and event["params_changed"] == 1
+
+
+def test_fingerprint_counts_changed_tensors_like_a_full_comparison():
+    """Oracle: which tensors differ, element by element, from a deep copy. Covers a
+    non-contiguous parameter, mixed dtypes and a NaN weight (equal to itself, bitwise)."""
+    from riswb.probes.weight_swap import WeightSwapProbe
+
+    torch.manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(40, 30).t()),  # non-contiguous
+        torch.nn.Parameter(torch.randn(1000)),
+        torch.nn.Parameter(torch.randn(7, dtype=torch.float64)),
+        torch.nn.Parameter(torch.full((3,), float("nan"))),
+    ]
+    probe = WeightSwapProbe(max_elems=16)
+    probe._build(params)
+    ref = probe._fingerprint()
+    before = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        params[0].add_(1.0)
+        params[2].mul_(2.0)
+    changed = sum(not torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)
+                  if not torch.isnan(b).any())
+    assert changed == 2
+    assert int(probe._tensors_changed(probe._fingerprint() != ref)) == changed
+    assert int(probe._tensors_changed(probe._fingerprint() != probe._fingerprint())) == 0
+    assert all(v.numel() <= 16 for v in probe._views)
