@@ -2,10 +2,11 @@
 
 One process, interleaved step by step: the variants — the plain loop, the same loop under a
 Workbench with the default probes (`riswb.probes.default_probes()`), and, with
-`per_probe=True`, under a Workbench holding one built-in probe alone — take turns one
-training step at a time, in an order rotated every step, each step timed on its own (with
-a device sync around it on an accelerator, so host and device work are both counted). A
-variant's ratio is its summed step time over the plain loop's, over the whole timed window.
+`per_probe=True`, under a Workbench holding one built-in probe alone — take turns, in an
+order rotated every turn, each turn timed on its own: one training step on a CPU; on an
+accelerator `ACCELERATOR_TURN` steps between two device syncs, so device work is counted
+and the host still runs ahead of the device as it does in training. A variant's ratio is
+its mean step time over the plain loop's, over the `rounds` × `steps` timed steps.
 Interleaving single steps cancels the drift of a shared machine far better than timing
 blocks of steps: on this project's 2-core box, back-to-back 50-step blocks gave per-block
 ratios from 0.98 to 1.19 for one configuration, per-step turns 1.08 to 1.12 (an A/A run of
@@ -14,10 +15,11 @@ scheduler and one Workbench for the whole benchmark, warmed up for `warmup` cons
 steps first — which is when the term-gradient probe calibrates its sampling interval N on
 the variant's real step time — and closed after the last (neither is timed).
 
-The timed window is `rounds` × `steps` steps per variant, rounded up to a whole multiple of
-N: any k·N consecutive steps hold exactly k sampled ones, so the occasional per-term
-backward passes are counted at their true share, never skipped or doubled by where the
-window falls. Per-round ms/step (`raw_ms`) show the spread.
+Sampled work is counted at its true share however short the window: the term-gradient
+probe samples one step in N (N ≈ 100–1000, chosen from its cost), more than a round holds.
+For the timing the probe's interval is pinned to min(N, `steps`), each timed step is marked
+sampled or not, and the mean step is m + (s̄ − m)/N (m: ordinary steps, s̄: sampled ones) —
+the mean of an endless run with the real N. Per-round ms/step (`raw_ms`) are raw.
 
 The loop: a `depth`-layer GELU MLP of width `width` (default 4 × 512), batch 256, three loss
 terms (mse, l1, l2 of the first layer), AdamW with two named param groups, a warm-up+cosine
@@ -41,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,6 +60,10 @@ TOTAL = "default"
 MODELS = ("mlp", "reference")
 BUDGET = 1.10  # DESIGN §10: default probes ≤ 1.10× a plain loop (target 1.05×)
 REFERENCE_BATCH = 32  # the reference model's default batch (`batch=None`)
+# Steps per turn on an accelerator: synchronising around every single step would expose all
+# host work that a real loop overlaps with the device's; ten steps between syncs keep it
+# overlapped, as in training, while the variants still alternate often.
+ACCELERATOR_TURN = 10
 
 
 @dataclass
@@ -248,10 +253,12 @@ def _measure(
             factories[module] = (lambda cls=cls: [cls()])
     setups = {name: make_setup() for name in factories}
     raw: dict[str, list[float]] = {name: [] for name in factories}
-    totals = dict.fromkeys(factories, 0.0)
+    turn = 1 if device.type == "cpu" else ACCELERATOR_TURN
+    steps = -(-steps // turn) * turn
+    window = rounds * steps
+    timing = {name: _StepTimes() for name in factories}
     order = list(factories)
     interval: int | None = None
-    window = rounds * steps
 
     with tempfile.TemporaryDirectory(prefix="riswb-bench-") as runs_dir:
         benches: dict[str, Workbench | None] = {}
@@ -267,28 +274,28 @@ def _measure(
                 step = _plain_step if wb is None else _wb_step
                 for _ in range(warmup):
                     step(setup, wb)
-            interval = _sampling_interval(benches.values())
-            window = rounds * steps
-            if interval:  # a whole number of term-gradient intervals: its true share
-                window = -(-window // interval) * interval
-            done = 0
+            sampled = {name: _pin_term_sampling(wb, steps) for name, wb in benches.items()}
+            interval = sampled[TOTAL][1] if sampled.get(TOTAL) else None
             for r in range(rounds):
-                chunk = window // rounds + (1 if r < window % rounds else 0)
                 spent = dict.fromkeys(order, 0.0)
-                for _ in range(chunk):
-                    shift = done % len(order)
-                    done += 1
+                for i in range(steps // turn):
+                    shift = (r * steps // turn + i) % len(order)
                     for name in order[shift:] + order[:shift]:
                         setup, wb = setups[name], benches[name]
                         step = _plain_step if wb is None else _wb_step
+                        pinned = sampled[name]
+                        hit = pinned is not None and any(
+                            (wb.n_loss + k) % pinned[0] == 0 for k in range(turn))
                         _sync(device)
                         start = timer()
-                        step(setup, wb)
+                        for _ in range(turn):
+                            step(setup, wb)
                         _sync(device)
-                        spent[name] += timer() - start
+                        elapsed = timer() - start
+                        spent[name] += elapsed
+                        timing[name].add(elapsed, hit, turn)
                 for name in order:
-                    raw[name].append(1e3 * spent[name] / max(chunk, 1))
-                    totals[name] += spent[name]
+                    raw[name].append(1e3 * spent[name] / steps)
                 if progress is not None:
                     progress(f"round {r + 1}/{rounds}: plain {raw[PLAIN][-1]:.2f} ms/step, "
                              f"default {raw[TOTAL][-1]:.2f} ms/step")
@@ -297,33 +304,74 @@ def _measure(
                 if wb is not None:
                     wb.close()
 
+    per_step = {name: 1e3 * timing[name].amortized((sampled.get(name) or (0, 1))[1])
+                for name in factories}
+
     def ratio(name: str) -> float:
-        return totals[name] / totals[PLAIN] if totals[PLAIN] > 0 else float("nan")
+        return per_step[name] / per_step[PLAIN] if per_step[PLAIN] > 0 else float("nan")
 
     config = {"model": model, "width": width, "depth": depth, "batch": batch, "steps": window,
-              "rounds": rounds, "term_grad_every": interval,
+              "rounds": rounds, "steps_per_turn": turn, "term_grad_every": interval,
+              "term_grad_samples_timed": timing[TOTAL].n_sampled,
               "warmup": warmup, "log_every": log_every, "device": str(device), "clock": clock,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "probes": [m for m, _ in BUILTIN]}
     return BenchResult(
         config=config,
-        plain_ms=1e3 * totals[PLAIN] / max(window, 1),
+        plain_ms=per_step[PLAIN],
         total_ratio=ratio(TOTAL),
         per_probe={name: ratio(name) for name in factories if name not in (PLAIN, TOTAL)},
-        ms={name: 1e3 * total / max(window, 1) for name, total in totals.items()},
+        ms=per_step,
         raw_ms=raw,
     )
 
 
-def _sampling_interval(benches: Any) -> int | None:
-    """The common multiple of the intervals the term-gradient probes settled on (None when
-    no probe samples on a schedule yet, e.g. without warm-up)."""
-    intervals = []
-    for wb in benches:
-        probe = None if wb is None else wb.registry.get("term_gradients")
-        if probe is not None and getattr(probe, "interval", None):
-            intervals.append(int(probe.interval))
-    return math.lcm(*intervals) if intervals else None
+class _StepTimes:
+    """One variant's timed turns (of one or more steps), split by whether a turn held a
+    term-gradient sample (at most one: intervals are never shorter than a turn)."""
+
+    def __init__(self) -> None:
+        self.other = self.sampled = 0.0
+        self.other_steps = self.sampled_steps = self.samples = 0
+
+    def add(self, seconds: float, sampled: bool, steps: int = 1) -> None:
+        if sampled:
+            self.sampled += seconds
+            self.sampled_steps += steps
+            self.samples += 1
+        else:
+            self.other += seconds
+            self.other_steps += steps
+
+    @property
+    def n_sampled(self) -> int:
+        return self.samples
+
+    def amortized(self, interval: int) -> float:
+        """Seconds per step when one step in `interval` samples: m + e/interval, with m the
+        mean ordinary step and e a sample's extra time (a sampled turn's time less m per
+        step it held) — exactly Σt/n when the window holds one sample per `interval` steps."""
+        if not self.other_steps:
+            return self.sampled / max(self.sampled_steps, 1)
+        ordinary = self.other / self.other_steps
+        if not self.samples:
+            return ordinary
+        extra = (self.sampled - ordinary * self.sampled_steps) / self.samples
+        return ordinary + extra / interval
+
+
+def _pin_term_sampling(wb: Workbench | None, steps: int) -> tuple[int, int] | None:
+    """(interval used while timing, interval the probe chose) for a variant whose
+    term-gradient probe has settled on one, else None. An interval longer than a round is
+    pinned to the round length (every round then times one sample, whose extra cost is
+    amortized over the real interval); a shorter one is left alone."""
+    probe = None if wb is None else wb.registry.get("term_gradients")
+    chosen = getattr(probe, "interval", None)
+    if not chosen:
+        return None
+    used = min(int(chosen), steps)
+    probe.interval = used
+    return used, int(chosen)
 
 
 def format_table(result: BenchResult) -> str:

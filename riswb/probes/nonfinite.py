@@ -17,8 +17,8 @@ Cost per step: the per-tensor norms shared with GradNormsProbe tell which tensor
 non-finite value (‖g‖ is NaN/Inf exactly then, barring float overflow of the norm, which is
 counted correctly as 0 elements); elements are counted only in those tensors. On CPU that
 test is a free host read; on an accelerator the count runs every step without a branch
-(`_foreach_mul` by 0 turns non-finite elements into NaN, `_foreach_norm(ord=0)` counts
-them), so no step ever waits for the device.
+(fused multi-tensor ops map each element to 0 or −1 for non-finite and an ord-1 norm sums
+them, see `_nonfinite_elements`), so no step ever waits for the device.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def count_nonfinite(
         return None
     if any(g.is_sparse for g in chosen):
         chosen = [g.coalesce().values() if g.is_sparse else g for g in chosen]
-    zeroed = torch._foreach_mul(chosen, 0.0)  # finite -> 0, ±inf and NaN -> NaN
-    found = torch._foreach_norm(zeroed, 0)  # ord 0 counts the non-zero (NaN) elements
+    found = _nonfinite_elements(chosen)
     if all(f.device == norms.device for f in found):
         values = torch.stack(found).to(torch.float64)
     else:
@@ -68,6 +67,21 @@ def count_nonfinite(
         return values
     counts = torch.zeros(len(grads), dtype=torch.float64, device=norms.device)
     return counts.index_copy_(0, device_index(index, norms.device), values)
+
+
+def _nonfinite_elements(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Non-finite elements per tensor. float32/float64: five fused multi-tensor ops, one
+    transient copy of the gradients and no per-tensor launch (the ord-0 norm that counts
+    directly has no fused kernel: on a GPU it was one launch per tensor and the costliest
+    thing in the default probes). Others (half precision, complex): counted per tensor in
+    int64, since a half-precision sum of ones rounds (and overflows at 65504)."""
+    if not all(g.dtype in (torch.float32, torch.float64) for g in grads):
+        return [(~torch.isfinite(g)).sum() for g in grads]
+    marks = torch._foreach_mul(grads, 0.0)  # finite -> 0, ±inf and NaN -> NaN
+    torch._foreach_add_(marks, 1.0)
+    torch._foreach_sign_(marks)  # 1, and 0 where NaN (sign(NaN) is 0)
+    torch._foreach_add_(marks, -1.0)  # 0, and -1 where the gradient was non-finite
+    return list(torch._foreach_norm(marks, 1))  # exact 0 when all finite
 
 
 class NonFiniteProbe(Probe):
