@@ -18,7 +18,7 @@ class Finding:
 
     `evidence` holds step ranges (`[first, last]` pairs of training-batch steps), values,
     and parameter or term names; `to_dict()` makes it strict JSON (non-finite floats become
-    the strings "nan"/"inf"/"-inf").
+    the strings "NaN"/"Infinity"/"-Infinity", as in the report's JSON).
     """
 
     id: str

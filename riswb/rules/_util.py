@@ -209,7 +209,8 @@ def pct(x: float) -> str:
 
 def jsonable(value: Any) -> Any:
     """Evidence as strict-JSON values: numpy → Python, floats to 6 significant digits,
-    non-finite floats as the strings "nan", "inf", "-inf"."""
+    non-finite floats as the strings "NaN", "Infinity", "-Infinity" (the report's JSON
+    spells them the same way, see `report.strict_json`)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -223,9 +224,9 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         x = float(value)
         if math.isnan(x):
-            return "nan"
+            return "NaN"
         if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
+            return "Infinity" if x > 0 else "-Infinity"
         return float(f"{x:.6g}")
     if value is None or isinstance(value, str):
         return value
