@@ -24,9 +24,7 @@ the mean of an endless run with the real N. Per-round ms/step (`raw_ms`) are raw
 The loop: a `depth`-layer GELU MLP of width `width` (default 4 × 512), batch 256, three loss
 terms (mse, l1, l2 of the first layer), AdamW with two named param groups, a warm-up+cosine
 LambdaLR, gradient clipping at 1.0 (torch's in the plain loop, `wb.clip_grad_norm_` in the
-instrumented one: same result, and the Workbench's reuses the gradient norms its probes took
-at the end of backward, as it does in any user's loop), scheduler stepped after each
-optimizer step.
+instrumented one: same work), scheduler stepped after each optimizer step.
 
 `model="reference"` swaps the MLP for the reference pipeline: `CovarianceNet` of the
 small preset (width `width`), `batch` simulated scenes, the twelve loss terms with

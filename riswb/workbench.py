@@ -45,7 +45,6 @@ import torch
 
 from riswb.errors import RiswbError
 from riswb.hooks import Event, Probe, Registry, _snake
-from riswb.probes.grad_norms import clip_with_raw_norms
 from riswb.runlog import RunWriter
 
 DEFAULT_LOG_EVERY = 20
@@ -399,10 +398,6 @@ class Workbench:
             value = self._cache[key] = fn()
             return value
 
-    def cached_value(self, key: Any) -> Any:
-        """The memo's value for `key` if a probe computed it since the last clear, else None."""
-        return self._cache.get(key)
-
     def counts(self) -> dict[str, int]:
         """Cumulative counts under the `cadence` record's keys."""
         return {
@@ -440,17 +435,13 @@ class Workbench:
     ) -> torch.Tensor:
         """torch.nn.utils.clip_grad_norm_ that logs (pre-clip norm, max_norm) to `clip_log`.
 
-        Clipping all trainable tensors by the 2-norm right after backward reuses the
-        per-tensor norms the probes took there (same result as torch's, one pass fewer)."""
+        It takes its own pass over the gradients: the probes' end-of-backward norms cannot
+        stand in for it, since a loop may change gradients in between through `.data`,
+        which leaves no trace (no version-counter bump) to check."""
         if max_norm is None:
             raise TypeError("clip_grad_norm_() needs max_norm")
-        norm = None
-        if params is None and float(norm_type) == 2.0 and not kwargs:
-            # the probes measured these gradients at the end of backward: no second pass
-            norm = clip_with_raw_norms(self, max_norm)
-        if norm is None:
-            chosen = self.params if params is None else list(params)
-            norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
+        chosen = self.params if params is None else list(params)
+        norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
         if not self._closed:
             limit = max_norm.detach() if isinstance(max_norm, torch.Tensor) else float(max_norm)
             self.clip_log.append((norm.detach(), limit))

@@ -38,17 +38,9 @@ class GradStats:
     tensor (0 for a None grad; NaN/Inf if the grad holds one); present: P booleans.
     """
 
-    def still_current(self, grads: list[torch.Tensor | None]) -> bool:
-        """Whether `grads` are the very tensors measured, unmodified in place since."""
-        return len(grads) == len(self.grads) and all(
-            g is s and (g is None or g._version == v)
-            for g, s, v in zip(grads, self.grads, self.versions, strict=True)
-        )
-
     grads: list[torch.Tensor | None]
     norms: torch.Tensor
     present: list[bool]
-    versions: list[int]  # each grad's in-place version counter when the norms were taken
 
 
 _INDEX_CACHE: dict[tuple, torch.Tensor] = {}
@@ -103,34 +95,10 @@ def raw_grad_stats(wb: Any) -> GradStats:
     def compute() -> GradStats:
         grads = [p.grad for _, p in wb.named_params]
         norms = _norms(grads, _param_device(wb))
-        versions = [-1 if g is None else g._version for g in grads]
-        return GradStats(grads, norms, [g is not None for g in grads], versions)
+        return GradStats(grads, norms, [g is not None for g in grads])
 
     cached = getattr(wb, "cached", None)
     return compute() if cached is None else cached(_CACHE_KEY, compute)
-
-
-def clip_with_raw_norms(wb: Any, max_norm: float | torch.Tensor) -> torch.Tensor | None:
-    """`clip_grad_norm_(wb.params, max_norm)` (2-norm) from the per-tensor norms the probes
-    already took at the end of this backward, when they still describe the gradients
-    (same tensors, not modified in place, all dense float32 on one device); else None.
-
-    Same arithmetic as torch's: total = ‖(‖g_p‖)_p‖₂, g *= min(max_norm / (total + 1e-6), 1).
-    """
-    stats = wb.cached_value(_CACHE_KEY)
-    if stats is None:
-        return None
-    grads = [p.grad for _, p in wb.named_params]
-    present = [g for g in grads if g is not None]
-    if not present or not stats.still_current(grads) or any(
-        g.dtype != torch.float32 or g.is_sparse or g.device != stats.norms.device
-        for g in present
-    ):
-        return None
-    total = torch.linalg.vector_norm(stats.norms)
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_(present, coef)
-    return total
 
 
 def top_module(name: str) -> str:
