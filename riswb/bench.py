@@ -17,9 +17,10 @@ the variant's real step time — and closed after the last (neither is timed).
 
 Sampled work is counted at its true share however short the window: the term-gradient
 probe samples one step in N (N ≈ 100–1000, chosen from its cost), more than a round holds.
-For the timing the probe's interval is pinned to min(N, `steps`), each timed step is marked
-sampled or not, and the mean step is m + (s̄ − m)/N (m: ordinary steps, s̄: sampled ones) —
-the mean of an endless run with the real N. Per-round ms/step (`raw_ms`) are raw.
+For the timing the probe's interval is pinned to min(N, `steps`) (at least two turns; a
+round is at least two turns), each timed turn is marked sampled or not, and the mean step is
+m + e/N, m the mean step of the ordinary turns and e a sampled turn's time less m per step
+it held — the mean of an endless run with the real N. Per-round ms/step (`raw_ms`) are raw.
 
 The loop: a `depth`-layer GELU MLP of width `width` (default 4 × 512), batch 256, three loss
 terms (mse, l1, l2 of the first layer), AdamW with two named param groups, a warm-up+cosine
@@ -252,7 +253,7 @@ def _measure(
     setups = {name: make_setup() for name in factories}
     raw: dict[str, list[float]] = {name: [] for name in factories}
     turn = 1 if device.type == "cpu" else ACCELERATOR_TURN
-    steps = -(-steps // turn) * turn
+    steps = max(-(-steps // turn), 2) * turn  # ≥ 2 turns: a round always has ordinary ones
     window = rounds * steps
     timing = {name: _StepTimes() for name in factories}
     order = list(factories)
@@ -272,7 +273,8 @@ def _measure(
                 step = _plain_step if wb is None else _wb_step
                 for _ in range(warmup):
                     step(setup, wb)
-            sampled = {name: _pin_term_sampling(wb, steps) for name, wb in benches.items()}
+            sampled = {name: _pin_term_sampling(wb, steps, turn)
+                       for name, wb in benches.items()}
             interval = sampled[TOTAL][1] if sampled.get(TOTAL) else None
             for r in range(rounds):
                 spent = dict.fromkeys(order, 0.0)
@@ -358,22 +360,23 @@ class _StepTimes:
         return ordinary + extra / interval
 
 
-def _pin_term_sampling(wb: Workbench | None, steps: int) -> tuple[int, int] | None:
+def _pin_term_sampling(wb: Workbench | None, steps: int, turn: int) -> tuple[int, int] | None:
     """(interval used while timing, interval the probe chose) for a variant whose
     term-gradient probe has settled on one, else None. An interval longer than a round is
     pinned to the round length (every round then times one sample, whose extra cost is
-    amortized over the real interval); a shorter one is left alone."""
+    amortized over the real interval); a shorter one is left alone; never under two turns,
+    so that ordinary turns are timed too and no turn holds two samples."""
     probe = None if wb is None else wb.registry.get("term_gradients")
     chosen = getattr(probe, "interval", None)
     if not chosen:
         return None
-    used = min(int(chosen), steps)
+    used = max(min(int(chosen), steps), 2 * turn)
     probe.interval = used
     return used, int(chosen)
 
 
 def format_table(result: BenchResult) -> str:
-    """A plain-text table: variant, median ms/step, median ratio to the plain loop."""
+    """A plain-text table: variant, mean ms/step (samples amortized), ratio to plain."""
     c = result.config
     what = (f"reference CovarianceNet (small, width {c['width']}, 12 loss terms)"
             if c.get("model") == "reference" else f"MLP {c['depth']}x{c['width']}")

@@ -24,6 +24,6 @@ def as_bits(tensor: torch.Tensor) -> torch.Tensor:
 
 def magnitude_bits(bits: torch.Tensor) -> torch.Tensor:
     """`as_bits` output with the sign bit cleared: zero exactly where the float was ±0."""
-    if bits.dtype == torch.uint8:
-        return bits
+    if bits.dtype == torch.uint8:  # 1-byte floats (fp8): the sign is the top bit
+        return bits.bitwise_and(0x7F)
     return bits.bitwise_and(torch.iinfo(bits.dtype).max)

@@ -370,8 +370,8 @@ def litmus_command(
 
 def bench_command(
     steps: Annotated[int, typer.Option(
-        "--steps", help="Timed steps per variant per round (the window rounds up to whole "
-                        "term-gradient intervals).")] = 50,
+        "--steps", help="Timed steps per variant per round (term-gradient samples are "
+                        "pinned into each round and amortized over their real interval).")] = 50,
     rounds: Annotated[int, typer.Option("--rounds", help="Rounds (per-round spread).")] = 5,
     warmup: Annotated[int, typer.Option(
         "--warmup", help="Untimed steps per variant first (the term-gradient probe "

@@ -10,7 +10,7 @@ a clamp zeroed 28% of a head's gradient elements. Two granularities:
   backward included): which gradient elements were exactly zero, per top-level module.
   "Ever non-zero in this window" is the OR of the gradients' bits (sign bit ignored at the
   end), accumulated in place (see riswb.bits). Memory: one integer of the gradient's width
-  per trainable element, kept (and zeroed) from window to window.
+  per trainable element (two for complex), kept (and zeroed) from window to window.
 
 The window is tumbling: `window` backward passes (default 50), evaluated at the first flush
 after it fills; a run that ends before its first window is full is evaluated on what it
@@ -137,7 +137,7 @@ class DeadParamsProbe(Probe):
             never = [
                 numel[i].to(torch.float64)
                 if seen is None
-                else numel[i] - torch.count_nonzero(magnitude_bits(seen)).to(numel)
+                else numel[i] - _ever_nonzero(seen, wb.named_params[i][1].numel()).to(numel)
                 for i, seen in enumerate(self._seen_bits)
             ]
             never += [numel[i].to(torch.float64) for i in range(len(never), len(numel))]
@@ -161,3 +161,13 @@ class DeadParamsProbe(Probe):
             self._dead_names = dead_set
         self._evaluated = True
         self._reset()
+
+
+def _ever_nonzero(seen_bits: torch.Tensor, elements: int) -> torch.Tensor:
+    """Elements whose OR-ed bits say they were non-zero at least once. A complex tensor's
+    bits hold its real and imaginary parts side by side (twice `elements` values, in a last
+    dimension of 2): either part counts."""
+    nonzero = magnitude_bits(seen_bits) != 0
+    if nonzero.numel() == 2 * elements and elements:
+        nonzero = nonzero.any(-1)
+    return nonzero.sum()

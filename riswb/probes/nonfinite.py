@@ -47,7 +47,8 @@ def count_nonfinite(
     if branch is None:
         branch = norms.device.type == "cpu"
     if branch:
-        # norms are ≥ 0, so their sum is finite iff every norm is: one op and one read
+        # norms are ≥ 0: their sum is finite when every norm is (one op and one read); a
+        # sum that overflowed finds no non-finite norm below and counts nothing
         if math.isfinite(norms.sum().item()):
             return None
         index = tuple((~torch.isfinite(norms)).nonzero().flatten().tolist())

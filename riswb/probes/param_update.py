@@ -22,7 +22,7 @@ Record (one per sampled optimizer step, `step` = the `wb.loss` step it belongs t
 Sampling: the first `warmup` optimizer steps (default 10), then every `sample_every`-th
 (default 20; opt_step ≡ 1 mod sample_every). A sample reads the parameters four times
 (copy, ‖θ‖, subtract, ‖Δθ‖): about 1 ms for the bench MLP's 0.7 M parameters on this
-project's 2-core CPU, i.e. 0.25% of its 20 ms step at this default. It follows optimizer
+project's CPU, i.e. 0.25% of its 20 ms single-thread step at this default. It follows optimizer
 steps, not `wb.loss` steps, so a loop that steps once per epoch is sampled too. The
 registry `every` still applies on top (default 1).
 """

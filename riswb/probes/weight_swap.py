@@ -3,7 +3,8 @@
 FAILURES 19: EMA weights swapped in for validation and never swapped back; FAILURES 20: an
 SWA swap-in that changed nothing. The probe keeps a fingerprint of the trainable tensors —
 the bits of a strided sample of at most `max_elems` elements per tensor (live views, copied
-by ONE `torch.cat`, so a fingerprint is a single op however many tensors the model has),
+by ONE `torch.cat` when the parameters share a dtype and device and are contiguous, which is
+the usual case; otherwise each view is flattened and widened to int64 first),
 compared bit for bit (NaN weights compare equal to themselves) — taken after every
 optimizer step, and compares it:
 
@@ -55,7 +56,8 @@ class WeightSwapProbe(Probe):
         self._owner: torch.Tensor | None = None  # (E,) which tensor each sampled element is
         self._ref: torch.Tensor | None = None
         self._pending: dict[str, Any] | None = None
-        self._diffs: list[tuple[int, torch.Tensor]] = []
+        self._masks: list[tuple[int, torch.Tensor]] = []  # (step, changed-element mask)
+        self._reduced: list[tuple[list[int], torch.Tensor]] = []  # (steps, changed tensors)
         self._episode = False
 
     def describe(self) -> dict[str, Any]:
@@ -64,6 +66,7 @@ class WeightSwapProbe(Probe):
     # -- fingerprints -----------------------------------------------------------------------
 
     def _build(self, params: list[torch.Tensor]) -> None:
+        self._reduce_masks()  # pending masks belong to the old sample layout
         # live integer views of each sample, flat where the layout allows, so that a
         # fingerprint is usually one `cat` and nothing else
         self._views = [_flat_if_possible(as_bits(_sample_view(p.detach(), self.max_elems)))
@@ -82,6 +85,13 @@ class WeightSwapProbe(Probe):
         device = self._views[0].device
         return torch.cat([v.reshape(-1).to(device=device, dtype=torch.int64)
                           for v in self._views])
+
+    def _reduce_masks(self) -> None:
+        """Pending per-step element masks -> per-step counts of changed tensors (on device)."""
+        if self._masks:
+            masks, self._masks = self._masks, []
+            counts = self._tensors_changed(torch.stack([m for _, m in masks]))
+            self._reduced.append(([step for step, _ in masks], counts))
 
     def _tensors_changed(self, mask: torch.Tensor) -> torch.Tensor:
         """(..., E) element mask -> (...) count of tensors with at least one changed element."""
@@ -120,7 +130,10 @@ class WeightSwapProbe(Probe):
         if self._pending is not None:
             self._resolve(ctx, "optimizer_step")
             return
-        self._diffs.append((ctx.step, self._fingerprint() != self._ref))  # counted at flush
+        # element masks, reduced to changed-tensor counts in batches (no per-step reduction)
+        self._masks.append((ctx.step, self._fingerprint() != self._ref))
+        if len(self._masks) >= _MASK_BATCH:
+            self._reduce_masks()
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
         if self._views:
@@ -151,17 +164,19 @@ class WeightSwapProbe(Probe):
 
     def flush(self, ctx: StepContext) -> None:
         wb = ctx.wb
+        self._reduce_masks()  # before any rebuild below changes which tensor owns an element
         if self._ref is not None and self._pending is None:
             moved = self._storage_moved(wb.params)
             if moved:
                 self._write(ctx.step, "storage", moved, restored=False, noop=False,
                             detected="flush", resolved="flush", wb=wb)
                 self._ref = self._fingerprint()
-        if not self._diffs:
+        if not self._reduced:
             return
-        diffs, self._diffs = self._diffs, []
-        counts = self._tensors_changed(torch.stack([mask for _, mask in diffs])).tolist()
-        changed = [(step, n) for (step, _), n in zip(diffs, counts, strict=True) if n > 0]
+        reduced, self._reduced = self._reduced, []
+        steps = [step for chunk, _ in reduced for step in chunk]
+        counts = torch.cat([c for _, c in reduced]).tolist()
+        changed = [(step, n) for step, n in zip(steps, counts, strict=True) if n > 0]
         if changed and not self._episode:
             self._write(changed[0][0], "unknown", max(n for _, n in changed), restored=False,
                         noop=False, detected="optimizer_step", resolved="optimizer_step",
@@ -195,6 +210,9 @@ class WeightSwapProbe(Probe):
         wb.writer.event(step, "weights_swapped", kind=kind, params_changed=int(params_changed),
                         restored=bool(restored), noop=bool(noop), detected=detected,
                         resolved=resolved, **extra)
+
+
+_MASK_BATCH = 64  # steps of masks held before they are reduced (bounds the memory)
 
 
 def _sample_view(data: torch.Tensor, max_elems: int) -> torch.Tensor:

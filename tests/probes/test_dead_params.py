@@ -119,3 +119,24 @@ def test_element_fractions_match_brute_force(tmp_path):
     sampled = torch.stack(grads[0::2]) == 0
     assert dead["frac_dead_elems"] == pytest.approx(float(sampled.all(0).float().mean()))
     assert dead["zero_frac/weight"] == pytest.approx(float(sampled.float().mean()))
+
+
+def test_complex_parameter_counts_complex_elements(tmp_path):
+    """Oracle: 7 of 10 complex elements reach the loss, so 3 (0.3) are dead."""
+    class Complex(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Parameter(torch.ones(10, dtype=torch.cfloat))
+
+    model = Complex()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, strict=True, log_every=6,
+                         probes=[DeadParamsProbe(window=6, elem_every=2)]) as wb:
+        for _ in range(6):
+            loss = wb.loss({"a": model.c[:7].real.sum() + model.c[:7].imag.sum()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    dead = read_run(wb.path).kind("dead").iloc[0]
+    assert dead["dead_frac/c"] == pytest.approx(0.3)
+    assert dead["frac_dead_elems"] == pytest.approx(0.3)

@@ -160,3 +160,46 @@ def test_fingerprint_counts_changed_tensors_like_a_full_comparison():
     assert int(probe._tensors_changed(probe._fingerprint() != ref)) == changed
     assert int(probe._tensors_changed(probe._fingerprint() != probe._fingerprint())) == 0
     assert all(v.numel() <= 16 for v in probe._views)
+
+
+def test_storage_replaced_by_a_different_size_mid_run(tmp_path):
+    """`p.data = bigger` changes the sample layout between a step and the flush: the
+    pending comparisons must still be counted with the layout they were made in."""
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+            self.v = torch.nn.Parameter(torch.ones(10))
+
+        def forward(self, x):
+            return self.lin(x) + self.v.sum()
+
+    torch.manual_seed(0)
+    model = Model()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], log_every=5,
+                   strict=True) as wb:
+        for step in range(12):
+            train_step(wb, model, opt)  # (its graph dies with it: a live one would pin v's
+            if step == 2:               # AccumulateGrad node to the old shape)
+                model.v.data = torch.ones(20)
+            if step == 7:
+                wb.evaluate({"val": 0.0})
+    events = read_run(wb.path).events_of("weights_swapped")
+    assert [(e["kind"], e["step"], e["restored"]) for e in events] == [("storage", 4, False)]
+
+
+def test_storage_replaced_then_evaluated_at_once(tmp_path):
+    """The rebuild at `wb.evaluate` happens with comparisons still pending."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], log_every=5,
+                   strict=True) as wb:
+        for step in range(12):
+            train_step(wb, model, opt)
+            if step == 1:
+                model.bias.data = torch.zeros(3)
+                wb.evaluate({"val": 0.0})
+    events = read_run(wb.path).events_of("weights_swapped")
+    assert len(events) == 1 and events[0]["detected"] == "eval" and not events[0]["restored"]
