@@ -19,14 +19,16 @@ Schedule. A sampled step costs about one extra backward per term (T terms: ~T·�
 the only expensive thing among the default probes. `every=N` samples steps ≡ 0 mod N. The
 default, `every=None`, is budget-driven: the first step is always sampled (so a term dead at
 init is caught at once); the probe times the next `calibrate` (8) training steps, samples
-once more, timed (the first sample pays one-off warm-up costs: 190 ms vs 3 ms steady on a
-GPU), then fixes N once — the smallest of 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
-1000 with cost/N ≤ `budget` (default 1%) of a step — and samples steps ≡ 0 mod N from then
-on. The chosen N goes to the manifest (`describe()`); tests and reproducible records pass
-`every` explicitly. Measured on the bench MLP (4×512, batch 256, 3 terms): a sample costs
-19 ms vs a 7.7 ms step on 2 CPU threads (→ N = 300) and 3.2 ms vs 2.2 ms on an H200
-(→ N = 150). The budget is 1% because the probe shares the 1.05× overhead target with a
-dozen per-step probes.
+once more (the first sample pays one-off warm-up costs: 190 ms vs 3 ms steady on a GPU) and
+takes as its cost the whole step it sat in less an ordinary one (so knock-on costs on the
+rest of that step count: fresh allocations, evicted caches), then fixes N once, at the next
+step — the smallest of 10, 20, 30, 50, 75, 100, 150, 200,
+300, 500, 750, 1000 with cost/N ≤ `budget` (default 1%) of a step — and samples steps ≡ 0
+mod N from then on. The chosen N goes to the manifest (`describe()`); tests and
+reproducible records pass `every` explicitly. Measured with `riswb bench` (2-core CPU, one
+thread): on the bench MLP (4×512, batch 256, 3 terms) N = 150 for a 20 ms step; on the
+reference model (12 terms, a sample ≈ 330 ms more than a 50 ms step) N = 750. The budget is
+1% because the probe shares the 1.05× overhead target with a dozen per-step probes.
 
 Modes. `batched=False` (default): a loop of T `autograd.grad` calls — exactly the per-term
 oracle. `batched=True|None`: ONE vmapped backward (`is_grads_batched=True`, grad_outputs =
@@ -43,7 +45,6 @@ Host reads happen on sampled steps only (one: is the Gram diagonal finite?).
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Any
 
@@ -115,6 +116,7 @@ class TermGradientsProbe(Probe):
         self._step_times: list[float] = []
         self._last_end: float | None = None
         self._first_step: int | None = None
+        self._calibration: tuple[float, float] | None = None  # (start, own seconds)
 
     def describe(self) -> dict[str, Any]:
         mode = {None: "auto", True: "batched", False: "loop"}[self.batched]
@@ -139,14 +141,20 @@ class TermGradientsProbe(Probe):
             # calibrating: time the training steps in between (our own work excluded) ...
             if self._last_end is not None:
                 self._step_times.append(now - self._last_end)
-            if len(self._step_times) >= self.calibrate:
-                # ... then sample once more: the first sample paid one-off warm-up costs
-                # (allocator, kernels, autograd set-up) that would inflate the interval
-                cost = min(self._cost or math.inf, self._timed_sample(ctx))
-                self._cost = cost
+            if self._calibration is not None:
+                # ... and fix the interval one step after the calibration sample: its cost is
+                # that whole step (the sample and its knock-on costs on the rest of the step:
+                # fresh allocations, evicted caches) less an ordinary step, never less than
+                # the sample's own time
+                start, own = self._calibration
                 times = sorted(self._step_times)
                 step_time = max(times[len(times) // 2], 1e-9)
-                self.interval = nice_interval(cost / (self.budget * step_time))
+                self._cost = max(now - start - step_time, own)
+                self.interval = nice_interval(self._cost / (self.budget * step_time))
+            elif len(self._step_times) >= self.calibrate:
+                # ... then sample once more: the first sample paid one-off warm-up costs
+                # (allocator, kernels, autograd set-up) that would inflate the interval
+                self._calibration = (now, self._timed_sample(ctx))
         elif self._due(ctx.step):
             if self._first_step is None:
                 self._first_step = ctx.step
