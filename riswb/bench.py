@@ -285,7 +285,7 @@ def _measure(
                         step = _plain_step if wb is None else _wb_step
                         pinned = sampled[name]
                         hit = pinned is not None and any(
-                            (wb.n_loss + k) % pinned[0] == 0 for k in range(turn))
+                            (wb.next_step + k) % pinned[0] == 0 for k in range(turn))
                         _sync(device)
                         start = timer()
                         for _ in range(turn):

@@ -125,6 +125,8 @@ class Trainer:
                                         "resumed_from": self.resumed_from},
             probes=self.probes, plugins=self.plugins, log_every=self.cfg.log_every,
             seed=self.cfg.seed,
+            # a resumed run continues its predecessor's step axis (one loss call per batch)
+            first_step=self.epoch * self.steps_per_epoch if self.resumed_from else 0,
         )
         self.wb.writer.update_manifest(baseline={"nmse_samp": self.baseline_nmse})
         if self.resumed_from is not None:

@@ -13,7 +13,8 @@ wb.close()
 What the Workbench sees, and how (no other call in the loop is needed):
 
 * forward    — a forward hook on the root module (counted while grad is enabled);
-* loss       — `wb.loss(terms, weights)`; `step` is the 0-based index of the latest call;
+* loss       — `wb.loss(terms, weights)`; `step` is the 0-based index of the latest call
+  (plus `first_step`, which a resumed run sets to continue its predecessor's step axis);
 * backward   — `register_post_accumulate_grad_hook` on every trainable tensor; the first
   firing per backward queues an autograd-engine callback, so AFTER_BACKWARD is emitted once
   per backward, at its end, before the user's code can sanitize or clip the gradients;
@@ -144,14 +145,19 @@ class Workbench:
         intent: dict | None = None,
         plugins: str | os.PathLike | None = None,
         seed: int | None = None,
+        first_step: int = 0,
     ):
         """`log_every`: flush probes every N `wb.loss` calls. `accumulation`: loss calls per
         intended optimizer step (manifest intent). `plugins`: a directory of plugin probes
-        (see riswb.plugins) to add to `probes`."""
+        (see riswb.plugins) to add to `probes`. `first_step`: the step number of the first
+        `wb.loss` call — a resumed run passes where its predecessor stopped, so both runs
+        share one step axis (counts such as `cadence` stay this run's own)."""
         if log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
         if accumulation < 1:
             raise ValueError(f"accumulation must be >= 1, got {accumulation}")
+        if first_step < 0:
+            raise ValueError(f"first_step must be >= 0, got {first_step}")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -165,7 +171,8 @@ class Workbench:
         self.device = first.device if first is not None else torch.device("cpu")
 
         # counters (cadence)
-        self.step = 0  # index of the latest wb.loss() call (0 before any)
+        self.first_step = int(first_step)
+        self.step = self.first_step  # step of the latest wb.loss() call (first_step before any)
         self.n_loss = 0
         self.n_forward = 0
         self.n_backward = 0
@@ -194,6 +201,7 @@ class Workbench:
             config=config,
             seed=seed,
             intent=self.intent,
+            first_step=self.first_step,
             loss_terms=[],
             probes=[],
         )
@@ -349,7 +357,7 @@ class Workbench:
         if self.n_loss - self._flushed_loss >= self.log_every:
             self.flush()
         self.n_loss += 1
-        self.step = self.n_loss - 1
+        self.step = self.first_step + self.n_loss - 1
         self._bw_pending = False
         self._cache.clear()
         self._note_terms(names, used)
@@ -383,12 +391,17 @@ class Workbench:
         event = Event(event)
         if self._closed:
             return
-        step = self.n_loss if event is Event.BATCH_START else self.step
+        step = self.next_step if event is Event.BATCH_START else self.step
         if event is Event.EVAL:
             self.n_eval += 1
         elif event is Event.CHECKPOINT:
             self.writer.event(step, "checkpoint", **payload)
         self._emit(event, step, **payload)
+
+    @property
+    def next_step(self) -> int:
+        """The step number the next `wb.loss` call will get."""
+        return self.first_step + self.n_loss
 
     def cached(self, key: Any, fn: Callable[[], Any]) -> Any:
         """Per-step memo shared by probes (see the module docstring for when it clears)."""

@@ -141,6 +141,13 @@ def test_resume_continues_the_same_trajectory(straight, env):
     # the resumed run's directory is complete on its own, best.pt included
     assert (result.path / "checkpoints" / "best.pt").is_file()
     assert read_run(result.path).manifest["config"]["resumed_from"] == str(first.wb.path)
+    # ... and continues its predecessor's step axis: the two runs' evaluations sit at the
+    # steps of the uninterrupted run's, and the totals agree
+    resumed = read_run(result.path)
+    assert resumed.manifest["first_step"] == (EPOCHS // 2) * second.steps_per_epoch
+    eval_steps = [*read_run(first.wb.path).kind("eval")["step"], *resumed.kind("eval")["step"]]
+    assert eval_steps == list(read_run(ref_result.path).kind("eval")["step"])
+    assert result.steps == ref_result.steps
 
 
 def test_resume_without_state_is_a_riswb_error(env, tmp_path):

@@ -333,3 +333,24 @@ def test_scheduler_state_dict_stays_picklable_while_attached(tmp_path):
     assert wb.n_scheduler == 1
     wb.close()
     assert "step" not in vars(sched) and "state_dict" not in vars(sched)
+
+
+def test_first_step_offsets_every_record_but_not_the_counts(tmp_path):
+    """A resumed run continues its predecessor's step axis; cadence counts stay its own."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["loss_terms", "cadence"],
+                   log_every=2, first_step=100) as wb:
+        assert wb.step == 100 and wb.next_step == 100
+        for _ in range(4):
+            loss = wb.loss({"a": model(torch.randn(4, 6)).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert wb.step == 103 and wb.next_step == 104
+    run = read_run(wb.path)
+    assert run.manifest["first_step"] == 100
+    assert list(run.kind("loss")["step"]) == [101, 103]
+    assert run.kind("cadence")["loss"].iloc[-1] == 4
+    with pytest.raises(ValueError, match="first_step"):
+        Workbench(model, opt, runs_dir=tmp_path, probes=None, first_step=-1)
