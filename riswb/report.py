@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from riswb.errors import RiswbError
+from riswb.jsonsafe import strict_json
 from riswb.runlog import Run
 
 FORMATS = ("table", "json", "markdown")
@@ -243,28 +244,6 @@ def fmt_duration(seconds: float | None) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
-
-
-def strict_json(value: Any) -> Any:
-    """Replace non-finite floats (not valid JSON) by strings; numpy values by Python ones."""
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
-    if isinstance(value, (bool, int, str)) or value is None:
-        return value
-    if hasattr(value, "tolist"):
-        return strict_json(value.tolist())
-    return str(value)
 
 
 # --------------------------------------------------------------------------- summary

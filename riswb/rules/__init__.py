@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from riswb.jsonsafe import strict_json
 from riswb.rules import (
     clip_saturated,
     dead_loss_term,
@@ -46,7 +47,7 @@ from riswb.rules import (
     weights_swapped,
 )
 from riswb.rules._base import SEVERITIES, Finding, Thresholds
-from riswb.rules._util import Unchecked, disabled_probes, jsonable, norm_probe_name
+from riswb.rules._util import Unchecked, disabled_probes, norm_probe_name
 
 __all__ = [
     "Finding",
@@ -171,7 +172,7 @@ class Diagnosis:
             "findings": [f.to_dict() for f in self.findings],
             "unchecked": dict(self.unchecked),
             "checked": list(self.checked),
-            "thresholds": jsonable(self.thresholds.to_dict()),
+            "thresholds": strict_json(self.thresholds.to_dict(), digits=6),
         }
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from riswb.errors import RiswbError
-from riswb.rules._util import jsonable
+from riswb.jsonsafe import strict_json
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -18,7 +18,7 @@ class Finding:
 
     `evidence` holds step ranges (`[first, last]` pairs of training-batch steps), values,
     and parameter or term names; `to_dict()` makes it strict JSON (non-finite floats become
-    the strings "NaN"/"Infinity"/"-Infinity", as in the report's JSON).
+    the strings "NaN"/"Infinity"/"-Infinity", as everywhere: riswb.jsonsafe).
     """
 
     id: str
@@ -36,7 +36,7 @@ class Finding:
             "id": self.id,
             "severity": self.severity,
             "title": self.title,
-            "evidence": jsonable(self.evidence),
+            "evidence": strict_json(self.evidence, digits=6),
             "fix": self.fix,
         }
 

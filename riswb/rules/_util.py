@@ -1,4 +1,4 @@
-"""Helpers shared by the rules: reading kinds tolerantly, step ranges, JSON-safe evidence.
+"""Helpers shared by the rules: reading kinds tolerantly, step ranges and formatting.
 
 Everything here is vectorized: a rule touches each frame a constant number of times, so a
 100k-step run costs milliseconds per rule.
@@ -205,32 +205,6 @@ def fmt(x: float) -> str:
 
 def pct(x: float) -> str:
     return f"{100 * x:.0f}%" if x >= 0.01 or x == 0 else f"{100 * x:.2g}%"
-
-
-def jsonable(value: Any) -> Any:
-    """Evidence as strict-JSON values: numpy → Python, floats to 6 significant digits,
-    non-finite floats as the strings "NaN", "Infinity", "-Infinity" (the report's JSON
-    spells them the same way, see `report.strict_json`)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        x = float(value)
-        if math.isnan(x):
-            return "NaN"
-        if math.isinf(x):
-            return "Infinity" if x > 0 else "-Infinity"
-        return float(f"{x:.6g}")
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
 
 
 def disabled_probes(run) -> dict[str, str]:
