@@ -19,15 +19,6 @@ from riswb.runlog import read_run
 from riswb.trainer import Trainer
 
 EPOCHS = 4
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core box: two OpenMP threads that spin against other
-    processes made these runs up to 10x slower than one thread; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 class Interrupted(Exception):

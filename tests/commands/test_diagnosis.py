@@ -15,14 +15,6 @@ def invoke(*args, **kwargs):
     return runner.invoke(app, [str(a) for a in args], **kwargs)
 
 
-def one_line_error(result):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("riswb: error:"), result.output
-    return lines[0]
-
-
 @pytest.fixture
 def runs(tmp_path, synthetic_run, monkeypatch):
     """A runs dir (also $RISWB_RUNS_DIR) with a healthy and a broken run."""
@@ -116,7 +108,7 @@ def test_report_threshold_override(runs):
         (["report", "NOTARUN"], "not a riswb run directory"),
     ],
 )
-def test_report_usage_errors_exit_2(runs, tmp_path, args, needle):
+def test_report_usage_errors_exit_2(runs, tmp_path, args, needle, one_line_error):
     _, healthy, _ = runs
     not_a_run = tmp_path / "plain"
     not_a_run.mkdir()
@@ -124,7 +116,7 @@ def test_report_usage_errors_exit_2(runs, tmp_path, args, needle):
     assert needle in one_line_error(invoke(*args))
 
 
-def test_report_latest_without_runs_exit_2(tmp_path, monkeypatch):
+def test_report_latest_without_runs_exit_2(tmp_path, monkeypatch, one_line_error):
     monkeypatch.setenv("RISWB_RUNS_DIR", str(tmp_path / "none"))
     assert "no runs yet" in one_line_error(invoke("report", "latest"))
 
@@ -196,16 +188,16 @@ def test_gate_min_moving_with_skipped_steps_and_out_of_range(tmp_path, synthetic
         (["--threshold", "bogus=1"], "NAME=VALUE"),
     ],
 )
-def test_gate_usage_errors_exit_2(runs, extra, needle):
+def test_gate_usage_errors_exit_2(runs, extra, needle, one_line_error):
     _, healthy, _ = runs
     assert needle in one_line_error(invoke("gate", healthy, *extra))
 
 
-def test_gate_missing_run_exit_2(tmp_path):
+def test_gate_missing_run_exit_2(tmp_path, one_line_error):
     assert "no run directory" in one_line_error(invoke("gate", tmp_path / "nope"))
 
 
-def test_gate_junit_unwritable_exit_2(runs, tmp_path):
+def test_gate_junit_unwritable_exit_2(runs, tmp_path, one_line_error):
     _, healthy, _ = runs
     blocker = tmp_path / "blocker"
     blocker.write_text("")
@@ -250,7 +242,7 @@ def test_runs_lists_an_unreadable_run(runs):
     assert {r["id"]: r["status"] for r in rows}[bad.name] == "unreadable"
 
 
-def test_runs_empty_and_errors(tmp_path):
+def test_runs_empty_and_errors(tmp_path, one_line_error):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = invoke("runs", "--runs-dir", empty)
@@ -290,12 +282,12 @@ def test_compare_json_by_id(runs):
         (["--threshold", "x=1"], "NAME=VALUE"),
     ],
 )
-def test_compare_usage_errors_exit_2(runs, extra, needle):
+def test_compare_usage_errors_exit_2(runs, extra, needle, one_line_error):
     _, healthy, broken = runs
     assert needle in one_line_error(invoke("compare", healthy, broken, *extra))
 
 
-def test_compare_missing_run_exit_2(runs, tmp_path):
+def test_compare_missing_run_exit_2(runs, tmp_path, one_line_error):
     _, healthy, _ = runs
     assert "no run directory" in one_line_error(invoke("compare", healthy, tmp_path / "nope"))
 

@@ -16,14 +16,6 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def one_line_error(result):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("riswb: error:"), result.output
-    return lines[0]
-
-
 SIGNATURE_FAULTS = [name for name, fault in FAULTS.items() if fault.litmus]
 
 
@@ -67,7 +59,7 @@ def test_litmus_table_with_a_fault_exits_1():
         (("bench", "--format", "xml"), "format"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args, needle):
+def test_bad_input_exits_2_with_one_line(args, needle, one_line_error):
     assert needle in one_line_error(invoke(*args))
 
 

@@ -3,22 +3,12 @@
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from riswb.cli import app
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core box: two OpenMP threads that spin against other
-    processes made these runs up to 10x slower than one thread; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 TINY = """
 name = "tiny"
