@@ -312,7 +312,7 @@ def _measure(
 
     config = {"model": model, "width": width, "depth": depth, "batch": batch, "steps": window,
               "rounds": rounds, "steps_per_turn": turn, "term_grad_every": interval,
-              "term_grad_samples_timed": timing[TOTAL].n_sampled,
+              "term_grad_samples_timed": timing[TOTAL].samples,
               "warmup": warmup, "log_every": log_every, "device": str(device), "clock": clock,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "probes": [m for m, _ in BUILTIN]}
@@ -342,10 +342,6 @@ class _StepTimes:
         else:
             self.other += seconds
             self.other_steps += steps
-
-    @property
-    def n_sampled(self) -> int:
-        return self.samples
 
     def amortized(self, interval: int) -> float:
         """Seconds per step when one step in `interval` samples: m + e/interval, with m the

@@ -24,6 +24,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+# numeric settings with a lower bound, checked in order (message: "<name> must be >= <n>")
+_AT_LEAST = (
+    ("epochs", 1), ("batch_size", 1), ("train_scenes", 1), ("val_scenes", 0),
+    ("weight_decay", 0), ("warmup_steps", 0), ("beta_ramp_epochs", 0), ("log_every", 1),
+    ("eval_every", 1),
+)
+
 @dataclass
 class TrainConfig:
     name: str = "train"
@@ -61,14 +68,9 @@ class TrainConfig:
         problems = _type_problems(self)
         if problems:  # comparisons below would raise TypeError on a string or a table
             raise RiswbError("bad training config: " + "; ".join(problems))
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
-        if self.train_scenes < 1:
-            problems.append(f"train_scenes must be >= 1 (got {self.train_scenes})")
-        if self.val_scenes < 0:
-            problems.append(f"val_scenes must be >= 0 (got {self.val_scenes})")
+        for name, least in _AT_LEAST:
+            if getattr(self, name) < least:
+                problems.append(f"{name} must be >= {least} (got {getattr(self, name)})")
         if self.lr <= 0:
             problems.append(f"lr must be > 0 (got {self.lr})")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -79,10 +81,6 @@ class TrainConfig:
             problems.append(f"ema_decay must be in [0, 1) (got {self.ema_decay})")
         if self.head_lr is not None and self.head_lr <= 0:
             problems.append(f"head_lr must be > 0 (got {self.head_lr})")
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
-        if self.warmup_steps < 0:
-            problems.append(f"warmup_steps must be >= 0 (got {self.warmup_steps})")
         if not 0.0 < self.warmup_start <= 1.0:  # FAILURES 2: a warm-up from 0 never starts
             problems.append(f"warmup_start must be in (0, 1] (got {self.warmup_start})")
         if not 0.0 <= self.lr_floor <= 1.0:
@@ -96,12 +94,6 @@ class TrainConfig:
         for name in ("beta_start", "beta_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
-        if self.beta_ramp_epochs < 0:
-            problems.append(f"beta_ramp_epochs must be >= 0 (got {self.beta_ramp_epochs})")
-        if self.log_every < 1:
-            problems.append(f"log_every must be >= 1 (got {self.log_every})")
-        if self.eval_every < 1:
-            problems.append(f"eval_every must be >= 1 (got {self.eval_every})")
         if isinstance(self.threads, int) and self.threads < 0:
             problems.append(f"threads must be >= 0 (got {self.threads})")
         if isinstance(self.snr_db, list):
