@@ -1,10 +1,10 @@
-"""The fault matrix: run the bug zoo (riswb.faults) and measure how well the rules name it.
+"""The fault matrix: run the bug zoo (riswb.reference.faults); how well do the rules name it?
 
     python benchmarks/fault_matrix.py                 # every training fault + the clean run
     python benchmarks/fault_matrix.py --faults step-gate,detached-term --format json
 
 Each training fault (and the clean trainer) is trained with the zoo recipe
-(`riswb.faults.zoo_config`: small preset, 128 scenes, batch 32, 48 steps, every probe on),
+(`riswb.reference.faults.zoo_config`: small preset, 128 scenes, batch 32, 48 steps, every probe on),
 then diagnosed. Printed: a markdown table fault → expected finding(s) → what was found →
 detection latency, and the rules' recall and precision.
 
@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from riswb.faults import FAULTS, run_fault
-from riswb.gate import gate
-from riswb.rules import diagnose
+from riswb.diagnose.gate import gate
+from riswb.diagnose.rules import diagnose
+from riswb.reference.faults import FAULTS, run_fault
 from riswb.runlog import Run, read_run
 
 SEVERE = ("error", "warning")

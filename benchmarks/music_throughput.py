@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from riswb.physics.music import MusicGrid, music_localize
-from riswb.physics.presets import get_preset
-from riswb.physics.scenes import simulate_scenes
+from riswb.reference.physics.music import MusicGrid, music_localize
+from riswb.reference.physics.presets import get_preset
+from riswb.reference.physics.scenes import simulate_scenes
 
 
 def _best(fn, repeats: int) -> float:

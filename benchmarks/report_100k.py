@@ -33,8 +33,8 @@ def _builder():
 
 def _stages(path: Path) -> dict[str, float]:
     """Time each stage on its own (a second, warm pass: imports already done)."""
-    from riswb.plots import write_plots
-    from riswb.report import build_tables, run_diagnosis, summarize
+    from riswb.diagnose.plots import write_plots
+    from riswb.diagnose.report import build_tables, run_diagnosis, summarize
     from riswb.runlog import read_run
 
     out = {}

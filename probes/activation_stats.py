@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,

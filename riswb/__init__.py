@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "Workbench": "riswb.workbench",
-    "Probe": "riswb.hooks",
-    "Event": "riswb.hooks",
+    "Workbench": "riswb.instrument.workbench",
+    "Probe": "riswb.instrument.hooks",
+    "Event": "riswb.instrument.hooks",
     "read_run": "riswb.runlog",
 }
 
 __all__ = ["Workbench", "Probe", "Event", "read_run", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from riswb.hooks import Event, Probe
+    from riswb.instrument.hooks import Event, Probe
+    from riswb.instrument.workbench import Workbench
     from riswb.runlog import read_run
-    from riswb.workbench import Workbench
 
 
 def __getattr__(name: str) -> Any:

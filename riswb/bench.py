@@ -50,9 +50,9 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe
-from riswb.schedule import warmup_cosine
-from riswb.workbench import DEFAULT_LOG_EVERY, Workbench
+from riswb.instrument.hooks import Probe
+from riswb.instrument.workbench import DEFAULT_LOG_EVERY, Workbench
+from riswb.reference.schedule import warmup_cosine
 
 PLAIN = "plain"
 TOTAL = "default"
@@ -120,7 +120,7 @@ class _ReferenceSetup(_Setup):
     with backbone/heads groups (as `Trainer.param_groups`), the same schedule as `_Setup`."""
 
     def __init__(self, base: torch.nn.Module, scenes: Any, lr: float):
-        from riswb.losses import DEFAULT_WEIGHTS
+        from riswb.reference.losses import DEFAULT_WEIGHTS
 
         self.model = copy.deepcopy(base)
         heads = [p for n, p in self.model.named_parameters() if n.split(".")[0].endswith("head")]
@@ -136,7 +136,7 @@ class _ReferenceSetup(_Setup):
         self.weights = dict(DEFAULT_WEIGHTS)
 
     def terms(self) -> dict[str, torch.Tensor]:
-        from riswb.losses import loss_terms
+        from riswb.reference.losses import loss_terms
 
         return loss_terms(self.model(self.scenes.y), self.scenes, self.model.preset)
 
@@ -230,8 +230,8 @@ def _measure(
             layers.append(torch.nn.GELU())
     torch.manual_seed(seed)
     if model == "reference":
-        from riswb.data import scene_dataset
-        from riswb.model import CovarianceNet
+        from riswb.reference.data import scene_dataset
+        from riswb.reference.model import CovarianceNet
 
         base = CovarianceNet("small", width=width).to(device)
         scenes = scene_dataset("small", batch, seed).to(device)

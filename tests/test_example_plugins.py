@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import riswb
-from riswb.plugins import plugin_classes
+from riswb.instrument.plugins import plugin_classes
 from riswb.runlog import read_run
 
 PLUGINS = Path(__file__).resolve().parents[1] / "probes"

@@ -29,7 +29,7 @@ ThresholdOption = Annotated[
         "--threshold",
         "-t",
         metavar="NAME=VALUE",
-        help="Override a diagnosis threshold (riswb.rules.Thresholds); repeatable.",
+        help="Override a diagnosis threshold (riswb.diagnose.rules.Thresholds); repeatable.",
     ),
 ]
 
@@ -69,7 +69,7 @@ def report_command(
     threshold: ThresholdOption = None,
 ) -> None:
     """Diagnose a run: ranked findings with evidence and a fix, evidence tables, plots."""
-    from riswb.report import (
+    from riswb.diagnose.report import (
         FORMATS,
         build_report,
         parse_thresholds,
@@ -83,7 +83,7 @@ def report_command(
     loaded = load_run(run, runs_dir)
     collect_plots = None
     if not no_plots:
-        from riswb.plots import start_plots
+        from riswb.diagnose.plots import start_plots
 
         loaded.kinds()  # group the scalars once, before forking plot workers
         collect_plots = start_plots(loaded, workers=None)  # drawn while we diagnose
@@ -130,8 +130,8 @@ def gate_command(
     """Pass (exit 0) when params move, the loss drops and no error finding; else exit 1."""
     import json
 
-    from riswb.gate import gate, write_junit
-    from riswb.report import fmt_evidence, parse_thresholds, strict_json
+    from riswb.diagnose.gate import gate, write_junit
+    from riswb.diagnose.report import fmt_evidence, parse_thresholds, strict_json
 
     fmt = check_format(format, ("table", "json"))
     thresholds = parse_thresholds(threshold)
@@ -179,7 +179,7 @@ def gate_command(
 
 
 def _runs_row(path: Path, diagnose: bool) -> dict[str, Any]:
-    from riswb.report import diagnosis_parts, run_diagnosis, summarize
+    from riswb.diagnose.report import diagnosis_parts, run_diagnosis, summarize
 
     row: dict[str, Any] = {"id": path.name, "path": str(path)}
     try:
@@ -214,7 +214,7 @@ def runs_command(
     """List runs: id, status, steps, final loss, and the diagnosis' error/warning counts."""
     import json
 
-    from riswb.report import fmt, strict_json
+    from riswb.diagnose.report import fmt, strict_json
 
     fmt_name = check_format(format, ("table", "json"))
     if limit < 0:
@@ -283,8 +283,8 @@ def compare_command(
     threshold: ThresholdOption = None,
 ) -> None:
     """Two runs side by side: metrics, findings new/resolved/both, overlay plot."""
-    from riswb.compare import compare, render_json, render_table, write_overlay
-    from riswb.report import parse_thresholds
+    from riswb.diagnose.compare import compare, render_json, render_table, write_overlay
+    from riswb.diagnose.report import parse_thresholds
 
     fmt = check_format(format, ("table", "json"))
     thresholds = parse_thresholds(threshold)
@@ -321,8 +321,8 @@ def litmus_command(
     """Gradient checks on the bare reference pipeline (no training); exit 1 on any failure."""
     import json
 
-    from riswb.litmus import run_litmus
-    from riswb.report import strict_json
+    from riswb.diagnose.report import strict_json
+    from riswb.reference.litmus import run_litmus
 
     fmt = check_format(format, ("table", "json"))
     result = run_litmus(preset=preset, inject=inject, seed=seed)
@@ -391,7 +391,7 @@ def bench_command(
     import json
 
     from riswb.bench import BUDGET, MODELS, run_bench
-    from riswb.report import strict_json
+    from riswb.diagnose.report import strict_json
 
     fmt = check_format(format, ("table", "json"))
     if steps < 1 or rounds < 1 or warmup < 0:

@@ -1,4 +1,4 @@
-"""`riswb faults`: list the bug zoo (riswb.faults) — each fault's name, what it breaks, the
+"""`riswb faults`: list the bug zoo — each fault's name, what it breaks, the
 FAILURES.md item it reproduces, the findings that must name it and the litmus checks that
 must fail with it. Run one with `riswb overfit --inject NAME`."""
 
@@ -16,7 +16,7 @@ def faults_command(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
 ) -> None:
     """List the fault injections of the bug zoo and what must detect each one."""
-    from riswb.faults import FAULTS
+    from riswb.reference.faults import FAULTS
 
     fmt = fmt.strip().lower()
     if fmt not in ("table", "json"):

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from riswb.errors import RiswbError
-from riswb.physics.evaluate import K_MODES, crb_rms, evaluate_localization, localize
-from riswb.physics.geometry import fraunhofer_distance, fresnel_limit
-from riswb.physics.presets import Preset, get_preset
-from riswb.physics.scene_plot import render_scene
-from riswb.physics.scenes import SceneBatch, simulate_scenes
+from riswb.reference.physics.evaluate import K_MODES, crb_rms, evaluate_localization, localize
+from riswb.reference.physics.geometry import fraunhofer_distance, fresnel_limit
+from riswb.reference.physics.presets import Preset, get_preset
+from riswb.reference.physics.scene_plot import render_scene
+from riswb.reference.physics.scenes import SceneBatch, simulate_scenes
 
 COVARIANCES = ("true", "samp")
 FORMATS = ("table", "json")
@@ -121,7 +121,7 @@ K_SHORT = {"model k_logits (argmax + 1)": "k head", "eigen-gap": "eig-gap", "tru
 
 def load_run_model(run_path: Path):
     """(preset, CovarianceNet with RUN/checkpoints/best.pt loaded weights_only, config)."""
-    from riswb.model import CovarianceNet
+    from riswb.reference.model import CovarianceNet
 
     manifest_path = run_path / "manifest.json"
     try:
@@ -159,9 +159,14 @@ def localization_row(spec: Preset, batch: SceneBatch, r: torch.Tensor,
                      k_music: torch.Tensor) -> dict:
     """MUSIC on `r` with the given per-scene K; RMSE (misses at full span), matched RMSE,
     misses, false alarms, K accuracy of `k_music`, covariance NMSE."""
-    from riswb.physics.covariance import nmse
-    from riswb.physics.metrics import k_accuracy, localization_summary, match_sources, spans
-    from riswb.physics.music import music_localize
+    from riswb.reference.physics.covariance import nmse
+    from riswb.reference.physics.metrics import (
+        k_accuracy,
+        localization_summary,
+        match_sources,
+        spans,
+    )
+    from riswb.reference.physics.music import music_localize
 
     loc = music_localize(r, k_music, spec)
 
@@ -179,7 +184,7 @@ def localization_row(spec: Preset, batch: SceneBatch, r: torch.Tensor,
 
 def _eval_run(run: str, runs_dir: str | None, *, preset: str | None, scenes: int,
               snr: float | None, seed: int | None, k: str, fmt: str) -> None:
-    from riswb.physics.order import descending_eigvals, estimate_k_gap
+    from riswb.reference.physics.order import descending_eigvals, estimate_k_gap
     from riswb.runlog import resolve_run
 
     run_path = resolve_run(run, runs_dir)

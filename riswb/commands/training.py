@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from riswb.config import TrainConfig
+from riswb.diagnose.gate import gate
 from riswb.errors import RiswbError
-from riswb.gate import gate
+from riswb.reference.config import TrainConfig
 from riswb.runlog import read_run, resolve_run
 
 
@@ -32,7 +32,7 @@ def _plugins_dir(probes_dir: Path | None) -> Path | None:
 
 def _run_with_progress(config: TrainConfig, *, resume: Path | None, runs_dir: Path | None,
                        probes_dir: Path | None, quiet: bool):
-    from riswb.faults import build_trainer
+    from riswb.reference.faults import build_trainer
 
     console = Console(stderr=True, quiet=quiet)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),

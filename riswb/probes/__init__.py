@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from riswb.hooks import Probe
+from riswb.instrument.hooks import Probe
 
 # (module, class) of every built-in probe, in dispatch order: probes that read raw
 # gradients come before anything that could change them.

@@ -11,7 +11,7 @@ update per epoch instead of one per batch; FAILURES 9: a loss computed but never
 
 from __future__ import annotations
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 
 class CadenceProbe(Probe):

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 _LOG_ATTRS = ("clip_log", "_clip_log")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 
 def _label(group: dict[str, Any], index: int) -> str:

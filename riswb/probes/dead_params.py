@@ -9,7 +9,7 @@ a clamp zeroed 28% of a head's gradient elements. Two granularities:
 * element level, on sampled backward passes (`elem_every`, default 20, the window's first
   backward included): which gradient elements were exactly zero, per top-level module.
   "Ever non-zero in this window" is the OR of the gradients' bits (sign bit ignored at the
-  end), accumulated in place (see riswb.bits). Memory: one integer of the gradient's width
+  end), accumulated in place (see riswb.probes.bits). Memory: one integer of the gradient's width
   per trainable element (two for complex), kept (and zeroed) from window to window.
 
 The window is tumbling: `window` backward passes (default 50), evaluated at the first flush
@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from riswb.bits import as_bits, magnitude_bits
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.bits import as_bits, magnitude_bits
 from riswb.probes.grad_norms import ModuleIndex, device_index, raw_grad_stats
 
 

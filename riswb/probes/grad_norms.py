@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 _CACHE_KEY = "riswb.raw_grad_stats"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 
 def _tensors(value, prefix: str):

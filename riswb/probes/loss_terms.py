@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 
 def _values(terms: dict[str, Any], total: Any) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 
 def _labels(groups: list[dict[str, Any]]) -> list[str]:

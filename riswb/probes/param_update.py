@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 
 def _ratio(update: torch.Tensor, base: torch.Tensor) -> torch.Tensor:

@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
-from riswb.physics.covariance import hermitize
+from riswb.instrument.hooks import Probe, StepContext
+from riswb.reference.physics.covariance import hermitize
 
 RANK_TOL = 1e-4
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
 
 
 def _scalar(term: torch.Tensor) -> torch.Tensor:

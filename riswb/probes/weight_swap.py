@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from riswb.bits import as_bits
-from riswb.hooks import Probe, StepContext
+from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.bits import as_bits
 
 
 class WeightSwapProbe(Probe):

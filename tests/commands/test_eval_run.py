@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from riswb.cli import app
 from riswb.commands.physics import load_run_model, predict
-from riswb.config import TrainConfig
-from riswb.physics.scenes import simulate_scenes
-from riswb.trainer import Trainer
+from riswb.reference.config import TrainConfig
+from riswb.reference.physics.scenes import simulate_scenes
+from riswb.reference.trainer import Trainer
 
 runner = CliRunner()
 

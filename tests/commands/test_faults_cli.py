@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from riswb.cli import app
-from riswb.faults import FAULTS
+from riswb.reference.faults import FAULTS
 
 runner = CliRunner()
 

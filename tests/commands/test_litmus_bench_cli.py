@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from riswb.cli import app
-from riswb.faults import FAULTS
-from riswb.litmus import CHECKS
+from riswb.reference.faults import FAULTS
+from riswb.reference.litmus import CHECKS
 
 runner = CliRunner()
 

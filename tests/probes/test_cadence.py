@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from riswb.instrument.workbench import Workbench
 from riswb.runlog import read_run
-from riswb.workbench import Workbench
 
 BATCHES, EPOCHS = 8, 3
 

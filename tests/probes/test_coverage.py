@@ -2,9 +2,9 @@
 
 import torch
 
+from riswb.instrument.workbench import Workbench
 from riswb.probes.coverage import audit
 from riswb.runlog import read_run
-from riswb.workbench import Workbench
 
 
 class Net(torch.nn.Module):

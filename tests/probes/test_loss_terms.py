@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from riswb.instrument.workbench import Workbench
 from riswb.probes.loss_terms import LossTermsProbe
 from riswb.runlog import read_run
-from riswb.workbench import Workbench
 
 
 def run_terms(tmp_path, values, *, log_every=4, mode="mean", weights=None):

@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
+from riswb.instrument.workbench import Workbench
 from riswb.runlog import read_run
-from riswb.workbench import Workbench
 
 
 def run(tmp_path, *, scheduler_first: bool, steps=6):

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from riswb.instrument.workbench import Workbench
 from riswb.probes.param_update import ParamUpdateProbe
 from riswb.runlog import read_run
-from riswb.workbench import Workbench
 
 
 def test_delta_matches_parameter_copies(tmp_path):

@@ -5,9 +5,9 @@ import copy
 
 import torch
 
-from riswb.hooks import Event
+from riswb.instrument.hooks import Event
+from riswb.instrument.workbench import Workbench
 from riswb.runlog import read_run
-from riswb.workbench import Workbench
 
 
 def make():

@@ -1,0 +1,252 @@
+"""The gate: a pass/fail verdict on a run for CI (DESIGN §5, §6).
+
+A run passes when its parameters move, its loss drops, and the diagnosis has no error
+finding. `gate(run)` returns a `GateResult` (passed, one-line reasons, the list of checks);
+`junit_xml(result)` renders it as JUnit XML (one testcase per check, per finding, and per
+unchecked rule, skipped) for CI dashboards.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from riswb.diagnose.report import diagnosis_parts, fmt, fmt_evidence, run_diagnosis
+from riswb.errors import RiswbError
+from riswb.runlog import Run
+
+# Used when neither the caller nor riswb.diagnose.rules.Thresholds (min_loss_drop,
+# min_moving_fraction) gives a value: the gate and the rules share their defaults.
+DEFAULT_MIN_LOSS_DROP = 0.05  # relative fall of the total loss, first tenth vs last tenth
+DEFAULT_MIN_MOVING = 0.5  # fraction of logged optimizer steps on which ‖Δθ‖/‖θ‖ > 0
+MOVING_EPS = 1e-12
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GateResult:
+    run_id: str
+    passed: bool
+    reasons: list[str]
+    checks: list[Check]
+    findings: list[dict] = field(default_factory=list)
+    unchecked: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "run": self.run_id,
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "checks": [c.to_dict() for c in self.checks],
+            "findings": self.findings,
+            "unchecked": self.unchecked,
+        }
+
+
+def _window_median(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else None
+
+
+def check_loss_drops(run: Run, min_loss_drop: float) -> Check:
+    """The total loss (median of the last tenth of records) fell by ≥ min_loss_drop
+    relative to the median of the first tenth."""
+    name = "loss-drops"
+    loss = run.kind("loss")
+    column = "total" if "total" in loss else None
+    if column is None or len(loss) < 2:
+        return Check(name, False, None, min_loss_drop, "no loss records: cannot tell")
+    values = pd.to_numeric(loss[column], errors="coerce").to_numpy(dtype=float)
+    if not math.isfinite(values[-1]):
+        return Check(
+            name,
+            False,
+            float(values[-1]),
+            min_loss_drop,
+            f"the total loss is {fmt(float(values[-1]))} at step {int(loss['step'].iloc[-1])}",
+        )
+    window = max(1, len(values) // 10)
+    start, end = _window_median(values[:window]), _window_median(values[-window:])
+    if start is None or end is None or start == 0:
+        return Check(name, False, None, min_loss_drop, "the loss has no finite start value")
+    drop = (start - end) / abs(start)
+    passed = drop >= min_loss_drop
+    detail = (
+        f"total loss {fmt(start)} → {fmt(end)} ({drop * 100:+.1f}% drop; "
+        f"needs ≥ {min_loss_drop * 100:.1f}%)"
+    )
+    return Check(name, passed, drop, min_loss_drop, detail)
+
+
+def check_params_move(run: Run, min_moving: float) -> Check:
+    """Parameters moved (‖Δθ‖/‖θ‖ > 0) on at least `min_moving` of the logged optimizer steps."""
+    name = "params-move"
+    update = run.kind("param_update")
+    if not len(update) or "ratio" not in update:
+        return Check(name, False, None, min_moving, "no param_update records: cannot tell")
+    ratio = pd.to_numeric(update["ratio"], errors="coerce").to_numpy(dtype=float)
+    moving = float((np.nan_to_num(ratio, nan=0.0) > MOVING_EPS).mean())
+    passed = moving >= min_moving
+    detail = (
+        f"params moved on {moving * 100:.1f}% of {len(ratio)} logged optimizer steps "
+        f"(needs ≥ {min_moving * 100:.1f}%)"
+    )
+    return Check(name, passed, moving, min_moving, detail)
+
+
+def gate(
+    run: Run,
+    min_loss_drop: float | None = None,
+    min_moving: float | None = None,
+    thresholds: Any = None,
+    diagnosis: Any = None,
+) -> GateResult:
+    """Pass when params move, the loss drops, and no finding has severity "error".
+
+    `min_loss_drop`/`min_moving` default to the thresholds' `min_loss_drop` and
+    `min_moving_fraction` (riswb.diagnose.rules.Thresholds), else to the DEFAULT_* constants.
+    """
+    if min_loss_drop is None or min_moving is None:
+        defaults = thresholds if thresholds is not None else _default_thresholds()
+        if min_loss_drop is None:
+            min_loss_drop = float(getattr(defaults, "min_loss_drop", DEFAULT_MIN_LOSS_DROP))
+        if min_moving is None:
+            min_moving = float(getattr(defaults, "min_moving_fraction", DEFAULT_MIN_MOVING))
+    if not math.isfinite(min_loss_drop) or min_loss_drop >= 1:
+        raise RiswbError(f"--min-loss-drop must be a finite fraction below 1, not {min_loss_drop}")
+    if not 0 <= min_moving <= 1:
+        raise RiswbError(f"--min-moving must be a fraction in [0, 1], not {min_moving}")
+    if diagnosis is None:
+        diagnosis = run_diagnosis(run, thresholds)
+    findings, unchecked = diagnosis_parts(diagnosis)
+    checks = [check_params_move(run, min_moving), check_loss_drops(run, min_loss_drop)]
+    errors = [f for f in findings if f["severity"] == "error"]
+    checks.append(
+        Check(
+            "no-error-findings",
+            not errors,
+            len(errors),
+            0,
+            "no error finding"
+            if not errors
+            else "error findings: " + ", ".join(f["id"] for f in errors),
+        )
+    )
+    reasons = [f"{c.name}: {c.detail}" for c in checks[:2] if not c.passed]
+    reasons += [f"{f['id']}: {f['title']}" for f in errors]
+    return GateResult(run.id, not reasons, reasons, checks, findings, unchecked)
+
+
+def _default_thresholds() -> Any:
+    try:
+        from riswb.diagnose.rules import Thresholds
+    except ImportError:
+        return None
+    return Thresholds()
+
+
+def _rule_ids() -> list[str]:
+    """Every rule id `RULES` names, whatever its shape (dict, list of ids/rules)."""
+    try:
+        from riswb.diagnose.rules import RULES
+    except ImportError:
+        return []
+    items = RULES.keys() if isinstance(RULES, dict) else RULES
+    ids = []
+    for item in items:
+        rule_id = item if isinstance(item, str) else getattr(item, "id", None)
+        if rule_id is None and callable(item):
+            rule_id = getattr(item, "__name__", None)
+        if isinstance(rule_id, str):
+            ids.append(rule_id)
+    return ids
+
+
+def junit_xml(result: GateResult) -> str:
+    """JUnit XML: a testcase per gate check, per finding, per unchecked rule (skipped),
+    and per rule that ran and found nothing; error findings and failed checks fail."""
+    cases: list[ET.Element] = []
+    failures = skipped = 0
+
+    def case(classname: str, name: str) -> ET.Element:
+        element = ET.Element("testcase", classname=classname, name=name, time="0")
+        cases.append(element)
+        return element
+
+    for check in result.checks:
+        element = case("riswb.diagnose.gate", check.name)
+        if not check.passed:
+            failures += 1
+            ET.SubElement(
+                element, "failure", message=check.detail, type="gate"
+            ).text = f"value={fmt(check.value)} threshold={fmt(check.threshold)}"
+        else:
+            ET.SubElement(element, "system-out").text = check.detail
+    seen = set()
+    for finding in result.findings:
+        seen.add(finding["id"])
+        element = case(f"riswb.findings.{finding['severity']}", finding["id"])
+        body = f"evidence: {fmt_evidence(finding['evidence'], limit=50)}\nfix: {finding['fix']}"
+        if finding["severity"] == "error":
+            failures += 1
+            ET.SubElement(element, "failure", message=finding["title"], type="error").text = body
+        else:
+            ET.SubElement(element, "system-out").text = f"{finding['title']}\n{body}"
+    for rule_id, reason in result.unchecked.items():
+        seen.add(rule_id)
+        element = case("riswb.findings.unchecked", rule_id)
+        skipped += 1
+        ET.SubElement(element, "skipped", message=reason)
+    for rule_id in _rule_ids():
+        if rule_id not in seen:
+            seen.add(rule_id)
+            case("riswb.findings.clean", rule_id)
+
+    suite = ET.Element(
+        "testsuite",
+        name=f"riswb.diagnose.gate.{result.run_id}",
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+        time="0",
+    )
+    suite.extend(cases)
+    root = ET.Element(
+        "testsuites",
+        name="riswb",
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+    )
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+def write_junit(result: GateResult, path: str | Path) -> Path:
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(junit_xml(result) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise RiswbError(f"cannot write JUnit file {out}: {error}") from None
+    return out

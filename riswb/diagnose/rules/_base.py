@@ -1,0 +1,195 @@
+"""`Finding` and `Thresholds`: the two types every rule shares (re-exported by the package)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from riswb.errors import RiswbError
+from riswb.jsonsafe import strict_json
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass
+class Finding:
+    """One diagnosis: what is wrong, the numbers that show it, and what to change.
+
+    `evidence` holds step ranges (`[first, last]` pairs of training-batch steps), values,
+    and parameter or term names; `to_dict()` makes it strict JSON (non-finite floats become
+    the strings "NaN"/"Infinity"/"-Infinity", as everywhere: riswb.jsonsafe).
+    """
+
+    id: str
+    severity: str
+    title: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "title": self.title,
+            "evidence": strict_json(self.evidence, digits=6),
+            "fix": self.fix,
+        }
+
+
+def _t(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every number a rule compares against, named and overridable.
+
+    `Thresholds.from_dict({...})` / `Thresholds().overrides(name=value)` build variants;
+    unknown names raise RiswbError (a typo must not silently keep the default).
+    `Thresholds.describe()` lists name, default and meaning for reports and `--help`.
+    """
+
+    # params-not-moving / step-skipped
+    min_update_ratio: float = _t(
+        1e-9, "‖Δθ‖/‖θ‖ at or below this counts as 'did not move' on an optimizer step "
+        "(float32 rounding already swallows relative updates below ~6e-8)")
+    min_moving_fraction: float = _t(
+        0.5, "params-not-moving is an error when fewer than this fraction of logged "
+        "optimizer steps (or of one param group's steps) move the parameters")
+    max_still_fraction: float = _t(
+        0.1, "params-not-moving warns when more than this fraction of steps left the "
+        "parameters unchanged")
+    min_tensor_moving_fraction: float = _t(
+        0.9, "params-not-moving warns when the median fraction of trainable tensors that "
+        "change per step (param_update frac_moving) is below this")
+    # loss-not-dropping / nonfinite-loss
+    min_loss_records: int = _t(
+        10, "fewest finite loss records needed to judge a trend (fewer: unchecked)")
+    loss_window: int = _t(
+        50, "records at the start (and end) whose median is compared; capped at a fifth "
+        "of the run, at least 3")
+    min_loss_drop: float = _t(
+        0.05, "loss-not-dropping is an error when the best smoothed loss is not at least "
+        "this fraction below the starting loss")
+    max_loss_rebound: float = _t(
+        0.5, "loss-not-dropping warns when the final loss gave back more than this fraction "
+        "of its best improvement (divergence)")
+    huge_loss: float = _t(
+        1e10, "nonfinite-loss warns when a finite total loss exceeds this magnitude (one "
+        "square away from float32 overflow)")
+    # dead-params / dead-loss-term
+    dead_params_error_fraction: float = _t(
+        0.01, "dead-params is an error when dead tensors hold at least this fraction of the "
+        "trainable elements (or the fraction is unknown); a warning below")
+    dead_elems_fraction: float = _t(
+        0.2, "dead-params warns when this fraction of gradient elements stays zero even "
+        "though no whole tensor is dead (a clamp that zeroes part of a head)")
+    dead_term_grad: float = _t(
+        0.0, "a term gradient norm at or below this counts as 'no gradient'")
+    dead_term_fraction: float = _t(
+        0.9, "dead-loss-term warns when a term sends no gradient on at least this fraction "
+        "of sampled steps (on all of them: error)")
+    min_term_samples: int = _t(
+        3, "fewest sampled steps needed to judge a term's gradient or a pair's cosine")
+    # term-dominates / term-conflict
+    dominance_ratio: float = _t(
+        100.0, "term-dominates warns when the largest median term-gradient norm is at least "
+        "this many times the second largest")
+    satisfied_term_fraction: float = _t(
+        0.01, "term-dominates ignores a dwarfed term whose own value fell to at most this "
+        "fraction of its start: it is minimized (a regularizer at ~0), not drowned")
+    conflict_cosine: float = _t(
+        -0.5, "term-conflict warns when two terms' median gradient cosine is at or below this")
+    # nonfinite-grads / step-skipped
+    max_nonfinite_grad_fraction: float = _t(
+        0.01, "non-finite gradients on at most this fraction of logged steps, each handled "
+        "by a GradScaler skip and never sanitized, are info (normal AMP overflow)")
+    max_skip_fraction: float = _t(
+        0.05, "step-skipped is an error when at least this fraction of intended optimizer "
+        "steps were skipped")
+    max_scaler_skip_fraction: float = _t(
+        0.01, "GradScaler skips up to this fraction of steps are info (scale calibration)")
+    # step-cadence
+    cadence_min_ratio: float = _t(
+        0.5, "step-cadence is an error when optimizer steps × accumulation / loss calls is "
+        "below this (one step per epoch gives ≪ 1)")
+    cadence_max_ratio: float = _t(
+        2.0, "step-cadence is an error when the same ratio is above this")
+    cadence_tolerance: float = _t(
+        0.2, "step-cadence warns when the ratio is farther than this from 1")
+    min_cadence_batches: int = _t(
+        10, "fewest loss calls (times the intended accumulation) needed to judge cadence")
+    # lr-stalled / scheduler-order
+    lr_min: float = _t(
+        1e-8, "a learning rate at or below this counts as zero")
+    lr_near_zero_fraction: float = _t(
+        0.01, "when the run records a group's initial lr (`initial/<g>`), an lr at or below "
+        "this fraction of it also counts as zero")
+    lr_stall_fraction: float = _t(
+        0.5, "lr-stalled is an error when the lr is zero on at least this fraction of logged "
+        "steps, and warns when the warm-up peak comes after this fraction of the run")
+    lr_peak_fraction: float = _t(
+        0.95, "the warm-up counts as done when the lr first reaches this fraction of its peak")
+    scheduler_excess_fraction: float = _t(
+        0.01, "scheduler-order warns when scheduler.step() ran more than this fraction "
+        "(and more than one step) beyond optimizer.step()")
+    # clip-saturated
+    clip_saturation: float = _t(
+        0.8, "clip-saturated warns when clipping is active on at least this fraction of steps")
+    clip_severe_ratio: float = _t(
+        1e-3, "clip-saturated is an error when, saturated, the median clip ratio "
+        "(max_norm / norm) is at or below this: updates shrunk 1000×")
+    # spectrum-mismatch
+    scale_ratio_warn: float = _t(
+        2.0, "spectrum-mismatch warns when tr R_pred / tr R_true is off by this factor")
+    scale_ratio_max: float = _t(
+        10.0, "spectrum-mismatch is an error when tr R_pred / tr R_true is off by this factor")
+    flat_rank_ratio: float = _t(
+        2.0, "R_pred counts as flat when its effective rank is at least this times R_true's")
+    collapsed_rank_ratio: float = _t(
+        0.5, "R_pred counts as collapsed when its effective rank is at most this times R_true's")
+    min_gap_fraction: float = _t(
+        0.25, "R_pred has no gap at K when its relative eigengap is below this fraction of "
+        "R_true's")
+    # stale-checkpoint
+    checkpoint_tolerance: float = _t(
+        1e-3, "a validation improvement smaller than this (relative) need not rewrite best.pt")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> Thresholds:
+        return cls().overrides(**(values or {}))
+
+    def overrides(self, **values: Any) -> Thresholds:
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise RiswbError(
+                f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(fields)}"
+            )
+        coerced = {}
+        for name, value in values.items():
+            kind = int if isinstance(fields[name].default, int) else float
+            try:
+                coerced[name] = kind(value)
+            except (TypeError, ValueError):
+                raise RiswbError(f"threshold {name} must be a number, got {value!r}") from None
+        return dataclasses.replace(self, **coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        return [
+            {"name": f.name, "default": f.default, "doc": f.metadata.get("doc", "")}
+            for f in dataclasses.fields(cls)
+        ]

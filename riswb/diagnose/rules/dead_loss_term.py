@@ -1,0 +1,155 @@
+"""dead-loss-term: a loss term that sends no gradient to any parameter.
+
+Reads kind `loss_weight` (the weights actually used), kind `term_grad` (‖∂(w·term)/∂θ‖ on
+sampled steps), kind `loss` (term values), the manifest's `loss_terms`, and the weights the
+config asked for (`config.loss_weights`, `config.weights` or `config.loss.weights`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from riswb.diagnose.rules._base import Finding, Thresholds
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    col,
+    fmt,
+    frame_of,
+    last_values,
+    pct,
+    span,
+    step_ranges,
+    steps_of,
+    value_columns,
+)
+
+ID = "dead-loss-term"
+
+
+def _configured_weights(manifest: dict) -> dict[str, float]:
+    config = manifest.get("config") or {}
+    candidates = [config.get("loss_weights"), config.get("weights")]
+    loss = config.get("loss")
+    if isinstance(loss, dict):
+        candidates += [loss.get("weights"), loss.get("loss_weights")]
+    for candidate in candidates:
+        if isinstance(candidate, dict):
+            out = {}
+            for key, value in candidate.items():
+                try:
+                    out[str(key)] = float(value)
+                except (TypeError, ValueError):
+                    continue
+            if out:
+                return out
+    return {}
+
+
+def check(run, th: Thresholds) -> list[Finding]:
+    weights_frame = frame_of(run, "loss_weight")
+    grads = frame_of(run, "term_grad")
+    loss = frame_of(run, "loss")
+    if weights_frame.empty and grads.empty and loss.empty:
+        raise Unchecked("no `loss_weight`, `term_grad` or `loss` records")
+    findings: list[Finding] = []
+    weights = last_values(weights_frame, value_columns(weights_frame))
+    configured = _configured_weights(run.manifest)
+
+    if weights and all(w == 0 for w in weights.values()):
+        findings.append(Finding(
+            ID, "error", f"Every loss weight is 0 ({len(weights)} terms): the loss is 0",
+            {"weights_used": weights, "weights_configured": configured or None},
+            "The weights were never passed and defaulted to 0 (the main weight lam_cov was "
+            "never passed: the train loss printed 0.000000 for days). Pass them explicitly "
+            "and check the loss_weight records show the values you configured."))
+        return findings
+
+    # Weights the config asked for but the run did not use (constructor hard-coded them).
+    mismatched = {
+        t: {"configured": configured[t], "used": weights[t]}
+        for t in configured
+        if t in weights and not np.isclose(configured[t], weights[t], rtol=1e-6, atol=0)
+    }
+    if mismatched:
+        zeroed = [t for t, m in mismatched.items() if m["used"] == 0 and m["configured"] != 0]
+        findings.append(Finding(
+            ID, "error" if zeroed else "warning",
+            f"Loss weights used differ from the config for {', '.join(mismatched)}",
+            {"terms": mismatched},
+            "Config changes do not reach the loss: a constructor hard-codes the weights or "
+            "reads them under another key. Pass the configured weights through to the loss "
+            "and log the weights actually used (loss_weight)."))
+
+    zero_weight = sorted(t for t, w in weights.items() if w == 0 and t not in mismatched)
+    if zero_weight:
+        findings.append(Finding(
+            ID, "warning",
+            f"Loss term(s) {', '.join(zero_weight)} have weight 0: they contribute nothing",
+            {"terms": zero_weight, "weights_used": weights},
+            "If the term should train, its weight was never passed (a default of 0): set it "
+            "explicitly. If it is an ablation, drop the term from the loss instead of "
+            "computing it at weight 0."))
+
+    silent = set(zero_weight) | set(mismatched)
+    if not grads.empty:
+        gsteps = steps_of(grads)
+        for term in value_columns(grads):
+            if term in silent:
+                continue
+            values = col(grads, term)
+            ok = np.isfinite(values)
+            n = int(ok.sum())
+            if n < th.min_term_samples:
+                continue
+            no_grad = ok & (values <= th.dead_term_grad)
+            fraction = no_grad.sum() / n
+            if fraction < th.dead_term_fraction:
+                continue
+            term_values = col(loss, term) if term in loss.columns else np.array([])
+            tv = term_values[np.isfinite(term_values)]
+            value_zero = bool(len(tv)) and bool(np.all(tv == 0))
+            evidence = {
+                "term": term,
+                "steps": span(gsteps[ok]),
+                "sampled_steps": n,
+                "no_grad_fraction": fraction,
+                "no_grad_ranges": step_ranges(gsteps, no_grad),
+                "weight": weights.get(term),
+            }
+            if len(tv):
+                evidence["median_value"] = float(np.median(tv))
+            if value_zero:
+                cause = (
+                    "The term's value is itself 0 on every step: it is computed on the wrong "
+                    "scale or units (angles already in radians converted with deg2rad again "
+                    "left the subspace and contrast terms silently 0), or a hinge that is "
+                    "satisfied from the start.")
+            else:
+                cause = (
+                    f"The term's value is non-zero (median {fmt(evidence.get('median_value'))})"
+                    " but no gradient reaches the parameters: it is built from detached "
+                    "tensors (.detach(), .item(), numpy, torch.no_grad) or only from targets."
+                    if len(tv) else
+                    "No gradient reaches the parameters: the term is built from detached "
+                    "tensors (.detach(), .item(), numpy, torch.no_grad) or only from targets.")
+            findings.append(Finding(
+                ID, "error" if fraction == 1 else "warning",
+                f"Loss term '{term}' sends no gradient on {pct(fraction)} of {n} sampled steps",
+                evidence,
+                cause + " Litmus checks that every term has a non-zero gradient at init."))
+
+    # Terms the manifest declares but the loss never logged (key mismatch, FAILURES 7).
+    declared = run.manifest.get("loss_terms") or []
+    if declared and not loss.empty:
+        logged = set(loss.columns)
+        absent = [str(t) for t in declared if str(t) not in logged]
+        if absent:
+            findings.append(Finding(
+                ID, "warning",
+                f"Declared loss term(s) {', '.join(absent)} never appear in the logged loss",
+                {"terms": absent, "declared": list(map(str, declared)),
+                 "steps": span(steps_of(loss))},
+                "The terms dict passed to wb.loss() lacks these keys: a key mismatch "
+                "overwrote or dropped them. Build the terms dict in one place and compare its "
+                "keys to the configured term names."))
+    return findings

@@ -1,0 +1,108 @@
+"""nonfinite-grads: non-finite gradients appeared, masked by sanitization or not; which term.
+
+Reads kind `nonfinite` (`grad_elems` counted on the raw gradient before sanitization,
+`params`, `sanitized`), kind `term_nonfinite` (per term, sampled steps) to attribute the
+term, and `step_skipped` events with reason `scaler` (AMP overflow handled by GradScaler).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from riswb.diagnose.rules._base import Finding, Thresholds
+from riswb.diagnose.rules._util import (
+    col,
+    events,
+    frame_of,
+    matrix,
+    n_ranges,
+    need,
+    pct,
+    span,
+    step_ranges,
+    steps_of,
+    value_columns,
+)
+
+ID = "nonfinite-grads"
+
+
+def check(run, th: Thresholds) -> list[Finding]:
+    nf = need(run, "nonfinite", any_of=("grad_elems", "sanitized"),
+              why="raw non-finite gradient counts")
+    steps = steps_of(nf)
+    elems = np.nan_to_num(col(nf, "grad_elems"), nan=0.0)
+    sanitized = np.nan_to_num(col(nf, "sanitized"), nan=0.0)
+    params = np.nan_to_num(col(nf, "params"), nan=0.0)
+    bad = (elems > 0) | (sanitized > 0)
+
+    tn = frame_of(run, "term_nonfinite")
+    terms: dict[str, dict] = {}
+    if not tn.empty:
+        names = value_columns(tn)
+        values = np.nan_to_num(matrix(tn, names), nan=0.0)
+        tsteps = steps_of(tn)
+        for j, name in enumerate(names):
+            hit = values[:, j] > 0
+            if hit.any():
+                terms[name] = {"elems": int(values[hit, j].sum()), "sampled_steps": int(hit.sum()),
+                               "first_step": int(tsteps[hit][0])}
+    if not bad.any() and not terms:
+        return []
+
+    scaler_skips = sum(int(e.get("count", 1) or 1) for e in events(run, "step_skipped")
+                       if e.get("reason") == "scaler")
+    n_bad = int(bad.sum())
+    fraction = n_bad / max(1, len(nf))
+    total_sanitized = int(sanitized.sum())
+    first_candidates = [int(steps[bad][0])] if bad.any() else []
+    first_candidates += [t["first_step"] for t in terms.values()]
+    first = min(first_candidates)
+    evidence = {
+        "steps": span(steps),
+        "first_step": first,
+        "records_with_nonfinite": n_bad,
+        "fraction_of_records": fraction,
+        "nonfinite_ranges": step_ranges(steps, bad),
+        "n_ranges": n_ranges(bad),
+        "grad_elems": int(elems.sum()),
+        "max_params_affected": int(params.max()) if len(params) else 0,
+        "sanitized_elems": total_sanitized,
+        "terms": terms,
+        "scaler_skips": scaler_skips,
+    }
+    culprit = sorted(terms, key=lambda t: terms[t]["first_step"])
+    named = f" from term(s) {', '.join(culprit)}" if culprit else ""
+    source = (
+        f"Fix the source{named}. A classic: backprop through eigh on a rank-deficient R_pred "
+        "(degenerate noise eigenvalues make eigenvector gradients infinite) — use "
+        "eigvalsh/svdvals for eigenvalue-only terms, projectors UUᴴ or F(FᴴF+δI)⁻¹Fᴴ instead "
+        "of eigenvectors, and Hermitize before decomposing."
+    )
+    if total_sanitized > 0:
+        return [Finding(
+            ID, "error",
+            f"Non-finite gradients on {n_bad} logged steps{named}, masked by sanitization "
+            f"({total_sanitized} elements replaced; first at step {first})",
+            evidence,
+            "Sanitization hides the problem: the optimizer steps on zeroed gradients, and "
+            "replacing NaN by 0 and ±inf by ±1 also hid AMP overflow from the GradScaler, "
+            "which then never skipped the step. " + source)]
+    handled = scaler_skips >= n_bad and fraction <= th.max_nonfinite_grad_fraction
+    if handled:
+        return [Finding(
+            ID, "info",
+            f"Non-finite gradients on {n_bad} steps ({pct(fraction)}), each skipped by the "
+            "GradScaler (normal AMP overflow)",
+            evidence,
+            "Nothing to do while the rate stays this low; if it grows, compute the "
+            "covariance losses in float32 (autocast(enabled=False))." )]
+    at_start = " at the first step" if first == int(steps.min()) else ""
+    return [Finding(
+        ID, "error",
+        f"Non-finite gradients on {n_bad} logged steps ({pct(fraction)}){named}; "
+        f"first at step {first}{at_start}",
+        evidence,
+        ("Non-finite gradients at batch 0 with a finite loss point at a backward that is "
+         "singular at init, not at divergence. " if at_start else "")
+        + source + " Count on the raw gradient, before any nan_to_num.")]

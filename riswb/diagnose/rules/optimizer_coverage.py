@@ -1,0 +1,98 @@
+"""optimizer-coverage: trainable params missing from the optimizer, in two groups, in lr=0
+groups, or optimizer tensors that are not in the model.
+
+Reads the `coverage` event (`missing`, `duplicated`, `zero_lr_groups`, `stale`, `groups`)
+and kind `lr` (`group/<g>`) to tell a warm-up that starts at 0 from a group stuck at 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from riswb.diagnose.rules._base import Finding, Thresholds
+from riswb.diagnose.rules._util import Unchecked, as_names, col, events, frame_of, names_summary
+
+ID = "optimizer-coverage"
+
+
+def _modules(summary: dict) -> str:
+    parts = [f"{m} ({c})" for m, c in summary["by_module"].items()]
+    return ", ".join(parts[:6]) + (" …" if len(parts) > 6 else "")
+
+
+def check(run, th: Thresholds) -> list[Finding]:
+    audits = events(run, "coverage")
+    if not audits:
+        raise Unchecked("no `coverage` event: the optimizer was not audited at run start")
+    audit = audits[-1]
+    groups = audit.get("groups")
+    base = {"audit_step": int(audit.get("step", 0)), "audits": len(audits)}
+    if groups is not None:
+        base["groups"] = groups
+    findings: list[Finding] = []
+
+    missing = as_names(audit.get("missing"))
+    if missing:
+        summary = names_summary(missing)
+        findings.append(Finding(
+            ID, "error",
+            f"{len(missing)} trainable parameter tensors are not in the optimizer: "
+            f"{_modules(summary)}",
+            {**base, "missing": summary},
+            "These parameters never update. Build the optimizer after every module exists "
+            "and assign groups exhaustively: match by module prefix with a catch-all group, "
+            "and assert that every name in model.named_parameters() with requires_grad lands "
+            "in exactly one group. Likely cause: parameters of new heads matched no name in "
+            "the 'head' group list."))
+
+    duplicated = as_names(audit.get("duplicated"))
+    if duplicated:
+        summary = names_summary(duplicated)
+        findings.append(Finding(
+            ID, "error",
+            f"{len(duplicated)} parameter tensors are in more than one param group "
+            f"(or optimizer): {_modules(summary)}",
+            {**base, "duplicated": summary},
+            "Each parameter must be in exactly one group, otherwise it is stepped twice at "
+            "two lrs. Build groups from disjoint name filters (e.g. 'heads.' prefix vs the "
+            "rest) instead of overlapping lists."))
+
+    zero = as_names(audit.get("zero_lr_groups"))
+    if zero:
+        lr = frame_of(run, "lr")
+        stuck, warming = [], []
+        for group in zero:
+            values = col(lr, f"group/{group}")
+            ok = np.isfinite(values)
+            if ok.any() and np.nanmax(values) > th.lr_min:
+                warming.append(group)
+            else:
+                stuck.append(group)
+        if stuck:
+            findings.append(Finding(
+                ID, "error",
+                f"Param group(s) {', '.join(stuck)} have lr = 0"
+                + ("" if not lr.empty else " at start (no lr trace to show it changes)"),
+                {**base, "zero_lr_groups": stuck, "lr_recorded": not lr.empty},
+                "A group with lr 0 never trains. Set its lr (or the scheduler's base lr) "
+                "explicitly; if a module should stay frozen, call requires_grad_(False) "
+                "instead of giving it lr 0."))
+        if warming:
+            findings.append(Finding(
+                ID, "info",
+                f"Param group(s) {', '.join(warming)} start at lr = 0 (the warm-up raises it)",
+                {**base, "zero_lr_groups": warming},
+                "A warm-up that starts at exactly 0 wastes its first steps; start it above "
+                "zero, e.g. lr·(step+1)/warmup_steps."))
+
+    stale = as_names(audit.get("stale"))
+    if stale:
+        summary = names_summary(stale)
+        findings.append(Finding(
+            ID, "warning",
+            f"The optimizer holds {len(stale)} tensors that are not in the model",
+            {**base, "stale": summary},
+            "The optimizer was built before the model was rebuilt, re-wrapped or reloaded: "
+            "its updates go to orphan tensors. Create the optimizer from the final model "
+            "(after .to(device), DDP/compile wrapping and checkpoint loading)."))
+    return findings

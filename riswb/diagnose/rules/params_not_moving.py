@@ -1,0 +1,96 @@
+"""params-not-moving: Δparam is zero (relative to ‖param‖) on most optimizer steps.
+
+Reads kind `param_update` (`ratio`, `frac_moving`, `group/<g>/ratio`), measured at
+optimizer.step (not after an EMA update, which makes Δparam look tiny: FAILURES 19).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from riswb.diagnose.rules._base import Finding, Thresholds
+from riswb.diagnose.rules._util import Unchecked, col, need, pct, span, step_ranges, steps_of
+
+ID = "params-not-moving"
+
+FIX = (
+    "The parameters do not change at optimizer.step(). Check, in this order: the learning "
+    "rate (lr-stalled: a warm-up computed as step/warmup_steps from step 0 keeps lr at 0), "
+    "skipped steps (step-skipped: GradScaler overflow, or a step gate that requires every "
+    "gradient norm > 0 and skips valid steps), whether the optimizer holds the model's "
+    "parameters (optimizer-coverage) and whether gradients arrive at all (dead-params). "
+    "Measure Δparam at optimizer.step, not after an EMA update."
+)
+
+
+def check(run, th: Thresholds) -> list[Finding]:
+    frame = need(run, "param_update", any_of=("ratio", "frac_moving"),
+                 why="Δparam is recorded at optimizer.step by the param_update probe")
+    steps = steps_of(frame)
+    ratio, frac = col(frame, "ratio"), col(frame, "frac_moving")
+    valid = np.isfinite(ratio) | np.isfinite(frac)
+    n = int(valid.sum())
+    if n == 0:
+        raise Unchecked("`param_update` records hold no finite ratio or frac_moving")
+    still = valid & ((frac <= 0) | (ratio <= th.min_update_ratio))
+    n_still = int(still.sum())
+    still_fraction = n_still / n
+    findings: list[Finding] = []
+    evidence = {
+        "steps": span(steps[valid]),
+        "logged_updates": n,
+        "still_updates": n_still,
+        "still_fraction": still_fraction,
+        "still_ranges": step_ranges(steps, still),
+        "median_ratio": float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None,
+        "min_update_ratio": th.min_update_ratio,
+    }
+    if 1 - still_fraction < th.min_moving_fraction:
+        findings.append(Finding(
+            ID, "error",
+            f"Parameters did not move on {pct(still_fraction)} of optimizer steps "
+            f"({n_still} of {n})",
+            evidence, FIX))
+    elif still_fraction > th.max_still_fraction:
+        findings.append(Finding(
+            ID, "warning",
+            f"Parameters did not move on {pct(still_fraction)} of optimizer steps",
+            evidence, FIX))
+
+    # Per param group: a whole group frozen while the others move (FAILURES 6).
+    if not findings:
+        for name in [c for c in frame.columns if c.startswith("group/") and c.endswith("/ratio")]:
+            group = name[len("group/"):-len("/ratio")]
+            values = col(frame, name)
+            ok = np.isfinite(values)
+            if ok.sum() == 0:
+                continue
+            g_still = ok & (values <= th.min_update_ratio)
+            g_fraction = g_still.sum() / ok.sum()
+            if 1 - g_fraction < th.min_moving_fraction:
+                findings.append(Finding(
+                    ID, "error" if g_fraction == 1 else "warning",
+                    f"Param group '{group}' did not move on {pct(g_fraction)} of optimizer "
+                    "steps while the others did",
+                    {"group": group, "steps": span(steps[ok]), "still_fraction": g_fraction,
+                     "still_ranges": step_ranges(steps, g_still),
+                     "median_group_ratio": float(np.nanmedian(values))},
+                    f"Group '{group}' gets no update: its lr may be 0 (lr-stalled) or its "
+                    "parameters get no gradient (dead-params). Check which modules went into "
+                    "it (optimizer-coverage: parameters of new heads that matched no name in "
+                    "the group list trained at the wrong lr or not at all)."))
+
+    # Part of the model frozen on every step (FAILURES 7, 18).
+    moving = valid & ~still & np.isfinite(frac)
+    if moving.any():
+        median_frac = float(np.median(frac[moving]))
+        if median_frac < th.min_tensor_moving_fraction:
+            findings.append(Finding(
+                ID, "warning",
+                f"Only {pct(median_frac)} of trainable tensors change per optimizer step",
+                {"steps": span(steps[moving]), "median_frac_moving": median_frac,
+                 "min_tensor_moving_fraction": th.min_tensor_moving_fraction},
+                "Some trainable tensors never change: they receive no gradient or sit in a "
+                "group with lr 0. See dead-params and optimizer-coverage for their names; "
+                "freeze intentionally idle modules with requires_grad_(False)."))
+    return findings

@@ -1,0 +1,98 @@
+"""step-cadence: optimizer steps per training batch far from what the run intends.
+
+Reads kind `cadence` (cumulative `loss`, `backward`, `optimizer_step`, `scheduler_step`) and
+the manifest's `intent.accumulation` (optimizer steps expected per that many loss calls).
+ratio = optimizer_step × accumulation / loss: 1 is right; one step per epoch gives ≪ 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from riswb.diagnose.rules._base import Finding, Thresholds
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    col,
+    fmt,
+    intent_accumulation,
+    need,
+    span,
+    step_ranges,
+    steps_of,
+)
+
+ID = "step-cadence"
+
+FIX_LOW = (
+    "optimizer.step() runs once every ~{every} training batches. Likely cause: "
+    "loss.backward() and optimizer.step() sit one indentation level too low, after the "
+    "batch loop — one update per epoch, on the last batch (this froze a validation loss for "
+    "three months). Move zero_grad/backward/step inside the batch loop. If you accumulate "
+    "gradients on purpose, declare it: Workbench(..., accumulation=N) records the intent "
+    "(manifest intent.accumulation)."
+)
+FIX_HIGH = (
+    "optimizer.step() runs more often than once per {acc} batch(es): a second step() call "
+    "(in a callback or closure as well as in the loop), or stepping without a new backward. "
+    "Keep exactly one zero_grad/backward/step per (accumulated) batch."
+)
+
+
+def check(run, th: Thresholds) -> list[Finding]:
+    cadence = need(run, "cadence", any_of=("optimizer_step",), why="cumulative call counts")
+    steps = steps_of(cadence)
+    loss, opt = col(cadence, "loss"), col(cadence, "optimizer_step")
+    ok = np.isfinite(loss) & np.isfinite(opt)
+    if not ok.any():
+        raise Unchecked("`cadence` records lack cumulative `loss` and `optimizer_step` counts")
+    accumulation, stated = intent_accumulation(run)
+    i = np.flatnonzero(ok)[-1]
+    calls, steps_done = float(loss[i]), float(opt[i])
+    if calls < th.min_cadence_batches * accumulation:
+        raise Unchecked(f"only {int(calls)} loss calls (need "
+                        f"{th.min_cadence_batches * accumulation} to judge cadence)")
+    ratio = steps_done * accumulation / calls
+    backward = col(cadence, "backward")
+    sched = col(cadence, "scheduler_step")
+    evidence = {
+        "steps": span(steps[ok]),
+        "loss_calls": int(calls),
+        "optimizer_steps": int(steps_done),
+        "accumulation_intent": accumulation,
+        "intent_recorded": stated,
+        "ratio": ratio,
+        "batches_per_optimizer_step": calls / steps_done if steps_done else None,
+    }
+    if np.isfinite(backward[i]):
+        evidence["backward_calls"] = int(backward[i])
+    if np.isfinite(sched[i]):
+        evidence["scheduler_steps"] = int(sched[i])
+    # Where it went wrong: the ratio between consecutive cumulative records.
+    d_loss = np.diff(loss[ok], prepend=0.0)
+    d_opt = np.diff(opt[ok], prepend=0.0)
+    with np.errstate(all="ignore"):
+        local = np.where(d_loss > 0, d_opt * accumulation / d_loss, np.nan)
+    off = np.isfinite(local) & ((local < th.cadence_min_ratio) | (local > th.cadence_max_ratio))
+    evidence["off_cadence_ranges"] = step_ranges(steps[ok], off)
+
+    if ratio < th.cadence_min_ratio or ratio > th.cadence_max_ratio:
+        severity = "error"
+    elif abs(ratio - 1) > th.cadence_tolerance:
+        severity = "warning"
+    else:
+        return []
+    if steps_done == 0:
+        title = f"optimizer.step() never ran in {int(calls)} training batches"
+        fix = FIX_LOW.format(every="∞")
+    elif ratio < 1:
+        every = calls / steps_done
+        title = (f"{int(steps_done)} optimizer steps for {int(calls)} training batches: one "
+                 f"step every {fmt(every)} batches (intent: every {accumulation})")
+        fix = FIX_LOW.format(every=fmt(every))
+    else:
+        title = (f"{int(steps_done)} optimizer steps for {int(calls)} training batches "
+                 f"({fmt(ratio)}× the intended cadence)")
+        fix = FIX_HIGH.format(acc=accumulation)
+    if "backward_calls" in evidence and evidence["backward_calls"] < calls / 2:
+        title += f"; backward ran {evidence['backward_calls']} times"
+    return [Finding(ID, severity, title, evidence, fix)]

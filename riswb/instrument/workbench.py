@@ -1,0 +1,586 @@
+"""The Workbench: attaches probes to a user's own training loop through PyTorch's hooks.
+
+```python
+wb = riswb.Workbench(model, optimizer, scheduler, runs_dir="runs", name="mlp")
+for x, y in loader:
+    out = model(x)
+    loss = wb.loss({"mse": mse(out, y), "l1": out.abs().mean()}, {"mse": 1.0, "l1": 0.1})
+    optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
+wb.evaluate({"val_loss": val})
+wb.close()
+```
+
+What the Workbench sees, and how (no other call in the loop is needed):
+
+* forward    — a forward hook on the root module (counted while grad is enabled);
+* loss       — `wb.loss(terms, weights)`; `step` is the 0-based index of the latest call
+  (plus `first_step`, which a resumed run sets to continue its predecessor's step axis);
+* backward   — `register_post_accumulate_grad_hook` on every trainable tensor; the first
+  firing per backward queues an autograd-engine callback, so AFTER_BACKWARD is emitted once
+  per backward, at its end, before the user's code can sanitize or clip the gradients;
+* optimizer  — `optimizer.register_step_pre_hook` / `register_step_post_hook` (a step
+  skipped by a GradScaler never runs them, so `opt_step` counts real steps only);
+* scheduler  — `scheduler.step` wrapped on the instance (restored by `close`).
+
+Counters: `n_forward`, `n_loss`, `n_backward`, `opt_step`, `n_scheduler`, `n_eval`
+(`wb.counts()` returns them under the `cadence` record's keys). Probes are flushed at the
+start of every `log_every`-th `wb.loss` call (so a record covers whole batches, its `step`
+being the interval's last loss step), after every `log_every`-th optimizer step when no
+`wb.loss` call came in between (loops that step without it), and at `close`: nothing here
+forces a host sync per step.
+
+`wb.cached(key, fn)` is a memo shared by probes; it is cleared whenever the state it could
+describe changes: at each `wb.loss` call, at the end of each backward, after each optimizer
+step and after `sanitize_`/`clip_grad_norm_`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from riswb.errors import RiswbError
+from riswb.instrument.hooks import Event, Probe, Registry, _snake
+from riswb.runlog import RunWriter
+
+DEFAULT_LOG_EVERY = 20
+_RESERVED_TERMS = frozenset({"total", "step", "kind"})
+
+
+# -- probe resolution ---------------------------------------------------------------------
+
+
+def _builtin_table() -> list[tuple[str, str]]:
+    from riswb.probes import BUILTIN
+
+    return list(BUILTIN)
+
+
+def _builtin_class(module: str, cls: str) -> type[Probe] | None:
+    try:
+        mod = importlib.import_module(f"riswb.probes.{module}")
+    except ModuleNotFoundError as error:
+        if error.name == f"riswb.probes.{module}":
+            return None  # not written yet: the default set is what exists
+        raise
+    return getattr(mod, cls)
+
+
+def _name_builtin(probe: Probe, module: str) -> Probe:
+    """Built-ins are named after their module ("grad_norms"), unless the class names itself."""
+    if type(probe).name is None and probe.name == _snake(type(probe).__name__):
+        probe.name = module
+    return probe
+
+
+def resolve_probes(spec: Any) -> tuple[list[Probe], list[str]]:
+    """Probe instances for `probes=`: "default", None, or a list of names/instances/classes.
+
+    Names are built-in module names ("loss_terms"), class names ("LossTermsProbe") or
+    "default" (all built-ins). Returns (probes, warnings).
+    """
+    warnings: list[str] = []
+    if spec is None:
+        return [], warnings
+    items = [spec] if isinstance(spec, (str, Probe, type)) else list(spec)
+    table = _builtin_table()
+    probes: list[Probe] = []
+    modules = {(f"riswb.probes.{m}", c): m for m, c in table}
+    for item in items:
+        if isinstance(item, Probe):
+            module = modules.get((type(item).__module__, type(item).__name__))
+            probes.append(item if module is None else _name_builtin(item, module))
+        elif isinstance(item, type) and issubclass(item, Probe):
+            probes.append(item())
+        elif item == "default":
+            for module, cls in table:
+                found = _builtin_class(module, cls)
+                if found is None:
+                    warnings.append(f"built-in probe {module} is not available")
+                    continue
+                probes.append(_name_builtin(found(), module))
+        elif isinstance(item, str):
+            match = next(((m, c) for m, c in table if item in (m, c)), None)
+            if match is None:
+                names = ", ".join(m for m, _ in table)
+                raise RiswbError(f"unknown probe {item!r} (built-ins: {names}, or 'default')")
+            found = _builtin_class(*match)
+            if found is None:
+                raise RiswbError(f"built-in probe {item!r} is not available in this install")
+            probes.append(_name_builtin(found(), match[0]))
+        else:
+            raise TypeError(f"probes must be 'default', names or Probe instances, got {item!r}")
+    return probes, warnings
+
+
+def _group_label(group: Mapping[str, Any], index: int) -> str:
+    name = group.get("name")
+    return str(name) if name is not None else str(index)
+
+
+# -- the Workbench ------------------------------------------------------------------------
+
+
+class Workbench:
+    """Instruments a model, its optimizer and (optionally) its scheduler; writes one run."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+        *,
+        runs_dir: str | os.PathLike | None = None,
+        name: str | None = None,
+        config: dict | None = None,
+        probes: Any = "default",
+        strict: bool = False,
+        log_every: int = DEFAULT_LOG_EVERY,
+        accumulation: int = 1,
+        intent: dict | None = None,
+        plugins: str | os.PathLike | None = None,
+        seed: int | None = None,
+        first_step: int = 0,
+    ):
+        """`log_every`: flush probes every N `wb.loss` calls. `accumulation`: loss calls per
+        intended optimizer step (manifest intent). `plugins`: a directory of plugin probes
+        (riswb.instrument.plugins) to add to `probes`. `first_step`: the step number of the first
+        `wb.loss` call — a resumed run passes where its predecessor stopped, so both runs
+        share one step axis (counts such as `cadence` stay this run's own)."""
+        if log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {log_every}")
+        if accumulation < 1:
+            raise ValueError(f"accumulation must be >= 1, got {accumulation}")
+        if first_step < 0:
+            raise ValueError(f"first_step must be >= 0, got {first_step}")
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.strict = strict
+        self.log_every = int(log_every)
+        self.named_params: list[tuple[str, torch.nn.Parameter]] = [
+            (n, p) for n, p in model.named_parameters() if p.requires_grad
+        ]
+        self.params: list[torch.nn.Parameter] = [p for _, p in self.named_params]
+        first = next(iter(model.parameters()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+
+        # counters (cadence)
+        self.first_step = int(first_step)
+        self.step = self.first_step  # step of the latest wb.loss() call (first_step before any)
+        self.n_loss = 0
+        self.n_forward = 0
+        self.n_backward = 0
+        self.opt_step = 0
+        self.n_scheduler = 0
+        self.n_eval = 0
+
+        # shared state read by probes
+        self.sanitized = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
+        self._cache: dict[Any, Any] = {}
+        self.loss_terms: list[str] = []
+        self.weights: dict[str, Any] = {}
+        self._written_weights: dict[str, float] | None = None
+        self._weight_tensors: dict[Any, torch.Tensor] = {}
+
+        probe_list, probe_warnings = resolve_probes(probes)
+        if plugins is not None:
+            from riswb.instrument.plugins import load_plugins
+
+            probe_list.extend(load_plugins(plugins))
+        self.intent = {"accumulation": int(accumulation), **(intent or {})}
+        self.writer = RunWriter(
+            runs_dir,
+            name,
+            config=config,
+            seed=seed,
+            intent=self.intent,
+            first_step=self.first_step,
+            loss_terms=[],
+            probes=[],
+        )
+        self.path: Path = self.writer.path
+        for message in probe_warnings:
+            self.writer.manifest["warnings"].append(message)
+        self.registry = Registry(self, strict=strict)
+        try:
+            for probe in probe_list:
+                self.registry.add(probe)
+        except Exception:
+            self.writer.close("crashed")
+            raise
+        self.writer.update_manifest(probes=self._describe_probes())
+
+        self._closed = False
+        self._bw_pending = False
+        self._flushed_loss = 0
+        self._flushed_opt = 0
+        self._handles: list[Any] = []
+        self._scheduler_patches: list[tuple[Any, dict[str, tuple[bool, Any]]]] = []
+        self._attach()
+        self.writer.event(0, "run_start", status="running")
+        try:
+            self._emit(Event.RUN_START, 0)
+        except BaseException:  # strict=True and a probe failed: leave the loop untouched
+            self._closed = True
+            self._detach()
+            self.writer.close("crashed")
+            raise
+
+    # -- attachment -------------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        self._handles.append(self.model.register_forward_hook(self._on_forward))
+        for param in self.params:
+            self._handles.append(param.register_post_accumulate_grad_hook(self._on_grad))
+        self._handles.append(self.optimizer.register_step_pre_hook(self._on_pre_step))
+        self._handles.append(self.optimizer.register_step_post_hook(self._on_post_step))
+        for scheduler in self._schedulers():
+            self._patch_scheduler(scheduler)
+
+    def _patch_scheduler(self, scheduler: Any) -> None:
+        """Count `scheduler.step()` by wrapping it on the instance. Schedulers serialize
+        their `__dict__`, where the wrapper now lives, so `state_dict` is wrapped too, to
+        leave both out: `torch.save(scheduler.state_dict())` keeps working."""
+        patched = ("step", "state_dict")
+        saved = {name: (name in vars(scheduler), vars(scheduler).get(name)) for name in patched}
+        original_step, original_state_dict = scheduler.step, scheduler.state_dict
+
+        def step(*args: Any, **kwargs: Any):
+            result = original_step(*args, **kwargs)
+            self._on_scheduler_step(scheduler)
+            return result
+
+        def state_dict() -> dict:
+            return {k: v for k, v in original_state_dict().items() if k not in patched}
+
+        scheduler.step, scheduler.state_dict = step, state_dict
+        self._scheduler_patches.append((scheduler, saved))
+
+    def _schedulers(self) -> list[Any]:
+        if self.scheduler is None:
+            return []
+        if isinstance(self.scheduler, (list, tuple)):
+            return list(self.scheduler)
+        return [self.scheduler]
+
+    def _detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for scheduler, saved in self._scheduler_patches:
+            for name, (had, previous) in saved.items():
+                if had:
+                    setattr(scheduler, name, previous)
+                else:
+                    vars(scheduler).pop(name, None)
+        self._scheduler_patches.clear()
+
+    # -- hook callbacks ---------------------------------------------------------------------
+
+    def _on_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if not torch.is_grad_enabled():
+            return
+        self.n_forward += 1
+        if self.registry.subscribed(Event.AFTER_FORWARD):
+            self._emit(Event.AFTER_FORWARD, self.step, inputs=args, output=output)
+
+    def _on_grad(self, param: torch.Tensor) -> None:
+        if self._bw_pending:
+            return
+        self._bw_pending = True
+        torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
+
+    def _on_backward_end(self) -> None:
+        self._bw_pending = False
+        self.n_backward += 1
+        self._cache.clear()
+        self._emit(Event.AFTER_BACKWARD, self.step, backward=self.n_backward)
+
+    def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._bw_pending = False  # a backward that raised never ran its callback
+        self._emit(Event.BEFORE_OPTIMIZER_STEP, self.step, opt_step=self.opt_step + 1)
+
+    def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.opt_step += 1
+        self._cache.clear()
+        self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step)
+        # loops that step without wb.loss (or between loss calls) still flush
+        if (
+            self.n_loss == self._flushed_loss
+            and self.opt_step - self._flushed_opt >= self.log_every
+        ):
+            self.flush()
+
+    def _on_scheduler_step(self, scheduler: Any) -> None:
+        self.n_scheduler += 1
+        self._emit(
+            Event.AFTER_SCHEDULER_STEP,
+            self.step,
+            scheduler=scheduler,
+            scheduler_step=self.n_scheduler,
+            opt_step=self.opt_step,
+        )
+
+    def _emit(self, event: Event, step: int, **payload: Any) -> None:
+        if self._closed and event is not Event.RUN_END:
+            return
+        self.registry.emit(event, step, **payload)
+
+    # -- public API -------------------------------------------------------------------------
+
+    def loss(
+        self, terms: Mapping[str, torch.Tensor], weights: Mapping[str, Any] | None = None
+    ) -> torch.Tensor:
+        """Record named loss terms; return Σ weight·term with its graph intact.
+
+        Missing weights default to 1.0. The AFTER_LOSS payload holds `terms`, `weights`
+        (the weights used, one per term), `total` and `values` (detached float32 vector:
+        the unweighted terms in order, then the total).
+        """
+        if not terms:
+            raise ValueError("wb.loss needs at least one named term")
+        names = tuple(terms)
+        clash = _RESERVED_TERMS.intersection(names)
+        if clash:
+            raise ValueError(f"loss term names {sorted(clash)} are reserved")
+        used = {n: (1.0 if weights is None else weights.get(n, 1.0)) for n in names}
+        total, values = self._weighted_sum(names, terms, used)
+        if self._closed:
+            return total
+        if self.n_loss - self._flushed_loss >= self.log_every:
+            self.flush()
+        self.n_loss += 1
+        self.step = self.first_step + self.n_loss - 1
+        self._bw_pending = False
+        self._cache.clear()
+        self._note_terms(names, used)
+        self._emit(
+            Event.AFTER_LOSS, self.step, terms=dict(terms), weights=used, total=total,
+            values=values,
+        )
+        return total
+
+    def evaluate(
+        self,
+        metrics: Mapping[str, Any],
+        *,
+        R_pred: torch.Tensor | None = None,
+        R_true: torch.Tensor | None = None,
+        K: Any = None,
+    ) -> None:
+        """Write kind `eval` (the metrics as floats) and emit Event.EVAL to the probes."""
+        values = {}
+        for key, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float().mean().item()
+            values[str(key)] = float(value) if isinstance(value, (int, float)) else value
+        if not self._closed:
+            self.writer.scalars(self.step, "eval", values)
+        self.emit(Event.EVAL, metrics=dict(metrics), R_pred=R_pred, R_true=R_true, K=K)
+
+    def emit(self, event: Event | str, **payload: Any) -> None:
+        """Emit an event that PyTorch's hooks cannot see (batch_start, weights_swap_in/out,
+        checkpoint, eval). `checkpoint` is also written to events.jsonl as is."""
+        event = Event(event)
+        if self._closed:
+            return
+        step = self.next_step if event is Event.BATCH_START else self.step
+        if event is Event.EVAL:
+            self.n_eval += 1
+        elif event is Event.CHECKPOINT:
+            self.writer.event(step, "checkpoint", **payload)
+        self._emit(event, step, **payload)
+
+    @property
+    def next_step(self) -> int:
+        """The step number the next `wb.loss` call will get."""
+        return self.first_step + self.n_loss
+
+    def cached(self, key: Any, fn: Callable[[], Any]) -> Any:
+        """Per-step memo shared by probes (see the module docstring for when it clears)."""
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = fn()
+            return value
+
+    def counts(self) -> dict[str, int]:
+        """Cumulative counts under the `cadence` record's keys."""
+        return {
+            "forward": self.n_forward,
+            "loss": self.n_loss,
+            "backward": self.n_backward,
+            "optimizer_step": self.opt_step,
+            "scheduler_step": self.n_scheduler,
+            "eval": self.n_eval,
+        }
+
+    def sanitize_(self, params: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
+        """Replace non-finite gradient elements by 0 in place; count them into `sanitized`.
+
+        Returns this call's count as a device tensor (no host sync)."""
+        chosen = self.params if params is None else list(params)
+        grads = [p.grad for p in chosen if p.grad is not None]
+        count = torch.zeros((), dtype=torch.int64, device=self.sanitized.device)
+        if grads:
+            with torch.no_grad():
+                bad = [(~torch.isfinite(g)).sum() for g in grads]
+                count = torch.stack([b.to(count.device) for b in bad]).sum()
+                for g in grads:
+                    torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+            self.sanitized += count
+        self._cache.clear()
+        return count
+
+    def clip_grad_norm_(
+        self,
+        params: Iterable[torch.Tensor] | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """torch.nn.utils.clip_grad_norm_ that logs (pre-clip norm, max_norm) to `clip_log`.
+
+        It takes its own pass over the gradients: the probes' end-of-backward norms cannot
+        stand in for it, since a loop may change gradients in between through `.data`,
+        which leaves no trace (no version-counter bump) to check."""
+        if max_norm is None:
+            raise TypeError("clip_grad_norm_() needs max_norm")
+        chosen = self.params if params is None else list(params)
+        norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
+        if not self._closed:
+            limit = max_norm.detach() if isinstance(max_norm, torch.Tensor) else float(max_norm)
+            self.clip_log.append((norm.detach(), limit))
+        self._cache.clear()
+        return norm
+
+    def flush(self) -> None:
+        """Turn probe accumulators into records now (normally automatic)."""
+        if self._closed:
+            return
+        self._flushed_loss = self.n_loss
+        self._flushed_opt = self.opt_step
+        with self.writer.batched():
+            self._flush_weights()
+            self.registry.flush(self.step)
+
+    def close(self, status: str = "completed") -> None:
+        """Detach all hooks, flush the probes and finish the run (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self._emit(Event.RUN_END, self.step, status=status)
+            self.flush()
+        finally:
+            self._closed = True
+            self._detach()
+            self.writer.update_manifest(
+                probes=self._describe_probes(), loss_terms=self.loss_terms
+            )
+            self.writer.event(self.step, "run_end", status=status)
+            self.writer.close(status)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Workbench:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is None:
+            self.close("completed")
+        else:
+            try:
+                self.close("crashed")
+            except Exception:  # never mask the user's exception
+                pass
+        return False
+
+    def __repr__(self) -> str:
+        return f"Workbench({self.path}, step={self.step}, opt_step={self.opt_step})"
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _describe_probes(self) -> list[dict[str, Any]]:
+        described = []
+        for probe in self.registry.probes:
+            try:
+                entry = dict(probe.describe())
+            except Exception as error:  # a broken describe must not break the run
+                entry = {"name": probe.name, "describe_error": repr(error)}
+            if probe.name in self.registry.disabled:
+                entry["disabled"] = self.registry.disabled[probe.name]
+            described.append(entry)
+        return described
+
+    def _weighted_sum(
+        self, names: tuple[str, ...], terms: Mapping[str, torch.Tensor], used: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tensors = [terms[n] for n in names]
+        try:
+            stacked = torch.stack(tensors)
+            if stacked.ndim != 1:
+                raise ValueError("terms are not scalars")
+            weight = self._weight_vector(names, used, stacked)
+            total = stacked @ weight if weight is not None else stacked.sum()
+            values = torch.cat([stacked.detach(), total.detach().reshape(1)]).float()
+            return total, values
+        except (RuntimeError, TypeError, ValueError):
+            total = None
+            for n, t in zip(names, tensors, strict=True):
+                w = used[n]
+                part = t if (not isinstance(w, torch.Tensor) and w == 1.0) else t * w
+                total = part if total is None else total + part
+            return total, None
+
+    def _weight_vector(
+        self, names: tuple[str, ...], used: dict[str, Any], like: torch.Tensor
+    ) -> torch.Tensor | None:
+        raw = [used[n] for n in names]
+        if any(isinstance(w, torch.Tensor) for w in raw):
+            return torch.stack(
+                [torch.as_tensor(w, dtype=like.dtype, device=like.device).reshape(()) for w in raw]
+            )
+        if all(w == 1.0 for w in raw):
+            return None
+        key = (tuple(float(w) for w in raw), like.dtype, like.device)
+        vector = self._weight_tensors.get(key)
+        if vector is None:
+            if len(self._weight_tensors) > 64:
+                self._weight_tensors.clear()
+            vector = torch.tensor(key[0], dtype=like.dtype, device=like.device)
+            self._weight_tensors[key] = vector
+        return vector
+
+    def _note_terms(self, names: tuple[str, ...], used: dict[str, Any]) -> None:
+        if any(n not in self.weights for n in names):
+            self.loss_terms = list(dict.fromkeys([*self.loss_terms, *names]))
+            self.writer.update_manifest(loss_terms=self.loss_terms)
+        self.weights.update(used)
+        if any(isinstance(w, torch.Tensor) for w in used.values()):
+            return  # compared at flush, where reading a device tensor is allowed
+        if self._written_weights is None or any(
+            self._written_weights.get(n) != float(w) for n, w in used.items()
+        ):
+            self._write_weights()
+
+    def _write_weights(self) -> None:
+        current = {
+            n: (float(w.detach().float().mean()) if isinstance(w, torch.Tensor) else float(w))
+            for n, w in self.weights.items()
+        }
+        if current != self._written_weights:
+            self._written_weights = current
+            self.writer.scalars(self.step, "loss_weight", current)
+
+    def _flush_weights(self) -> None:
+        if any(isinstance(w, torch.Tensor) for w in self.weights.values()):
+            self._write_weights()

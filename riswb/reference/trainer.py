@@ -1,0 +1,343 @@
+"""The reference trainer: an explicit, readable loop instrumented through the Workbench.
+
+One training step, in order (DESIGN §2, §9):
+    forward → twelve loss terms → wb.loss (records terms, per-term gradients on sampled
+    steps) → backward (raw gradients observed by probes) → sanitize (counted) → clip
+    (recorded) → optimizer.step → scheduler.step, only after a real step → EMA update.
+Each epoch: evaluation on the averaged weights inside a swap that always restores, best.pt
+when validation improves (saving exactly the weights that were scored), last.pt and
+state.pt (everything needed to resume on the same trajectory).
+
+The loop is split into small methods so that `riswb.reference.faults` can reproduce real bugs by
+overriding one of them; the clean path stays free of fault flags.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from riswb.errors import RiswbError
+from riswb.instrument.hooks import Event
+from riswb.instrument.workbench import Workbench
+from riswb.reference import checkpoints
+from riswb.reference.averaging import WeightAverage
+from riswb.reference.config import TrainConfig
+from riswb.reference.data import batch_indices, scene_dataset
+from riswb.reference.losses import DEFAULT_WEIGHTS, loss_terms, weighted_total
+from riswb.reference.model import CovarianceNet, ModelOutput
+from riswb.reference.physics.covariance import nmse as covariance_nmse
+from riswb.reference.physics.presets import get_preset
+from riswb.reference.physics.scenes import SceneBatch
+from riswb.reference.schedule import warmup_cosine
+
+STATE_FILE = "state.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RiswbError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    epochs: int
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    baseline_nmse: float = math.nan
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+class Trainer:
+    """Trains `CovarianceNet` on simulated scenes; see the module docstring for the loop."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        runs_dir: str | Path | None = None,
+        probes: Any = "default",
+        plugins: str | Path | None = None,
+        resume: str | Path | None = None,
+        progress: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
+        self.cfg = config
+        self.progress = progress or (lambda kind, info: None)
+        self.device = resolve_device(config.device)
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise RiswbError("amp = fp16 needs CUDA (use bf16 on CPU)")
+        self.weights = self._loss_weights()  # fail fast, before generating any scene
+        if self.device.type == "cpu" and config.threads > 0:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.preset = get_preset(config.preset)
+
+        self.train_set = scene_dataset(self.preset.name, config.train_scenes, config.seed,
+                                       self._snr()).to(self.device)
+        self.val_set = (
+            self.train_set if config.val_scenes == 0
+            else scene_dataset(self.preset.name, config.val_scenes, config.seed + 1,
+                               self._snr()).to(self.device)
+        )
+        self.model = CovarianceNet(self.preset).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.steps_per_epoch = math.ceil(config.train_scenes / config.batch_size)
+        self.scheduler = self.make_scheduler()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = (WeightAverage(trainable, kind="ema", decay=config.ema_decay)
+                    if config.ema_decay > 0 else None)
+        self.swa = (WeightAverage(trainable, kind="swa")
+                    if config.swa_start_epoch is not None else None)
+        self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.epoch = 0
+        self.best_value = math.inf
+        self.history: list[dict[str, float]] = []
+
+        self.runs_dir = runs_dir
+        self.probes = probes
+        self.plugins = plugins
+        self.resumed_from = self._load_state(Path(resume)) if resume is not None else None
+        # R_samp's error is a fixed baseline, not a metric that training moves
+        self.baseline_nmse = float(covariance_nmse(self.val_set.R_samp, self.val_set.R_true).mean())
+        self.wb: Workbench | None = None  # attached by run(); litmus uses the bare pipeline
+
+    def instrument(self) -> Workbench:
+        """Attach the Workbench: a fresh run directory, all probes on."""
+        self.wb = Workbench(
+            self.model, self.optimizer, self.scheduler, runs_dir=self.runs_dir,
+            name=self.cfg.name, config={**self.cfg.to_dict(), "weights_used": self.weights,
+                                        "resumed_from": self.resumed_from},
+            probes=self.probes, plugins=self.plugins, log_every=self.cfg.log_every,
+            seed=self.cfg.seed,
+            # a resumed run continues its predecessor's step axis (one loss call per batch)
+            first_step=self.epoch * self.steps_per_epoch if self.resumed_from else 0,
+        )
+        self.wb.writer.update_manifest(baseline={"nmse_samp": self.baseline_nmse})
+        if self.resumed_from is not None:
+            # a resumed run lives in a new directory; until validation beats the restored
+            # best_value it would have no best.pt at all, so carry the previous one over
+            previous = Path(self.resumed_from) / "checkpoints" / "best.pt"
+            if previous.is_file():
+                folder = self.wb.path / "checkpoints"
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(previous, folder / "best.pt")
+        return self.wb
+
+    # ----------------------------------------------------------------- construction
+    def _snr(self):
+        snr = self.cfg.snr_db
+        return tuple(snr) if isinstance(snr, list) else snr
+
+    def _loss_weights(self) -> dict[str, float]:
+        unknown = sorted(set(self.cfg.weights) - set(DEFAULT_WEIGHTS))
+        if unknown:
+            raise RiswbError(f"unknown loss term(s) in weights: {', '.join(unknown)}; "
+                             f"terms are {', '.join(DEFAULT_WEIGHTS)}")
+        return {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in self.cfg.weights.items()}}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Named groups: `heads` (modules whose name ends in `head`) and `backbone`."""
+        heads, backbone = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (heads if name.split(".")[0].endswith("head") else backbone).append(param)
+        groups = [{"name": "backbone", "params": backbone}]
+        if heads:
+            groups.append({"name": "heads", "params": heads,
+                           "lr": self.cfg.head_lr or self.cfg.lr})
+        return groups
+
+    def make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return warmup_cosine(
+            self.optimizer, warmup_steps=self.cfg.warmup_steps,
+            total_steps=self.cfg.epochs * self.steps_per_epoch,
+            start_factor=self.cfg.warmup_start, floor=self.cfg.lr_floor,
+        )
+
+    # ----------------------------------------------------------------- one step
+    def beta(self, epoch: int) -> float:
+        """β of R_blend, ramped linearly from beta_start to beta_end."""
+        ramp = max(1, self.cfg.beta_ramp_epochs)
+        t = min(1.0, epoch / ramp)
+        return self.cfg.beta_start + (self.cfg.beta_end - self.cfg.beta_start) * t
+
+    def forward(self, batch: SceneBatch) -> ModelOutput:
+        if self.cfg.amp == "none":
+            return self.model(batch.y)
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self.model(batch.y)
+
+    def compute_terms(self, out: ModelOutput, batch: SceneBatch) -> dict[str, torch.Tensor]:
+        return loss_terms(out, batch, self.preset, beta=self.beta(self.epoch))
+
+    def forward_loss(self, batch: SceneBatch) -> torch.Tensor:
+        self.wb.emit(Event.BATCH_START, inputs={"y": batch.y, "R_samp": batch.R_samp,
+                                                "R_true": batch.R_true})
+        out = self.forward(batch)
+        return self.wb.loss(self.compute_terms(out, batch), self.weights)
+
+    def backward_and_step(self, loss: torch.Tensor) -> bool:
+        """Backward, sanitize, clip, step; True when the optimizer really stepped."""
+        self.optimizer.zero_grad(set_to_none=True)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.sanitize:
+            self.wb.sanitize_(params)
+        if self.cfg.clip_norm:
+            self.wb.clip_grad_norm_(params, self.cfg.clip_norm)
+        stepped = self.optimizer_step()
+        if stepped:
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update()
+        return stepped
+
+    def optimizer_step(self) -> bool:
+        if self.scaler is None:
+            self.optimizer.step()
+            return True
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.get_scale() < scale:  # the scaler found inf/NaN and skipped the step
+            self.wb.writer.event(self.wb.step, "step_skipped", reason="scaler", count=1)
+            return False
+        return True
+
+    def train_epoch(self) -> None:
+        self.model.train()
+        for index in batch_indices(len(self.train_set), self.cfg.batch_size,
+                                   seed=self.cfg.seed, epoch=self.epoch):
+            loss = self.forward_loss(self.train_set[index])
+            self.backward_and_step(loss)
+            self.progress("step", {"epoch": self.epoch, "loss": loss})
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Scores the current weights on the validation scenes (weighted loss, nmse)."""
+        self.model.eval()
+        totals: dict[str, float] = {}
+        preds, trues, ks = [], [], []
+        for index in batch_indices(len(self.val_set), 256, seed=0, epoch=0, shuffle=False):
+            batch = self.val_set[index]
+            out = self.forward(batch)
+            terms = loss_terms(out, batch, self.preset, beta=0.0)
+            scores = {"val_loss": weighted_total(terms, self.weights),
+                      **{f"val_{name}": value for name, value in terms.items()}}
+            for name, value in scores.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
+            preds.append(out.R_pred)
+            trues.append(batch.R_true)
+            ks.append(batch.k)
+        count = len(self.val_set)
+        metrics = {name: value / count for name, value in totals.items()}
+        r_pred, r_true = torch.cat(preds), torch.cat(trues)
+        metrics["nmse"] = float(covariance_nmse(r_pred, r_true).mean())
+        self._last_eval = (r_pred, r_true, torch.cat(ks))
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation on the EMA weights when an EMA is kept (inside a restoring swap)."""
+        if self.ema is None:
+            metrics = self.validate()
+        else:
+            with self.ema.swapped_in(self.wb.emit):
+                metrics = self.validate()
+        r_pred, r_true, k = self._last_eval
+        self.wb.evaluate(metrics, R_pred=r_pred, R_true=r_true, K=k)
+        return metrics
+
+    def scored_weights(self) -> dict[str, torch.Tensor]:
+        """The weights that `evaluate` scored (the EMA's when one is kept)."""
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+            state.update({n: t.clone() for n, t in zip(names, self.ema.shadow, strict=True)})
+        return state
+
+    def save_checkpoints(self, metrics: dict[str, float]) -> None:
+        folder = self.wb.path / "checkpoints"
+        value = metrics["val_loss"]
+        if value < self.best_value:
+            self.best_value = value
+            path = checkpoints.save_atomic(self.scored_weights(), folder / "best.pt")
+            self.wb.emit(Event.CHECKPOINT, kind="best", path=str(path), metric="val_loss",
+                         value=value)
+        checkpoints.save_atomic(self.scored_weights(), folder / "last.pt")
+        checkpoints.save_atomic(self.state_dict(), folder / STATE_FILE)
+
+    # ----------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch + 1,  # the next epoch to run
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "swa": self.swa.state_dict() if self.swa is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best_value": self.best_value,
+            "history": [list(h.items()) for h in self.history],
+            "rng": torch.get_rng_state(),
+        }
+
+    def _load_state(self, run: Path) -> str:
+        path = run / "checkpoints" / STATE_FILE
+        if not path.is_file():
+            raise RiswbError(f"cannot resume: no {STATE_FILE} in {run / 'checkpoints'}")
+        state = checkpoints.load(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for average, key in ((self.ema, "ema"), (self.swa, "swa")):
+            if average is not None and state[key] is not None:
+                average.load_state_dict(state[key])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = state["epoch"]
+        self.best_value = state["best_value"]
+        self.history = [dict(items) for items in state["history"]]
+        torch.set_rng_state(state["rng"])
+        return str(run)
+
+    # ----------------------------------------------------------------- the run
+    def run(self) -> TrainResult:
+        started = time.perf_counter()
+        if self.epoch >= self.cfg.epochs:  # nothing to do would be an empty run, not a pass
+            raise RiswbError(f"the resumed run already finished its {self.epoch} epoch(s); "
+                             f"set epochs above {self.epoch} in the config to continue it")
+        with self.instrument():
+            while self.epoch < self.cfg.epochs:
+                self.train_epoch()
+                if self.swa is not None and self.epoch >= self.cfg.swa_start_epoch:
+                    self.swa.update()
+                if (self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs:
+                    metrics = self.evaluate()
+                    self.history.append({"epoch": self.epoch, **metrics})
+                    self.save_checkpoints(metrics)
+                    self.progress("epoch", {"epoch": self.epoch, **metrics})
+                self.epoch += 1
+        return TrainResult(self.wb.path, self.cfg.epochs, self.wb.step + 1, self.history,
+                           time.perf_counter() - started, self.baseline_nmse)

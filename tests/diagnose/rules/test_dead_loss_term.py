@@ -1,0 +1,66 @@
+import pytest
+
+from riswb.diagnose.rules import Unchecked
+
+from .conftest import check, healthy, severities
+
+ID = "dead-loss-term"
+
+
+def test_all_terms_alive(make_run):
+    assert check(make_run(), ID) == []
+
+
+def test_detached_term_is_an_error(make_run):
+    spec = healthy().update("term_grad", lambda s, r: {**r, "ortho": 0.0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["term"] == "ortho"
+    assert finding.evidence["no_grad_ranges"] == [[0, 190]]
+    assert "detached" in finding.fix
+
+
+def test_term_whose_value_is_zero_points_at_units(make_run):
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": 0.0})
+    spec.update("loss", lambda s, r: {**r, "gap": 0.0})
+    [finding] = check(make_run(spec), ID)
+    assert "deg2rad" in finding.fix
+
+
+def test_mostly_dead_term_warns(make_run):
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": 0.0} if s != 50 else r)
+    assert severities(check(make_run(spec), ID)) == ["warning"]
+
+
+def test_weight_zero_differs_from_config(make_run):
+    spec = healthy().drop("loss_weight").add(0, "loss_weight", nmse=0.0, ortho=0.1, gap=0.5)
+    spec.update("term_grad", lambda s, r: {**r, "nmse": 0.0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error"
+    assert finding.evidence["terms"] == {"nmse": {"configured": 1.0, "used": 0.0}}
+    assert "hard-codes" in finding.fix
+
+
+def test_weight_zero_without_config_warns(make_run):
+    spec = healthy().drop("loss_weight").add(0, "loss_weight", nmse=1.0, ortho=0.0, gap=0.5)
+    spec.manifest["config"] = {}
+    spec.update("term_grad", lambda s, r: {**r, "ortho": 0.0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "warning" and finding.evidence["terms"] == ["ortho"]
+
+
+def test_all_weights_zero(make_run):
+    spec = healthy().drop("loss_weight").add(0, "loss_weight", nmse=0.0, ortho=0.0, gap=0.0)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "lam_cov" in finding.fix
+
+
+def test_declared_term_never_logged(make_run):
+    spec = healthy()
+    spec.manifest["loss_terms"] = ["nmse", "ortho", "gap", "peak"]
+    [finding] = check(make_run(spec), ID)
+    assert finding.evidence["terms"] == ["peak"]
+
+
+def test_unchecked_without_records(make_run):
+    with pytest.raises(Unchecked):
+        check(make_run(healthy().drop("loss_weight", "term_grad", "loss")), ID)

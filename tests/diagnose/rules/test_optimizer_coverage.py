@@ -1,0 +1,48 @@
+import pytest
+
+from riswb.diagnose.rules import Unchecked
+
+from .conftest import check, healthy, severities
+
+ID = "optimizer-coverage"
+
+
+def _coverage(spec, **payload):
+    base = dict(missing=[], duplicated=[], zero_lr_groups=[], stale=[],
+                groups={"backbone": {"backbone": 8}})
+    return spec.drop_events("coverage").event(0, "coverage", **{**base, **payload})
+
+
+def test_full_coverage_is_fine(make_run):
+    assert check(make_run(), ID) == []
+
+
+def test_missing_params_name_the_modules(make_run):
+    spec = _coverage(healthy(), missing=["heads.range.weight", "heads.range.bias", "aux.w"])
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error"
+    assert finding.evidence["missing"]["by_module"] == {"heads": 2, "aux": 1}
+    assert "heads (2)" in finding.title
+    assert "group list" in finding.fix
+
+
+def test_duplicated_and_stale(make_run):
+    spec = _coverage(healthy(), duplicated=["backbone.0.weight"], stale=["old.weight"])
+    assert severities(check(make_run(spec), ID)) == ["error", "warning"]
+
+
+def test_zero_lr_group_that_stays_zero_is_an_error(make_run):
+    spec = _coverage(healthy(), zero_lr_groups=["heads"])
+    spec.update("lr", lambda s, r: {**r, "group/heads": 0.0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["zero_lr_groups"] == ["heads"]
+
+
+def test_zero_lr_group_that_warms_up_is_info(make_run):
+    spec = _coverage(healthy(), zero_lr_groups=["heads"])
+    assert severities(check(make_run(spec), ID)) == ["info"]
+
+
+def test_unchecked_without_audit(make_run):
+    with pytest.raises(Unchecked, match="coverage"):
+        check(make_run(healthy().drop_events("coverage")), ID)

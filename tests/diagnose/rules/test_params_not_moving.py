@@ -1,0 +1,51 @@
+import pytest
+
+from riswb.diagnose.rules import Unchecked
+
+from .conftest import check, healthy, severities
+
+ID = "params-not-moving"
+
+
+def test_healthy_run_moves(make_run):
+    assert check(make_run(), ID) == []
+
+
+def test_frozen_params_are_an_error_with_step_ranges(make_run):
+    spec = healthy().update(
+        "param_update", lambda s, r: {**r, "ratio": 0.0, "frac_moving": 0.0} if s >= 20 else r)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error"
+    assert finding.evidence["still_ranges"] == [[20, 199]]
+    assert finding.evidence["still_updates"] == 180
+    assert "lr" in finding.fix and "warm-up" in finding.fix
+
+
+def test_a_few_still_steps_warn(make_run):
+    spec = healthy().update("param_update", lambda s, r: {**r, "ratio": 0.0} if s % 4 == 0 else r)
+    assert severities(check(make_run(spec), ID)) == ["warning"]
+
+
+def test_one_frozen_group_is_named(make_run):
+    spec = healthy().update("param_update", lambda s, r: {**r, "group/heads/ratio": 0.0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["group"] == "heads"
+    assert "optimizer-coverage" in finding.fix
+
+
+def test_partly_frozen_model_warns(make_run):
+    spec = healthy().update("param_update", lambda s, r: {**r, "frac_moving": 0.5})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "warning" and finding.evidence["median_frac_moving"] == 0.5
+
+
+def test_threshold_is_overridable(make_run):
+    spec = healthy().update("param_update", lambda s, r: {**r, "ratio": 1e-7})
+    run = make_run(spec)
+    assert check(run, ID) == []
+    assert severities(check(run, ID, min_update_ratio=1e-6)) == ["error"]
+
+
+def test_unchecked_without_param_update(make_run):
+    with pytest.raises(Unchecked, match="param_update"):
+        check(make_run(healthy().drop("param_update")), ID)

@@ -1,0 +1,47 @@
+import pytest
+
+from riswb.diagnose.rules import Unchecked
+
+from .conftest import check, healthy, severities
+
+ID = "step-skipped"
+
+
+def test_no_skips(make_run):
+    assert check(make_run(), ID) == []
+
+
+def test_gate_skips_are_an_error(make_run):
+    spec = healthy()
+    for step in range(5, 200, 10):
+        spec.event(step, "step_skipped", reason="gate", count=1)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error"
+    assert finding.evidence["skipped"] == 20 and finding.evidence["intended_steps"] == 191
+    assert "gate" in finding.fix
+
+
+def test_few_scaler_skips_are_info(make_run):
+    spec = healthy().event(3, "step_skipped", reason="scaler", count=1)
+    assert severities(check(make_run(spec), ID)) == ["info"]
+
+
+def test_silent_empty_steps_between_moving_ones(make_run):
+    spec = healthy().update("param_update",
+                            lambda s, r: {**r, "frac_moving": 0.0} if s % 5 == 0 else r)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["reason"] == "silent"
+    assert finding.evidence["empty_updates"] == 40
+
+
+def test_zero_lr_steps_are_not_skips(make_run):
+    spec = healthy().update("param_update",
+                            lambda s, r: {**r, "frac_moving": 0.0} if s % 5 == 0 else r)
+    spec.update("lr", lambda s, r: {**r, "group/backbone": 0.0, "group/heads": 0.0}
+                if s % 5 == 0 else r)
+    assert check(make_run(spec), ID) == []
+
+
+def test_unchecked_without_data(make_run):
+    with pytest.raises(Unchecked):
+        check(make_run(healthy().drop("param_update")), ID)

@@ -1,0 +1,26 @@
+import pytest
+
+from riswb.diagnose.rules import Unchecked
+
+from .conftest import check, healthy
+
+ID = "term-conflict"
+
+
+def test_no_conflict(make_run):
+    assert check(make_run(), ID) == []
+
+
+def test_opposed_terms(make_run):
+    spec = healthy().update("term_cosine", lambda s, r: {**r, "nmse|gap": -0.97})
+    spec.update("term_grad", lambda s, r: {**r, "gap": r["nmse"] * 1.2})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "warning"
+    worst = finding.evidence["conflicts"][0]
+    assert worst["pair"] == ["nmse", "gap"] and worst["fraction_below"] == 1.0
+    assert worst["cancel"] is True and "cancel" in finding.title
+
+
+def test_unchecked_without_cosines(make_run):
+    with pytest.raises(Unchecked):
+        check(make_run(healthy().drop("term_cosine")), ID)

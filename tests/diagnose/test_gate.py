@@ -1,0 +1,97 @@
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from riswb.diagnose.gate import gate, junit_xml, write_junit
+from riswb.errors import RiswbError
+from riswb.runlog import RunWriter, read_run
+
+
+def test_healthy_run_passes(tmp_path, synthetic_run):
+    result = gate(read_run(synthetic_run(tmp_path, steps=1000)))
+    assert result.passed, result.reasons
+    assert result.reasons == []
+    assert [c.name for c in result.checks] == ["params-move", "loss-drops", "no-error-findings"]
+    assert all(c.passed for c in result.checks)
+
+
+def test_frozen_params_fail(tmp_path, synthetic_run):
+    result = gate(read_run(synthetic_run(tmp_path, steps=1000, frozen=True)))
+    assert not result.passed
+    assert any(r.startswith("params-move:") for r in result.reasons)
+    moving = next(c for c in result.checks if c.name == "params-move")
+    assert moving.value == 0.0
+
+
+def test_flat_loss_fails(tmp_path, synthetic_run):
+    result = gate(read_run(synthetic_run(tmp_path, steps=1000, flat_loss=True)))
+    assert not result.passed
+    assert any(r.startswith("loss-drops:") for r in result.reasons)
+
+
+def test_error_finding_fails_even_when_loss_and_params_are_fine(tmp_path, synthetic_run):
+    result = gate(read_run(synthetic_run(tmp_path, steps=1000, swap_unrestored=True)))
+    checks = {c.name: c.passed for c in result.checks}
+    assert checks["params-move"] and checks["loss-drops"]
+    assert not checks["no-error-findings"] and not result.passed
+    assert any(r.startswith("weights-swapped") for r in result.reasons)
+
+
+def test_thresholds_are_honoured(tmp_path, synthetic_run):
+    run = read_run(synthetic_run(tmp_path, steps=1000))
+    assert not gate(run, min_loss_drop=0.99).passed
+    assert gate(run, min_loss_drop=-1.0, min_moving=0.0).passed
+
+
+def test_nan_final_loss_fails(tmp_path, synthetic_run):
+    result = gate(read_run(synthetic_run(tmp_path, steps=500, nan_loss_at=450)))
+    drop = next(c for c in result.checks if c.name == "loss-drops")
+    assert not drop.passed and "nan" in drop.detail
+
+
+def test_no_records_fail_conservatively(tmp_path):
+    writer = RunWriter(tmp_path, "empty")
+    writer.close()
+    result = gate(read_run(writer.path))
+    assert not result.passed
+    assert any("cannot tell" in r for r in result.reasons)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_loss_drop": 1.5},
+        {"min_moving": -0.1},
+        {"min_moving": 2.0},
+        {"min_loss_drop": float("nan")},
+    ],
+)
+def test_bad_thresholds_are_usage_errors(tmp_path, synthetic_run, kwargs):
+    run = read_run(synthetic_run(tmp_path, steps=100))
+    with pytest.raises(RiswbError):
+        gate(run, **kwargs)
+
+
+def test_junit_is_valid_and_counts_failures(tmp_path, synthetic_run):
+    result = gate(read_run(synthetic_run(tmp_path, steps=1000, healthy=False)))
+    path = write_junit(result, tmp_path / "reports" / "gate.xml")
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert int(suite.get("tests")) == len(cases)
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert int(suite.get("failures")) == len(failed) == int(root.get("failures"))
+    errors = [f for f in result.findings if f["severity"] == "error"]
+    assert len(failed) == 3 + len(errors)  # all three gate checks fail, plus each error
+    skipped = [c for c in cases if c.find("skipped") is not None]
+    assert int(suite.get("skipped")) == len(skipped) == len(result.unchecked)
+    names = {c.get("name") for c in cases}
+    assert {"params-move", "loss-drops", "no-error-findings", "params-not-moving"} <= names
+
+
+def test_junit_of_a_passing_run_has_no_failures(tmp_path, synthetic_run):
+    result = gate(read_run(synthetic_run(tmp_path, steps=1000)))
+    root = ET.fromstring(junit_xml(result).split("\n", 1)[1])
+    assert root.get("failures") == "0"
+    assert int(root.get("tests")) >= 3
