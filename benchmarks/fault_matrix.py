@@ -201,7 +201,7 @@ def markdown(rows: list[dict[str, Any]], stats: dict[str, Any]) -> str:
         other = ", ".join([*(f"{i}*" for i in r["also_found"]),
                            *(f"{i} ({r['found'][i]})" for i in r["unexpected"])]) or "—"
         gate_cell = "pass" if r["gate_passed"] else "FAIL"
-        lines.append(f"| `{r['fault']}` | {r['failure'].replace('FAILURES.md ', '') or '—'} "
+        lines.append(f"| `{r['fault']}` | {r['failure'].replace('docs/failures.md ', '') or '—'} "
                      f"| {expected} | {found} | {first} | {diag} | {other} | {gate_cell} |")
     rc, ec = stats["recall_counts"]
     pc, fc = stats["precision_counts"]

@@ -1,4 +1,4 @@
-"""Budget check (DESIGN §10): `riswb report` on a 100k-step run in ≤ 3 s.
+"""Budget check (docs/design.md §10): `riswb report` on a 100k-step run in ≤ 3 s.
 
 Synthesizes a realistic run in a temp dir with the test suite's builder (tests/conftest.py:
 every kind of internals.md §3 logged every 10 steps as the probes do, term gradients on

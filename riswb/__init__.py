@@ -1,6 +1,6 @@
 """riswb: a training diagnostics and debugging workbench for PyTorch.
 
-Public API (DESIGN §3): Workbench, Probe, Event, read_run, __version__. The names are
+Public API (docs/design.md §3): Workbench, Probe, Event, read_run, __version__. The names are
 resolved lazily so that `import riswb` stays cheap for the CLI and for the physics code.
 """
 

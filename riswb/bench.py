@@ -1,4 +1,4 @@
-"""Probe overhead benchmark (DESIGN §10: default probes ≤ 1.10× a plain loop, target 1.05×).
+"""Probe overhead benchmark (docs/design.md §10: default probes ≤ 1.10× a plain loop, target 1.05×).
 
 One process, interleaved step by step: the variants — the plain loop, the same loop under a
 Workbench with the default probes (`riswb.probes.default_probes()`), and, with
@@ -57,7 +57,7 @@ from riswb.reference.schedule import warmup_cosine
 PLAIN = "plain"
 TOTAL = "default"
 MODELS = ("mlp", "reference")
-BUDGET = 1.10  # DESIGN §10: default probes ≤ 1.10× a plain loop (target 1.05×)
+BUDGET = 1.10  # docs/design.md §10: default probes ≤ 1.10× a plain loop (target 1.05×)
 REFERENCE_BATCH = 32  # the reference model's default batch (`batch=None`)
 # Steps per turn on an accelerator: synchronising around every single step would expose all
 # host work that a real loop overlaps with the device's; ten steps between syncs keep it

@@ -1,7 +1,7 @@
 """The `riswb` command line: a thin Typer app over the library.
 
 Every command lives in `riswb/commands/<area>.py` as a plain function with Typer
-annotations; this file only names them and turns errors into exit codes (DESIGN §6):
+annotations; this file only names them and turns errors into exit codes (docs/design.md §6):
 0 passed, 1 a check failed, 2 bad usage or unusable input, always with a one-line reason.
 """
 

@@ -1,4 +1,4 @@
-"""Run directories (DESIGN §4): an append-only writer and a tolerant reader.
+"""Run directories (docs/design.md §4): an append-only writer and a tolerant reader.
 
 A run is a folder `<runs_dir>/<YYYYmmdd-HHMMSS>-<name>/` holding `manifest.json` (atomic,
 rewritten at start and end), and three JSONL streams written one flushed line per record:

@@ -1,5 +1,5 @@
 """`riswb faults`: list the bug zoo — each fault's name, what it breaks, the
-FAILURES.md item it reproduces, the findings that must name it and the litmus checks that
+docs/failures.md item it reproduces, the findings that must name it and the litmus checks that
 must fail with it. Run one with `riswb overfit --inject NAME`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The gate: a pass/fail verdict on a run for CI (DESIGN §5, §6).
+"""The gate: a pass/fail verdict on a run for CI (docs/design.md §5, §6).
 
 A run passes when its parameters move, its loss drops, and the diagnosis has no error
 finding. `gate(run)` returns a `GateResult` (passed, one-line reasons, the list of checks);

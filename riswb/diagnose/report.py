@@ -46,7 +46,7 @@ def run_diagnosis(run: Run, thresholds: Any = None) -> Any:
 
 
 def finding_dict(finding: Any) -> dict:
-    """A finding as a plain dict with at least the DESIGN §5 fields."""
+    """A finding as a plain dict with at least the docs/design.md §5 fields."""
     if hasattr(finding, "to_dict"):
         data = dict(finding.to_dict())
     elif isinstance(finding, dict):

@@ -5,8 +5,8 @@ calls, backward passes (end of backward, once per backward), real optimizer step
 `scheduler.step` calls and evaluations; this probe writes those cumulative counts once per
 flush (`step` = the flush step) and at the end of the run. It touches no tensor.
 
-`step-cadence` compares `optimizer_step` with `loss / intent.accumulation` (FAILURES 1: one
-update per epoch instead of one per batch; FAILURES 9: a loss computed but never stepped).
+`step-cadence` compares `optimizer_step` with `loss / intent.accumulation` (docs/failures.md #1: one
+update per epoch instead of one per batch; docs/failures.md #9: a loss computed but never stepped).
 """
 
 from __future__ import annotations

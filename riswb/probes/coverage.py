@@ -4,7 +4,7 @@ At run start, and again whenever the optimizer's parameter groups change (a grou
 `add_param_group`, tensors appended to a group's list; checked before every optimizer step
 from the group sizes, a few dict reads), the probe writes one `coverage` event:
 
-* `missing`        — trainable parameter names that are in no param group (FAILURES 6);
+* `missing`        — trainable parameter names that are in no param group (docs/failures.md #6);
 * `duplicated`     — parameter names that appear in more than one group (or twice in one);
 * `zero_lr_groups` — labels of groups whose configured lr is 0 (`initial_lr` when a
   scheduler set one, else `lr`): a warm-up that merely *starts* at 0 is lr_trace's business;

@@ -1,7 +1,7 @@
 """Trainable tensors that never receive a gradient (kind `dead`, event `dead_params`).
 
-FAILURES 7: heads holding half the model's parameters never received a loss. FAILURES 18:
-a clamp zeroed 28% of a head's gradient elements. Two granularities:
+docs/failures.md #7: heads holding half the model's parameters never received a loss;
+#18: a clamp zeroed 28% of a head's gradient elements. Two granularities:
 
 * tensor level, every backward (cheap: the per-tensor norms shared with GradNormsProbe):
   a trainable tensor is *dead* over a window when its grad was None or exactly zero

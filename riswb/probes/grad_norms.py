@@ -1,7 +1,7 @@
 """Raw gradient norms: the total and one per top-level child module (kind `grad_norm`).
 
 Read at AFTER_BACKWARD, i.e. at the end of `loss.backward()` and before the user's own
-sanitize/clip code, so the numbers are the *raw* gradients (FAILURES 12, 18).
+sanitize/clip code, so the numbers are the *raw* gradients (docs/failures.md #12, 18).
 
 This module also owns the per-step statistics that every gradient probe shares
 (`raw_grad_stats`): one `torch._foreach_norm` over the trainable gradients per backward,

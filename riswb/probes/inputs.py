@@ -1,4 +1,4 @@
-"""Inputs and targets that carry gradient (finding `grad-into-inputs`, FAILURES.md 22).
+"""Inputs and targets that carry gradient (finding `grad-into-inputs`, docs/failures.md #22).
 
 Data tensors should be leaves without `requires_grad`: an R_samp whose `.detach()` was
 removed "to let gradients flow" makes backward walk into the data pipeline and keeps every

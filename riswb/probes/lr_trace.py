@@ -4,11 +4,11 @@ Record (one per optimizer step, buffered and written at the flush; `step` = the 
 step of the optimizer step): `opt_step` and `group/<g>` = the lr that step used (read in the
 post-step hook, before the scheduler moves it; g = the group's `name` or its index), and
 `initial/<g>` = the group's base lr (`initial_lr`, set by torch schedulers) when known, so
-"lr stuck at a small fraction of its target" is visible (FAILURES 2). A tensor lr is copied
+"lr stuck at a small fraction of its target" is visible (docs/failures.md #2). A tensor lr is copied
 on the device and read at the flush.
 
 Event `scheduler_order` {`scheduler_step`, `opt_step`: 0} once, when `scheduler.step()` runs
-before the first real optimizer step (FAILURES 3). PyTorch's own warning for the same thing
+before the first real optimizer step (docs/failures.md #3). PyTorch's own warning for the same thing
 is left alone. (A GradScaler that skips the very first step triggers it too, as it does
 PyTorch's warning.)
 """

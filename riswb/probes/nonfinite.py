@@ -1,6 +1,6 @@
 """Non-finite losses and gradients, counted on the *raw* gradient (kind `nonfinite`).
 
-FAILURES 12: NaN gradients replaced by 0 and ±inf by ±1 hid AMP overflow for weeks. This
+docs/failures.md #12: NaN gradients replaced by 0 and ±inf by ±1 hid AMP overflow for weeks. This
 probe reads the gradients at AFTER_BACKWARD — the end of `loss.backward()`, before the
 user's sanitize/clip code runs — so whatever `wb.sanitize_()` (or `nan_to_num_`) later
 hides has already been counted; `sanitized` then says how much of it was masked.

@@ -4,7 +4,7 @@ On sampled optimizer steps the pre-step hook copies the trainable tensors into b
 probe keeps between samples (one `_foreach_copy_`: on CPU, freshly allocated copies cost
 ~18× more, in page faults, than refilling these — 2.0 ms vs 0.11 ms for the bench MLP's
 0.7 M parameters) and takes ‖θ‖; the post-step hook subtracts in place and takes ‖Δθ‖:
-Δθ = θ_after − θ_before, measured at optimizer.step and nowhere else (FAILURES 19: Δparam
+Δθ = θ_after − θ_before, measured at optimizer.step and nowhere else (docs/failures.md #19: Δparam
 measured after an EMA update looked tiny). Everything stays on the device until the flush.
 Memory: one copy of the trainable parameters, held while the probe is attached.
 

@@ -1,7 +1,7 @@
 """Parameters that changed outside optimizer.step (event `weights_swapped`).
 
-FAILURES 19: EMA weights swapped in for validation and never swapped back; FAILURES 20: an
-SWA swap-in that changed nothing. The probe keeps a fingerprint of the trainable tensors —
+docs/failures.md #19: EMA weights swapped in for validation and never swapped back;
+#20: an SWA swap-in that changed nothing. The probe keeps a fingerprint of the trainable tensors —
 the bits of a strided sample of at most `max_elems` elements per tensor (live views, copied
 by ONE `torch.cat` when the parameters share a dtype and device and are contiguous, which is
 the usual case; otherwise each view is flattened and widened to int64 first),

@@ -2,7 +2,7 @@
 
 The original project validated on EMA weights swapped in by hand and never swapped back,
 and "evaluated on SWA weights" through a load that silently changed nothing
-(FAILURES.md 19-20). Here the swap is a context manager: the training weights come back
+(docs/failures.md #19-20). Here the swap is a context manager: the training weights come back
 bit for bit in a `finally`, and the swap announces itself (`weights_swap_in/out` events)
 so the weight-swap probe can check that it changed the weights and that they returned.
 """

@@ -3,7 +3,7 @@
 Every field has a default that trains the small preset; a TOML file overrides any subset
 (`[loss.weights]` overrides individual loss-term weights). Unknown keys are an error, not
 a silent no-op: a weight that never reaches the loss was a month-long bug once
-(FAILURES.md 8).
+(docs/failures.md #8).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class TrainConfig:
             problems.append(f"ema_decay must be in [0, 1) (got {self.ema_decay})")
         if self.head_lr is not None and self.head_lr <= 0:
             problems.append(f"head_lr must be > 0 (got {self.head_lr})")
-        if not 0.0 < self.warmup_start <= 1.0:  # FAILURES 2: a warm-up from 0 never starts
+        if not 0.0 < self.warmup_start <= 1.0:  # docs/failures.md #2: a warm-up from 0 never starts
             problems.append(f"warmup_start must be in (0, 1] (got {self.warmup_start})")
         if not 0.0 <= self.lr_floor <= 1.0:
             problems.append(f"lr_floor must be in [0, 1] (got {self.lr_floor})")

@@ -1,4 +1,4 @@
-"""The bug zoo: named fault injections that reproduce real failures (FAILURES.md) in the
+"""The bug zoo: named fault injections that reproduce real failures (docs/failures.md) in the
 reference trainer, each with the findings (or litmus checks) that must name it.
 
 A fault is a `Trainer` subclass that overrides one method, the way the bug sat in the
@@ -45,7 +45,7 @@ from riswb.reference.trainer import Trainer
 class Fault:
     name: str
     description: str
-    failure: str  # where it happened: a FAILURES.md item
+    failure: str  # where it happened: a docs/failures.md item
     trainer: type[Trainer] = Trainer
     config: dict[str, Any] = field(default_factory=dict)
     expects: tuple[str, ...] = ()  # finding ids that must name it (error or warning)
@@ -106,7 +106,7 @@ def build_trainer(config: TrainConfig, **kwargs: Any) -> Trainer:
 
 # ---------------------------------------------------------------- optimizer and schedule
 class HeadsNotInOptimizer(Trainer):
-    """FAILURES 6: groups built from a hard-coded list of head names that predates the
+    """docs/failures.md #6: groups built from a hard-coded list of head names that predates the
     factor and aux heads; their parameters land in no group."""
 
     HEAD_NAMES = ("k_head",)  # BUG: written when k_head was the only head
@@ -120,7 +120,7 @@ class HeadsNotInOptimizer(Trainer):
 
 
 class ZeroLrHeadGroup(Trainer):
-    """FAILURES 6: the head group's lr read from an optional setting that defaults to 0."""
+    """docs/failures.md #6: the head group's lr read from an optional setting that defaults to 0."""
 
     def param_groups(self) -> list[dict[str, Any]]:
         groups = super().param_groups()
@@ -131,7 +131,7 @@ class ZeroLrHeadGroup(Trainer):
 
 
 class WarmupFromZero(Trainer):
-    """FAILURES 2: lr = base·step/warmup_steps from step 0, with `step` read from a counter
+    """docs/failures.md #2: lr = base·step/warmup_steps from step 0, with `step` read from a counter
     that nothing increments: the lr starts at 0 and the warm-up never ends
     ("[LR] lr=[0.0, 0.0]", Δparam = 0)."""
 
@@ -143,7 +143,7 @@ class WarmupFromZero(Trainer):
 
 
 class SchedulerBeforeOptimizer(Trainer):
-    """FAILURES 3: scheduler.step() called before optimizer.step() in the batch loop."""
+    """docs/failures.md #3: scheduler.step() called before optimizer.step() in the batch loop."""
 
     def backward_and_step(self, loss: torch.Tensor) -> bool:
         self.optimizer.zero_grad(set_to_none=True)
@@ -162,7 +162,7 @@ class SchedulerBeforeOptimizer(Trainer):
 
 # ---------------------------------------------------------------- step mechanics
 class StepPerEpoch(Trainer):
-    """FAILURES 1: backward and step one indentation level too low, after the batch loop:
+    """docs/failures.md #1: backward and step one indentation level too low, after the batch loop:
     one update per epoch, on the last batch."""
 
     def train_epoch(self) -> None:
@@ -176,7 +176,7 @@ class StepPerEpoch(Trainer):
 
 
 class StepGate(Trainer):
-    """FAILURES 5: a step gate that requires both the backbone's and the heads' gradient
+    """docs/failures.md #5: a step gate that requires both the backbone's and the heads' gradient
     norms above an absolute floor: as training converges and gradients shrink it skips
     more and more valid steps. It logs the skip the way the trainer logs a scaler skip."""
 
@@ -194,7 +194,7 @@ class StepGate(Trainer):
 
 # ---------------------------------------------------------------- losses and gradients
 class HeadWithoutLoss(Trainer):
-    """FAILURES 7: a key mismatch overwrote the aux head's output with a soft-argmax read
+    """docs/failures.md #7: a key mismatch overwrote the aux head's output with a soft-argmax read
     off the factor before the loss: the aux head holds parameters that no loss reaches."""
 
     def compute_terms(self, out: ModelOutput, batch: SceneBatch) -> dict[str, torch.Tensor]:
@@ -214,7 +214,7 @@ class DetachedRPred(Trainer):
 
 
 class DetachedTerm(Trainer):
-    """FAILURES 16-like: peak_contrast computed on a detached copy of the outputs (moved
+    """docs/failures.md #16-like: peak_contrast computed on a detached copy of the outputs (moved
     into a no-grad "metrics" helper): its value moves, its gradient is 0."""
 
     def compute_terms(self, out: ModelOutput, batch: SceneBatch) -> dict[str, torch.Tensor]:
@@ -227,7 +227,7 @@ class DetachedTerm(Trainer):
 
 
 class WeightsNeverPassed(Trainer):
-    """FAILURES 8: the loss constructor reads `lam_<term>` keyword weights that default to
+    """docs/failures.md #8: the loss constructor reads `lam_<term>` keyword weights that default to
     0; the config names terms without the prefix, so no weight ever reaches the loss."""
 
     def _loss_weights(self) -> dict[str, float]:
@@ -236,7 +236,7 @@ class WeightsNeverPassed(Trainer):
 
 
 class NanTermSanitized(Trainer):
-    """FAILURES 10/12: the aux range error computed as sqrt(Σ err²) per slot: finite value,
+    """docs/failures.md #10/12: the aux range error computed as sqrt(Σ err²) per slot: finite value,
     but a NaN gradient wherever an (empty, masked) slot's error is exactly 0, i.e. on every
     batch with a scene below K_MAX sources; sanitize_ silently zeroes the NaNs."""
 
@@ -251,7 +251,7 @@ class NanTermSanitized(Trainer):
 
 
 class PhaseDependentEigvecLoss(Trainer):
-    """FAILURES 11: subspace_align compares eigh eigenvectors with the true basis entry by
+    """docs/failures.md #11: subspace_align compares eigh eigenvectors with the true basis entry by
     entry: the loss depends on each eigenvector's arbitrary phase e^{iφ}. Backward raises
     'linalg_eigh_backward: ... specified up to e^{iφ}' once the phase-dependent part of the
     gradient exceeds eigh's tolerance (small batches, large weights); below it, training
@@ -270,7 +270,7 @@ class PhaseDependentEigvecLoss(Trainer):
 
 
 class RSampNotDetached(Trainer):
-    """FAILURES 22: R_samp.detach() removed "to let gradients flow": the announced R_samp
+    """docs/failures.md #22: R_samp.detach() removed "to let gradients flow": the announced R_samp
     requires grad, R_blend carries it into the loss and backward walks into the data."""
 
     def forward_loss(self, batch: SceneBatch) -> torch.Tensor:
@@ -287,7 +287,7 @@ class RSampNotDetached(Trainer):
 
 # ---------------------------------------------------------------- weights and checkpoints
 class EmaNotRestored(Trainer):
-    """FAILURES 19: validation on EMA weights swapped in by hand and never swapped back:
+    """docs/failures.md #19: validation on EMA weights swapped in by hand and never swapped back:
     training continues from the averaged weights."""
 
     def evaluate(self) -> dict[str, float]:
@@ -302,8 +302,8 @@ class EmaNotRestored(Trainer):
 
 
 class BestNeverUpdated(Trainer):
-    """FAILURES 21: best_val initialized at the first evaluation (best.pt written) and never
-    updated: later improvements never reach best.pt."""
+    """docs/failures.md #21: best_val initialized at the first evaluation (best.pt
+    written) and never updated: later improvements never reach best.pt."""
 
     def save_checkpoints(self, metrics: dict[str, float]) -> None:
         folder = self.wb.path / "checkpoints"
@@ -335,7 +335,7 @@ class RankOneCovariance(Trainer):
 
 
 # =========================================================================== the registry
-_F = "FAILURES.md"
+_F = "docs/failures.md"
 
 for _fault in (
     Fault("heads-not-in-optimizer",
@@ -384,7 +384,7 @@ for _fault in (
           also=("lr-stalled",)),
     Fault("clip-near-zero",
           "gradient clipping at max_norm 1e-4: every update shrunk ~10⁴×",
-          "DESIGN §5 clip-saturated", Trainer, config={"clip_norm": 1e-4},
+          "docs/design.md §5 clip-saturated", Trainer, config={"clip_norm": 1e-4},
           expects=("clip-saturated",), also=("loss-not-dropping", "spectrum-mismatch")),
     Fault("detached-term",
           "peak_contrast computed from detached outputs: its value moves, its gradient is 0",
@@ -400,7 +400,7 @@ for _fault in (
           f"{_F} 21", BestNeverUpdated, expects=("stale-checkpoint",)),
     Fault("rank1-covariance",
           "R_pred built from the factor's first column only: a rank-1 covariance head",
-          "DESIGN §5 spectrum-mismatch", RankOneCovariance, expects=("spectrum-mismatch",),
+          "docs/design.md §5 spectrum-mismatch", RankOneCovariance, expects=("spectrum-mismatch",),
           also=("loss-not-dropping", "dead-params")),
     Fault("weights-never-passed",
           "loss weights read as lam_<term> keywords that default to 0: every weight is 0 "

@@ -1,4 +1,4 @@
-"""Litmus: gradient checks on the bare reference pipeline, before any training (DESIGN §6).
+"""Litmus: gradient checks on the bare reference pipeline, before any training (docs/design.md §6).
 
 `run_litmus(preset, inject, seed)` builds the pipeline with `faults.build_trainer` (a few
 scenes, never `run()`) and runs named checks on a tiny batch; each returns a `CheckResult`
@@ -15,31 +15,31 @@ Checks (names are stable; `riswb.reference.faults` refers to them):
 =====================  ===================================================================
 finite-nonzero-grads   every term (unweighted) sends a finite, non-zero gradient to the
                        params; no term has weight 0; every trainable tensor gets a non-zero
-                       gradient from the weighted total (FAILURES 7, 8, 10, 16)
+                       gradient from the weighted total (docs/failures.md #7, 8, 10, 16)
 oracle-values          at R_pred = R_true (factor spanning the truth, β = 0) every
                        covariance term ≤ ORACLE_TOL; nmse(0, R) = nmse_pred(0, R) = 1 ± 1e-4
-                       through `compute_terms` (FAILURES 14, 15)
+                       through `compute_terms` (docs/failures.md #14, 15)
 phase-invariance       terms unchanged (≤ PHASE_RTOL) when the factor's columns and every
                        eigh/eig/svd eigenvector are multiplied by random e^{iφ} (signs for
-                       real input), and backward does not raise (FAILURES 11)
+                       real input), and backward does not raise (docs/failures.md #11)
 spectral-gradcheck     torch.autograd.gradcheck (float64, N = 6) of the spectral terms on both
                        decomposition paths (full eigh; certified low-rank with a factor hint)
 rank-deficient-grads   finite gradients, ‖g‖ ≤ RANK_GRAD_MAX, of every term at a rank-1 R_pred
                        (generic direction; and axis-aligned, so its N − 1 zero eigenvalues
-                       are exactly equal) with k = K_MAX true sources (FAILURES 10)
+                       are exactly equal) with k = K_MAX true sources (docs/failures.md #10)
 optimizer-coverage     every trainable param in exactly one group, nothing stale, no group
-                       with lr = 0 (current or initial; FAILURES 2, 6)
+                       with lr = 0 (current or initial; docs/failures.md #2, 6)
 step-moves-groups      one real training step (backward_and_step) on a copy moves every
-                       param group: ‖Δθ‖/‖θ‖ > MOVE_TOL (FAILURES 2, 5, 6)
+                       param group: ‖Δθ‖/‖θ‖ > MOVE_TOL (docs/failures.md #2, 5, 6)
 init-loss-range        at init every term finite and |term| ≤ 1e3, total in [1e-3, 1e3], at
-                       the β ramp's start and end (FAILURES 8, 13)
+                       the β ramp's start and end (docs/failures.md #8, 13)
 no-grad-into-inputs    after a backward, the announced inputs, the batch, the dataset and the
                        model's buffers neither require grad, hold .grad, nor hang off a graph
-                       (FAILURES 22)
+                       (docs/failures.md #22)
 batch-independence     ∂ℓ_0/∂y_j = 0 for j ≠ 0 through the model (≤ 1e-6 relative), and
                        B·∂L/∂out_0 = ∂ℓ_0/∂out_0 through the terms (≤ 1e-3 relative)
 output-contract        R_pred complex, (B,N,N), Hermitian, PSD, trace N; k_logits, aux shapes;
-                       all finite (FAILURES 17)
+                       all finite (docs/failures.md #17)
 =====================  ===================================================================
 """
 

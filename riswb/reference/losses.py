@@ -1,4 +1,4 @@
-"""The twelve named loss terms of the reference pipeline (DESIGN §8, docs/internals.md §4).
+"""The twelve named loss terms of the reference pipeline (docs/design.md §8, docs/internals.md §4).
 
 Every term is a pure, batched function (no per-sample Python loop) returning a scalar: the
 mean over the batch of a per-scene value. `loss_terms` computes the shared quantities once —

@@ -1,6 +1,6 @@
 """Learning-rate schedule of the reference trainer: linear warm-up from above zero, then
-cosine decay to a floor (DESIGN §9). A warm-up that starts at 0 is a classic silent
-failure (FAILURES.md 2): `start_factor` must be > 0.
+cosine decay to a floor (docs/design.md §9). A warm-up that starts at 0 is a classic silent
+failure (docs/failures.md #2): `start_factor` must be > 0.
 """
 
 from __future__ import annotations

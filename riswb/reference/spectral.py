@@ -1,6 +1,6 @@
 """Shared spectral machinery for the loss terms: ONE eigendecomposition per step.
 
-Rules (DESIGN §8, FAILURES 10/11/14):
+Rules (docs/design.md §8, docs/failures.md #10/11/14):
 
 * every matrix is hermitized before it is decomposed (`hermitize`);
 * eigenvalues are returned in explicit *descending* order;

@@ -1,6 +1,6 @@
 """The reference trainer: an explicit, readable loop instrumented through the Workbench.
 
-One training step, in order (DESIGN §2, §9):
+One training step, in order (docs/design.md §2, §9):
     forward → twelve loss terms → wb.loss (records terms, per-term gradients on sampled
     steps) → backward (raw gradients observed by probes) → sanitize (counted) → clip
     (recorded) → optimizer.step → scheduler.step, only after a real step → EMA update.

@@ -1,4 +1,4 @@
-"""The public Workbench on loops it has never seen (DESIGN §3)."""
+"""The public Workbench on loops it has never seen (docs/design.md §3)."""
 
 import math
 import warnings

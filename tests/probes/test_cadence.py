@@ -1,4 +1,4 @@
-"""Cadence counts on normal, accumulation and once-per-epoch loops (FAILURES 1, 9)."""
+"""Cadence counts on normal, accumulation and once-per-epoch loops (docs/failures.md #1, 9)."""
 
 import pytest
 import torch
@@ -21,7 +21,7 @@ def run_loop(tmp_path, cadence: str):
         for b in range(BATCHES):
             loss = wb.loss({"mse": model(torch.randn(8, 4)).square().mean()})
             if cadence == "per_epoch":
-                continue  # the FAILURES 1 bug: backward/step sit after the batch loop
+                continue  # the docs/failures.md #1 bug: backward/step sit after the batch loop
             (loss / accumulation).backward()
             if cadence == "normal" or (b + 1) % accumulation == 0:
                 opt.step()

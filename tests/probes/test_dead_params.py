@@ -1,4 +1,5 @@
-"""DeadParamsProbe: an unused head vs a clean loop, zero grads, partial death (FAILURES 7, 18)."""
+"""DeadParamsProbe: unused head, clean loop, zero grads, partial death
+(docs/failures.md #7, 18)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kind `lr` per group per optimizer step; event `scheduler_order` (FAILURES 3)."""
+"""Kind `lr` per group per optimizer step; event `scheduler_order` (docs/failures.md #3)."""
 
 import warnings
 

@@ -1,4 +1,5 @@
-"""NonFiniteProbe: raw non-finite gradient elements counted before sanitization (FAILURES 12)."""
+"""NonFiniteProbe: raw non-finite grad elements counted before sanitization
+(docs/failures.md #12)."""
 
 from __future__ import annotations
 

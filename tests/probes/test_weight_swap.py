@@ -1,5 +1,5 @@
-"""Event `weights_swapped`: EMA swapped in for eval and restored vs never restored (FAILURES
-19), a swap-in that changed nothing (FAILURES 20), undeclared changes between steps."""
+"""Event `weights_swapped`: EMA swapped in for eval and restored vs never restored
+(docs/failures.md #19), a swap-in that changed nothing (#20), undeclared changes between steps."""
 
 import copy
 
@@ -85,7 +85,7 @@ def test_declared_swap_restored_and_unrestored(tmp_path):
 
 
 def test_swap_in_that_changes_nothing_is_a_noop(tmp_path):
-    """FAILURES 20: SWA state dict with a `module.` prefix loaded with strict=False."""
+    """docs/failures.md #20: SWA state dict with a `module.` prefix loaded with strict=False."""
     model, opt = make()
     swa = {f"module.{k}": v.clone() + 1 for k, v in model.state_dict().items()}
     with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], strict=True) as wb:

@@ -69,7 +69,7 @@ def test_fault_is_well_formed(name):
     fault = get_fault(name)
     assert fault.name == name and fault.description and fault.failure
     assert fault.expects or fault.litmus, "a fault must say what detects it"
-    assert set(fault.expects) <= set(RULES), "expects must be finding ids of DESIGN §5"
+    assert set(fault.expects) <= set(RULES), "expects must be finding ids of docs/design.md §5"
     assert set(fault.also) <= set(RULES)
     assert not set(fault.expects) & set(fault.also)
     assert set(fault.litmus) <= LITMUS_CHECKS

@@ -1,5 +1,5 @@
 """Litmus: every check passes on the clean pipeline, and each one fails on a pipeline broken
-the way FAILURES.md describes (a broken Trainer subclass, never a mocked check)."""
+the way docs/failures.md describes (a broken Trainer subclass, never a mocked check)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_random_gauge_restores_linalg_and_keeps_decompositions_valid():
 
 
 class PhaseDependentTerm(Trainer):
-    """FAILURES 11: subspace_align compares eigenvectors entry by entry."""
+    """docs/failures.md #11: subspace_align compares eigenvectors entry by entry."""
 
     def compute_terms(self, out, batch):
         terms = super().compute_terms(out, batch)
@@ -90,7 +90,7 @@ class PhaseDependentTerm(Trainer):
 
 
 class EighProjectorTerm(Trainer):
-    """FAILURES 10: a phase-free projector, but through torch's eigh backward (1/(λi − λj)
+    """docs/failures.md #10: a phase-free projector, but through torch's eigh backward (1/(λi − λj)
     for every pair: infinite at degenerate eigenvalues)."""
 
     def compute_terms(self, out, batch):
@@ -102,7 +102,7 @@ class EighProjectorTerm(Trainer):
 
 
 class AscendingGap(Trainer):
-    """FAILURES 14: the eigengap hinge on eigenvalues in ascending order."""
+    """docs/failures.md #14: the eigengap hinge on eigenvalues in ascending order."""
 
     def compute_terms(self, out, batch):
         terms = super().compute_terms(out, batch)
@@ -114,7 +114,7 @@ class AscendingGap(Trainer):
 
 
 class SimilarityNmse(Trainer):
-    """FAILURES 15: nmse written as a similarity (≈ 1 at a perfect prediction)."""
+    """docs/failures.md #15: nmse written as a similarity (≈ 1 at a perfect prediction)."""
 
     def compute_terms(self, out, batch):
         terms = super().compute_terms(out, batch)
@@ -125,7 +125,7 @@ class SimilarityNmse(Trainer):
 
 
 class DetachedTerm(Trainer):
-    """FAILURES 16: a term computed on detached outputs (its value moves, its gradient is 0)."""
+    """docs/failures.md #16: a term on detached outputs (its value moves, its gradient is 0)."""
 
     def compute_terms(self, out, batch):
         terms = super().compute_terms(out, batch)
@@ -135,7 +135,7 @@ class DetachedTerm(Trainer):
 
 
 class ZeroLrHeads(Trainer):
-    """FAILURES 6: the heads group at lr 0."""
+    """docs/failures.md #6: the heads group at lr 0."""
 
     def param_groups(self):
         groups = super().param_groups()
@@ -152,7 +152,7 @@ class BatchMixing(Trainer):
 
 
 class RSampRequiresGrad(Trainer):
-    """FAILURES 22: R_samp.detach() removed; R_samp requires grad and enters R_blend."""
+    """docs/failures.md #22: R_samp.detach() removed; R_samp requires grad and enters R_blend."""
 
     def compute_terms(self, out, batch):
         r_samp = batch.R_samp.requires_grad_()  # BUG: in place, on the dataset's tensor
@@ -164,7 +164,7 @@ class RSampRequiresGrad(Trainer):
 
 
 class UnnormalizedRSamp(Trainer):
-    """FAILURES 13: R_samp not trace-normalized, blended into R_pred with β > 0."""
+    """docs/failures.md #13: R_samp not trace-normalized, blended into R_pred with β > 0."""
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
@@ -172,14 +172,14 @@ class UnnormalizedRSamp(Trainer):
 
 
 class SkippingStep(Trainer):
-    """FAILURES 5: a step gate that never lets the optimizer step."""
+    """docs/failures.md #5: a step gate that never lets the optimizer step."""
 
     def optimizer_step(self):
         return False
 
 
 class RealCovariance(Trainer):
-    """FAILURES 17: R_pred as a real matrix."""
+    """docs/failures.md #17: R_pred as a real matrix."""
 
     def forward(self, batch):
         out = super().forward(batch)

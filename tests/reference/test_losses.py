@@ -213,7 +213,7 @@ def test_rank_deficient_prediction_has_finite_gradients(batch, geo):
 
 
 def test_gap_orientation_clean_vs_flat():
-    """FAILURES 14: a clean gap at k scores 0, a flat spectrum does not (descending order)."""
+    """docs/failures.md #14: a clean gap at k scores 0, a flat spectrum does not (descending)."""
     n = 8
     k = torch.tensor([2])
     clean = torch.diag(torch.tensor([[5.0, 3.0] + [1e-4] * (n - 2)])[0]).to(torch.complex64)

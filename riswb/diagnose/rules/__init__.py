@@ -1,4 +1,4 @@
-"""Diagnosis rules (DESIGN §5): one module per finding id, each a pure function of a run.
+"""Diagnosis rules (docs/design.md §5): one module per finding id, each a pure function of a run.
 
 ```python
 from riswb.diagnose.rules import diagnose, Thresholds
@@ -62,7 +62,7 @@ __all__ = [
 
 Rule = Callable[[Any, Thresholds], list[Finding]]
 
-# id -> rule, in DESIGN §5 table order.
+# id -> rule, in docs/design.md §5 table order.
 RULES: dict[str, Rule] = {
     module.ID: module.check
     for module in (

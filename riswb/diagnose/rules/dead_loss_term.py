@@ -138,7 +138,7 @@ def check(run, th: Thresholds) -> list[Finding]:
                 evidence,
                 cause + " Litmus checks that every term has a non-zero gradient at init."))
 
-    # Terms the manifest declares but the loss never logged (key mismatch, FAILURES 7).
+    # Terms the manifest declares but the loss never logged (key mismatch, docs/failures.md #7).
     declared = run.manifest.get("loss_terms") or []
     if declared and not loss.empty:
         logged = set(loss.columns)

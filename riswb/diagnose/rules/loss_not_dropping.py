@@ -103,7 +103,7 @@ def check(run, th: Thresholds) -> list[Finding]:
                     "(nonfinite-grads), and check that EMA/SWA swaps restore the training "
                     "weights (weights-swapped)."))
 
-    # Frozen validation metric (FAILURES 1: "validation loss frozen at the same value").
+    # Frozen validation metric (docs/failures.md #1: "validation loss frozen at the same value").
     ev = frame_of(run, "eval")
     if len(ev) >= 3:
         for name in value_columns(ev):

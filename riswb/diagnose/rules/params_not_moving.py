@@ -1,7 +1,7 @@
 """params-not-moving: Δparam is zero (relative to ‖param‖) on most optimizer steps.
 
 Reads kind `param_update` (`ratio`, `frac_moving`, `group/<g>/ratio`), measured at
-optimizer.step (not after an EMA update, which makes Δparam look tiny: FAILURES 19).
+optimizer.step (not after an EMA update, which makes Δparam look tiny: docs/failures.md #19).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def check(run, th: Thresholds) -> list[Finding]:
             f"Parameters did not move on {pct(still_fraction)} of optimizer steps",
             evidence, FIX))
 
-    # Per param group: a whole group frozen while the others move (FAILURES 6).
+    # Per param group: a whole group frozen while the others move (docs/failures.md #6).
     if not findings:
         for name in [c for c in frame.columns if c.startswith("group/") and c.endswith("/ratio")]:
             group = name[len("group/"):-len("/ratio")]
@@ -80,7 +80,7 @@ def check(run, th: Thresholds) -> list[Finding]:
                     "it (optimizer-coverage: parameters of new heads that matched no name in "
                     "the group list trained at the wrong lr or not at all)."))
 
-    # Part of the model frozen on every step (FAILURES 7, 18).
+    # Part of the model frozen on every step (docs/failures.md #7, 18).
     moving = valid & ~still & np.isfinite(frac)
     if moving.any():
         median_frac = float(np.median(frac[moving]))

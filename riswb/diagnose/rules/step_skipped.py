@@ -105,7 +105,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         n_valid = int(valid.sum())
         n_empty = int(empty.sum())
         # When (almost) no step moves, params-not-moving owns the finding; a skip pattern is
-        # empty steps between moving ones (a gate, FAILURES 5).
+        # empty steps between moving ones (a gate, docs/failures.md #5).
         moving_enough = n_valid and 1 - n_empty / n_valid >= th.min_moving_fraction
         if n_valid and n_empty and moving_enough:
             fraction = n_empty / n_valid

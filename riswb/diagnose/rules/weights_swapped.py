@@ -42,7 +42,7 @@ def check(run, th: Thresholds) -> list[Finding]:
             ev,
             "Training continued from the swapped-in (EMA/SWA/reloaded) weights instead of "
             "the training weights, and Δparam measured after the EMA update looks tiny. Swap "
-            "in a context manager that restores in `finally` (DESIGN §9), or evaluate a "
+            "in a context manager that restores in `finally` (docs/design.md §9), or evaluate a "
             "separate copy of the averaged model instead of swapping."))
     if noop:
         ev = _summary(noop)

@@ -6,7 +6,7 @@ preset's field-of-view widths. Every true source contributes one error per coord
   matched  → |estimate − truth|
   missed   → the full span (the largest error any in-view estimate can have),
 so a missed source never makes the RMSE look better than any estimate would
-(FAILURES.md 25). Unmatched estimates are false alarms: counted, not in the RMSE.
+(docs/failures.md #25). Unmatched estimates are false alarms: counted, not in the RMSE.
 RMSE_x = √(mean over all true sources of err_x²).
 """
 

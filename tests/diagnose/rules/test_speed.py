@@ -1,4 +1,4 @@
-"""diagnose() on a 100k-step run stays far inside the 3 s `riswb report` budget (DESIGN §10).
+"""diagnose() on a 100k-step run stays far inside the 3 s report budget (docs/design.md §10).
 
 The frames are built with numpy and handed to Run directly (writing and parsing 87 MB of
 JSONL is the reader's cost, not the rules'): this measures the rules alone.

@@ -59,7 +59,7 @@ def test_fresnel_error_small_at_preset_ranges_and_falls_as_one_over_r_squared():
 
 
 def test_dropping_the_q_squared_term_is_far_worse():
-    """FAILURES.md 23: −q²/(2r) is radians of phase at a few metres."""
+    """docs/failures.md #23: −q²/(2r) is radians of phase at a few metres."""
     p = get_preset("paper")
     pos = ris_positions(p, dtype=torch.float64)
     phi, theta = _angles()
