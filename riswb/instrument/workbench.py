@@ -118,11 +118,6 @@ def resolve_probes(spec: Any) -> tuple[list[Probe], list[str]]:
     return probes, warnings
 
 
-def _group_label(group: Mapping[str, Any], index: int) -> str:
-    name = group.get("name")
-    return str(name) if name is not None else str(index)
-
-
 # -- the Workbench ------------------------------------------------------------------------
 
 

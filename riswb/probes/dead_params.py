@@ -39,7 +39,7 @@ import torch
 
 from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.bits import as_bits, magnitude_bits
-from riswb.probes.grad_norms import ModuleIndex, device_index, raw_grad_stats
+from riswb.probes.gradients import ModuleIndex, device_index, raw_grad_stats
 
 
 class DeadParamsProbe(Probe):

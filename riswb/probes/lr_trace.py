@@ -20,12 +20,11 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.params import group_label
 
 
 def _labels(groups: list[dict[str, Any]]) -> list[str]:
-    return [
-        str(g.get("name")) if g.get("name") is not None else str(i) for i, g in enumerate(groups)
-    ]
+    return [group_label(g, i) for i, g in enumerate(groups)]
 
 
 def _as_float(lr: Any) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
-from riswb.probes.grad_norms import device_index, raw_grad_stats
+from riswb.probes.gradients import device_index, raw_grad_stats
 
 # attribute names the Workbench may use for its sanitize counter, first match wins
 _SANITIZED_ATTRS = ("sanitized", "_sanitized", "sanitized_count")

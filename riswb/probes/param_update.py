@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.params import group_label
 
 
 def _ratio(update: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -136,10 +137,7 @@ class ParamUpdateProbe(Probe):
                     if id(p) in index:
                         membership[g, index[id(p)]] = True
             self._membership = membership.to(wb.device)
-            self._labels = [
-                str(group.get("name")) if group.get("name") is not None else str(g)
-                for g, group in enumerate(groups)
-            ]
+            self._labels = [group_label(group, g) for g, group in enumerate(groups)]
             self._layout_key = key
         return self._membership
 

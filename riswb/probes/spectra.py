@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
-from riswb.reference.physics.covariance import hermitize
+from riswb.linalg import hermitize
 
 RANK_TOL = 1e-4
 

@@ -3,7 +3,7 @@
 import torch
 
 from riswb.instrument.workbench import Workbench
-from riswb.probes.coverage import audit
+from riswb.probes.params import audit_coverage
 from riswb.runlog import read_run
 
 
@@ -73,7 +73,7 @@ def test_warmup_from_zero_is_not_a_zero_lr_group():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / 10)  # lr is 0 now, initial_lr 0.1
     assert opt.param_groups[0]["lr"] == 0.0
-    assert audit(model, opt)["zero_lr_groups"] == []
+    assert audit_coverage(model, opt).zero_lr_groups == []
 
 
 def test_reaudit_when_param_groups_change(tmp_path):

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import riswb
-from riswb.probes.grad_norms import GradNormsProbe, _norms
+from riswb.probes.grad_norms import GradNormsProbe
+from riswb.probes.gradients import _norms
 from riswb.runlog import read_run
 
 
