@@ -211,8 +211,6 @@ class Registry:
         reason = f"{type(error).__name__}: {error}"
         self.disabled[probe.name] = reason
         self._rebuild_handlers()
-        writer = getattr(self.wb, "writer", None)
-        if writer is not None:
-            writer.event(ctx.step, "probe_error", probe=probe.name, hook=ctx.event.value,
-                         error=reason)
-            writer.warn(f"probe {probe.name} disabled after {ctx.event.value}: {reason}")
+        self.wb.writer.event(ctx.step, "probe_error", probe=probe.name, hook=ctx.event.value,
+                             error=reason)
+        self.wb.writer.warn(f"probe {probe.name} disabled after {ctx.event.value}: {reason}")

@@ -36,7 +36,6 @@ step and after `sanitize_`/`clip_grad_norm_`.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -44,78 +43,13 @@ from typing import Any
 
 import torch
 
-from riswb.errors import RiswbError
-from riswb.instrument.hooks import Event, Probe, Registry, _snake
+from riswb.instrument.hooks import Event, Registry
+from riswb.instrument.loss_weights import LossWeights
+from riswb.instrument.probe_resolution import resolve_probes
 from riswb.runlog import RunWriter
 
 DEFAULT_LOG_EVERY = 20
 _RESERVED_TERMS = frozenset({"total", "step", "kind"})
-
-
-# -- probe resolution ---------------------------------------------------------------------
-
-
-def _builtin_table() -> list[tuple[str, str]]:
-    from riswb.probes import BUILTIN
-
-    return list(BUILTIN)
-
-
-def _builtin_class(module: str, cls: str) -> type[Probe] | None:
-    try:
-        mod = importlib.import_module(f"riswb.probes.{module}")
-    except ModuleNotFoundError as error:
-        if error.name == f"riswb.probes.{module}":
-            return None  # not written yet: the default set is what exists
-        raise
-    return getattr(mod, cls)
-
-
-def _name_builtin(probe: Probe, module: str) -> Probe:
-    """Built-ins are named after their module ("grad_norms"), unless the class names itself."""
-    if type(probe).name is None and probe.name == _snake(type(probe).__name__):
-        probe.name = module
-    return probe
-
-
-def resolve_probes(spec: Any) -> tuple[list[Probe], list[str]]:
-    """Probe instances for `probes=`: "default", None, or a list of names/instances/classes.
-
-    Names are built-in module names ("loss_terms"), class names ("LossTermsProbe") or
-    "default" (all built-ins). Returns (probes, warnings).
-    """
-    warnings: list[str] = []
-    if spec is None:
-        return [], warnings
-    items = [spec] if isinstance(spec, (str, Probe, type)) else list(spec)
-    table = _builtin_table()
-    probes: list[Probe] = []
-    modules = {(f"riswb.probes.{m}", c): m for m, c in table}
-    for item in items:
-        if isinstance(item, Probe):
-            module = modules.get((type(item).__module__, type(item).__name__))
-            probes.append(item if module is None else _name_builtin(item, module))
-        elif isinstance(item, type) and issubclass(item, Probe):
-            probes.append(item())
-        elif item == "default":
-            for module, cls in table:
-                found = _builtin_class(module, cls)
-                if found is None:
-                    warnings.append(f"built-in probe {module} is not available")
-                    continue
-                probes.append(_name_builtin(found(), module))
-        elif isinstance(item, str):
-            match = next(((m, c) for m, c in table if item in (m, c)), None)
-            if match is None:
-                names = ", ".join(m for m, _ in table)
-                raise RiswbError(f"unknown probe {item!r} (built-ins: {names}, or 'default')")
-            found = _builtin_class(*match)
-            if found is None:
-                raise RiswbError(f"built-in probe {item!r} is not available in this install")
-            probes.append(_name_builtin(found(), match[0]))
-        else:
-            raise TypeError(f"probes must be 'default', names or Probe instances, got {item!r}")
-    return probes, warnings
 
 
 # -- the Workbench ------------------------------------------------------------------------
@@ -179,12 +113,8 @@ class Workbench:
         self.sanitized = torch.zeros((), dtype=torch.int64, device=self.device)
         self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
         self._cache: dict[Any, Any] = {}
-        self.loss_terms: list[str] = []
-        self.weights: dict[str, Any] = {}
-        self._written_weights: dict[str, float] | None = None
-        self._weight_tensors: dict[Any, torch.Tensor] = {}
 
-        probe_list, probe_warnings = resolve_probes(probes)
+        probe_list = resolve_probes(probes)
         if plugins is not None:
             from riswb.instrument.plugins import load_plugins
 
@@ -201,8 +131,7 @@ class Workbench:
             probes=[],
         )
         self.path: Path = self.writer.path
-        for message in probe_warnings:
-            self.writer.manifest["warnings"].append(message)
+        self.loss_weights = LossWeights(self.writer)
         self.registry = Registry(self, strict=strict)
         try:
             for probe in probe_list:
@@ -346,7 +275,7 @@ class Workbench:
         if clash:
             raise ValueError(f"loss term names {sorted(clash)} are reserved")
         used = {n: (1.0 if weights is None else weights.get(n, 1.0)) for n in names}
-        total, values = self._weighted_sum(names, terms, used)
+        total, values = self.loss_weights.total(names, terms, used)
         if self._closed:
             return total
         if self.n_loss - self._flushed_loss >= self.log_every:
@@ -355,7 +284,7 @@ class Workbench:
         self.step = self.first_step + self.n_loss - 1
         self._bw_pending = False
         self._cache.clear()
-        self._note_terms(names, used)
+        self.loss_weights.note(self.step, names, used)
         self._emit(
             Event.AFTER_LOSS, self.step, terms=dict(terms), weights=used, total=total,
             values=values,
@@ -463,7 +392,7 @@ class Workbench:
         self._flushed_loss = self.n_loss
         self._flushed_opt = self.opt_step
         with self.writer.batched():
-            self._flush_weights()
+            self.loss_weights.flush(self.step)
             self.registry.flush(self.step)
 
     def close(self, status: str = "completed") -> None:
@@ -477,7 +406,7 @@ class Workbench:
             self._closed = True
             self._detach()
             self.writer.update_manifest(
-                probes=self._describe_probes(), loss_terms=self.loss_terms
+                probes=self._describe_probes(), loss_terms=self.loss_weights.terms
             )
             self.writer.event(self.step, "run_end", status=status)
             self.writer.close(status)
@@ -515,67 +444,3 @@ class Workbench:
                 entry["disabled"] = self.registry.disabled[probe.name]
             described.append(entry)
         return described
-
-    def _weighted_sum(
-        self, names: tuple[str, ...], terms: Mapping[str, torch.Tensor], used: dict[str, Any]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        tensors = [terms[n] for n in names]
-        try:
-            stacked = torch.stack(tensors)
-            if stacked.ndim != 1:
-                raise ValueError("terms are not scalars")
-            weight = self._weight_vector(names, used, stacked)
-            total = stacked @ weight if weight is not None else stacked.sum()
-            values = torch.cat([stacked.detach(), total.detach().reshape(1)]).float()
-            return total, values
-        except (RuntimeError, TypeError, ValueError):
-            total = None
-            for n, t in zip(names, tensors, strict=True):
-                w = used[n]
-                part = t if (not isinstance(w, torch.Tensor) and w == 1.0) else t * w
-                total = part if total is None else total + part
-            return total, None
-
-    def _weight_vector(
-        self, names: tuple[str, ...], used: dict[str, Any], like: torch.Tensor
-    ) -> torch.Tensor | None:
-        raw = [used[n] for n in names]
-        if any(isinstance(w, torch.Tensor) for w in raw):
-            return torch.stack(
-                [torch.as_tensor(w, dtype=like.dtype, device=like.device).reshape(()) for w in raw]
-            )
-        if all(w == 1.0 for w in raw):
-            return None
-        key = (tuple(float(w) for w in raw), like.dtype, like.device)
-        vector = self._weight_tensors.get(key)
-        if vector is None:
-            if len(self._weight_tensors) > 64:
-                self._weight_tensors.clear()
-            vector = torch.tensor(key[0], dtype=like.dtype, device=like.device)
-            self._weight_tensors[key] = vector
-        return vector
-
-    def _note_terms(self, names: tuple[str, ...], used: dict[str, Any]) -> None:
-        if any(n not in self.weights for n in names):
-            self.loss_terms = list(dict.fromkeys([*self.loss_terms, *names]))
-            self.writer.update_manifest(loss_terms=self.loss_terms)
-        self.weights.update(used)
-        if any(isinstance(w, torch.Tensor) for w in used.values()):
-            return  # compared at flush, where reading a device tensor is allowed
-        if self._written_weights is None or any(
-            self._written_weights.get(n) != float(w) for n, w in used.items()
-        ):
-            self._write_weights()
-
-    def _write_weights(self) -> None:
-        current = {
-            n: (float(w.detach().float().mean()) if isinstance(w, torch.Tensor) else float(w))
-            for n, w in self.weights.items()
-        }
-        if current != self._written_weights:
-            self._written_weights = current
-            self.writer.scalars(self.step, "loss_weight", current)
-
-    def _flush_weights(self) -> None:
-        if any(isinstance(w, torch.Tensor) for w in self.weights.values()):
-            self._write_weights()

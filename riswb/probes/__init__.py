@@ -25,10 +25,13 @@ BUILTIN = (
 )
 
 
+def builtin_class(module: str) -> type[Probe]:
+    """The probe class of built-in `module` ("grad_norms" -> GradNormsProbe)."""
+    return getattr(importlib.import_module(f"riswb.probes.{module}"), dict(BUILTIN)[module])
+
+
 def builtin_probe_classes() -> list[type[Probe]]:
-    return [
-        getattr(importlib.import_module(f"riswb.probes.{module}"), cls) for module, cls in BUILTIN
-    ]
+    return [builtin_class(module) for module, _ in BUILTIN]
 
 
 def default_probes() -> list[Probe]:

@@ -24,8 +24,6 @@ import torch
 
 from riswb.instrument.hooks import Probe, StepContext
 
-_LOG_ATTRS = ("clip_log", "_clip_log")
-
 
 def _column(values: list[Any], device: torch.device) -> torch.Tensor:
     """(N,) float64 on `device` from tensors and/or numbers, in as few ops as possible."""
@@ -67,17 +65,10 @@ class ClipProbe(Probe):
     """Summarises `wb.clip_grad_norm_` calls once per flush."""
 
     def flush(self, ctx: StepContext) -> None:
-        log = None
-        for attr in _LOG_ATTRS:
-            log = getattr(ctx.wb, attr, None)
-            if log is not None:
-                break
+        log = ctx.wb.clip_log
         if not log:
             return
         entries = list(log)
         log.clear()
         record = clip_summary(entries)
-        opt_step = getattr(ctx.wb, "opt_step", None)
-        if opt_step is not None:
-            record = {"opt_step": int(opt_step), **record}
-        ctx.wb.writer.scalars(ctx.step, "clip", record)
+        ctx.wb.writer.scalars(ctx.step, "clip", {"opt_step": ctx.wb.opt_step, **record})

@@ -86,8 +86,7 @@ def raw_grad_stats(wb: Any) -> GradStats:
         norms = _norms(grads, _param_device(wb))
         return GradStats(grads, norms, [g is not None for g in grads])
 
-    cached = getattr(wb, "cached", None)
-    return compute() if cached is None else cached(_CACHE_KEY, compute)
+    return wb.cached(_CACHE_KEY, compute)
 
 
 class ModuleIndex:

@@ -32,7 +32,6 @@ from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.gradients import device_index, raw_grad_stats
 
 # attribute names the Workbench may use for its sanitize counter, first match wins
-_SANITIZED_ATTRS = ("sanitized", "_sanitized", "sanitized_count")
 
 
 def count_nonfinite(
@@ -122,19 +121,12 @@ class NonFiniteProbe(Probe):
         else:
             self._counts.add_(counts)
 
-    def _take_sanitized(self, wb: Any) -> int:
-        for attr in _SANITIZED_ATTRS:
-            value = getattr(wb, attr, None)
-            if value is None:
-                continue
-            if isinstance(value, torch.Tensor):
-                count = int(value.sum().item())
-                value.zero_()
-            else:
-                count = int(value)
-                setattr(wb, attr, 0)
-            return count
-        return 0
+    @staticmethod
+    def _take_sanitized(wb: Any) -> int:
+        """Elements `wb.sanitize_` replaced since the last flush (the counter is reset)."""
+        count = int(wb.sanitized.sum().item())
+        wb.sanitized.zero_()
+        return count
 
     def flush(self, ctx: StepContext) -> None:
         sanitized = self._take_sanitized(ctx.wb)

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import riswb
-from riswb.errors import RiswbError
 from riswb.instrument.hooks import Event, Probe
-from riswb.instrument.workbench import Workbench, resolve_probes
+from riswb.instrument.workbench import Workbench
 from riswb.runlog import read_run
 
 
@@ -254,22 +253,6 @@ def test_emit_checkpoint_and_batch_start(tmp_path):
     assert steps == [0, 1, 2]  # the index the batch's wb.loss call gets
     (ckpt,) = read_run(wb.path).events_of("checkpoint")
     assert ckpt["kind"] == "best" and ckpt["step"] == 2 and ckpt["value"] == 0.1
-
-
-def test_probe_resolution():
-    probes, warns = resolve_probes(["cadence", "LRTraceProbe"])
-    assert [p.name for p in probes] == ["cadence", "lr_trace"] and warns == []
-    default, _ = resolve_probes("default")
-    assert len({p.name for p in default}) == len(default) >= 6
-    mixed, _ = resolve_probes(["default", GradSpy()])
-    assert mixed[-1].name == "grad_spy" and len(mixed) == len(default) + 1
-    assert resolve_probes(None) == ([], [])
-    from riswb.probes import default_probes
-
-    named, _ = resolve_probes(default_probes())  # instances of built-ins get module names
-    assert [p.name for p in named] == [p.name for p in default]
-    with pytest.raises(RiswbError, match="unknown probe"):
-        resolve_probes(["nope"])
 
 
 def test_unusual_loops_do_not_break(tmp_path):

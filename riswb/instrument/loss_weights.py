@@ -1,0 +1,104 @@
+"""The weighted loss `wb.loss` returns, and the record of which weights were actually used.
+
+docs/failures.md #8: a main weight that was never passed and defaulted to 0 trained nothing
+for days. The `loss_weight` record shows the weights really used: written at the first
+call and whenever a weight changes (tensor weights are compared at flush, where reading a
+device tensor is allowed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from riswb.runlog import RunWriter
+
+
+def weighted_sum(terms: Mapping[str, torch.Tensor], weights: Mapping[str, Any]) -> torch.Tensor:
+    """Σ weight·term over `terms`, a missing weight counting as 1 (the graph stays intact)."""
+    total = None
+    for name, term in terms.items():
+        weight = weights.get(name, 1.0)
+        part = term if (not isinstance(weight, torch.Tensor) and weight == 1.0) else term * weight
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("a weighted sum needs at least one term")
+    return total
+
+
+def _as_float(weight: Any) -> float:
+    if isinstance(weight, torch.Tensor):
+        return float(weight.detach().float().mean())
+    return float(weight)
+
+
+class LossWeights:
+    """Weights the loop used, per term, and the fused weighted sum of one `wb.loss` call."""
+
+    def __init__(self, writer: RunWriter):
+        self.writer = writer
+        self.terms: list[str] = []
+        self.used: dict[str, Any] = {}
+        self._written: dict[str, float] | None = None
+        self._vectors: dict[Any, torch.Tensor] = {}
+
+    def total(
+        self, names: tuple[str, ...], terms: Mapping[str, torch.Tensor], used: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(Σ w·term, detached float32 [terms…, total] or None when the terms do not stack).
+
+        Scalar terms of one dtype and device take one stack and one dot product, and give
+        the probes their values as one vector; anything else takes the plain sum."""
+        tensors = [terms[n] for n in names]
+        try:
+            stacked = torch.stack(tensors)
+            if stacked.ndim != 1:
+                raise ValueError("terms are not scalars")
+        except (RuntimeError, TypeError, ValueError):
+            return weighted_sum(terms, used), None
+        weight = self._vector(names, used, stacked)
+        total = stacked @ weight if weight is not None else stacked.sum()
+        return total, torch.cat([stacked.detach(), total.detach().reshape(1)]).float()
+
+    def _vector(
+        self, names: tuple[str, ...], used: dict[str, Any], like: torch.Tensor
+    ) -> torch.Tensor | None:
+        raw = [used[n] for n in names]
+        if any(isinstance(w, torch.Tensor) for w in raw):
+            return torch.stack(
+                [torch.as_tensor(w, dtype=like.dtype, device=like.device).reshape(()) for w in raw]
+            )
+        if all(w == 1.0 for w in raw):
+            return None
+        key = (tuple(float(w) for w in raw), like.dtype, like.device)
+        vector = self._vectors.get(key)
+        if vector is None:
+            if len(self._vectors) > 64:
+                self._vectors.clear()
+            vector = self._vectors[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
+        return vector
+
+    def note(self, step: int, names: tuple[str, ...], used: dict[str, Any]) -> None:
+        """Record the terms and weights of one call (new names go to the manifest)."""
+        if any(n not in self.used for n in names):
+            self.terms = list(dict.fromkeys([*self.terms, *names]))
+            self.writer.update_manifest(loss_terms=self.terms)
+        self.used.update(used)
+        if any(isinstance(w, torch.Tensor) for w in used.values()):
+            return  # compared at flush
+        if self._written is None or any(
+            self._written.get(n) != float(w) for n, w in used.items()
+        ):
+            self._write(step)
+
+    def flush(self, step: int) -> None:
+        if any(isinstance(w, torch.Tensor) for w in self.used.values()):
+            self._write(step)
+
+    def _write(self, step: int) -> None:
+        current = {n: _as_float(w) for n, w in self.used.items()}
+        if current != self._written:
+            self._written = current
+            self.writer.scalars(step, "loss_weight", current)
