@@ -8,12 +8,11 @@ accelerator `ACCELERATOR_TURN` steps between two device syncs, so device work is
 and the host still runs ahead of the device as it does in training. A variant's ratio is
 its mean step time over the plain loop's, over the `rounds` × `steps` timed steps.
 Interleaving single steps cancels the drift of a shared machine far better than timing
-blocks of steps: on this project's 2-core box, back-to-back 50-step blocks gave per-block
-ratios from 0.98 to 1.19 for one configuration, per-step turns 1.08 to 1.12 (an A/A run of
-two plain loops: 0.98 to 1.01). Each variant owns a copy of the same model, optimizer and
-scheduler and one Workbench for the whole benchmark, warmed up for `warmup` consecutive
-steps first — which is when the term-gradient probe calibrates its sampling interval N on
-the variant's real step time — and closed after the last (neither is timed).
+blocks of steps (docs/benchmarks.md has the spreads of both). Each variant owns a copy of
+the same model, optimizer and scheduler and one Workbench for the whole benchmark, warmed
+up for `warmup` consecutive steps first — which is when the term-gradient probe calibrates
+its sampling interval N on the variant's real step time — and closed after the last
+(neither is timed).
 
 Sampled work is counted at its true share however short the window: the term-gradient
 probe samples one step in N (N ≈ 100–1000, chosen from its cost), more than a round holds.
@@ -52,6 +51,7 @@ import torch
 
 from riswb.instrument.hooks import Probe
 from riswb.instrument.workbench import DEFAULT_LOG_EVERY, Workbench
+from riswb.reference.losses import weighted_total
 from riswb.reference.schedule import warmup_cosine
 
 PLAIN = "plain"
@@ -121,11 +121,10 @@ class _ReferenceSetup(_Setup):
 
     def __init__(self, base: torch.nn.Module, scenes: Any, lr: float):
         from riswb.reference.losses import DEFAULT_WEIGHTS
+        from riswb.reference.model import backbone_and_heads
 
         self.model = copy.deepcopy(base)
-        heads = [p for n, p in self.model.named_parameters() if n.split(".")[0].endswith("head")]
-        backbone = [p for n, p in self.model.named_parameters()
-                    if not n.split(".")[0].endswith("head")]
+        backbone, heads = backbone_and_heads(self.model)
         self.optimizer = torch.optim.AdamW(
             [{"params": backbone, "name": "backbone"}, {"params": heads, "name": "heads"}], lr=lr
         )
@@ -142,11 +141,7 @@ class _ReferenceSetup(_Setup):
 
 
 def _plain_step(s: _Setup, wb: Any = None) -> None:
-    terms = s.terms()
-    names = list(terms)
-    loss = terms[names[0]] * s.weights[names[0]]
-    for name in names[1:]:
-        loss = loss + s.weights[name] * terms[name]
+    loss = weighted_total(s.terms(), s.weights)
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(s.params, 1.0)

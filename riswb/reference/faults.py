@@ -16,8 +16,8 @@ Two kinds of faults:
   pipeline (`build_trainer(config)` without `run()`). They are not trained in the zoo.
 
 `zoo_config()` / `zoo_probes()` / `run_fault()` are the reduced recipe the tests and
-`benchmarks/fault_matrix.py` share: 128 scenes, batch 32, 12 epochs (48 steps, a few
-seconds on two cores), every probe on, per-term gradients sampled every 6th step.
+`benchmarks/fault_matrix.py` share: 128 scenes, batch 32, 12 epochs (48 steps), every
+probe on, per-term gradients sampled every 6th step.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 
 from riswb.errors import RiswbError
 from riswb.instrument.hooks import Event
+from riswb.probes.params import top_module
 from riswb.reference import checkpoints
 from riswb.reference.config import TrainConfig
 from riswb.reference.data import batch_indices
@@ -114,7 +115,7 @@ class HeadsNotInOptimizer(Trainer):
     def param_groups(self) -> list[dict[str, Any]]:
         backbone = [p for n, p in self.model.named_parameters() if n.startswith("trunk.")]
         heads = [p for n, p in self.model.named_parameters()
-                 if n.split(".")[0] in self.HEAD_NAMES]
+                 if top_module(n) in self.HEAD_NAMES]
         return [{"name": "backbone", "params": backbone},
                 {"name": "heads", "params": heads, "lr": self.cfg.head_lr or self.cfg.lr}]
 

@@ -28,18 +28,6 @@ deployment, has 990,604 parameters at width 512, and overfits about as fast.
 
 Parameter count, small preset, width 512, feature="backprojection": 2,563,468 (the
 N² = 4096 inputs of the first layer hold 2.1 M of them).
-
-Cost, batch 64, measured with two pinned cores of a Xeon server (torch 2.11, min/median):
-forward 7/9 ms; forward + the twelve loss terms 14/15 ms; + backward 32/36 ms (of which
-forward + nmse + backward alone is 10 ms); a whole AdamW step 31/37 ms. On the 2-core dev
-box at load ≈ 1: forward + terms + backward 44/58 ms. The R_pred decomposition took the
-certified low-rank path (no full eigh) on every step of every overfit run.
-
-Overfit, 512 small scenes, AdamW(lr 1e-3, weight decay 0), batch 64, reshuffled every
-epoch, `losses.DEFAULT_WEIGHTS`, β = 0: nmse over the 512 scenes < 0.1 after 144 steps
-(18 epochs; 7.0 s on the Xeon, 8.7 s on the dev box, a full-set evaluation per epoch
-included) and < 0.05 after 192 steps (9 s / 12 s). β ramped 0.5 → 0 over the first 120
-steps: < 0.1 after 128 steps. lr 5e-4 or 1.5e-3 work about as well; batch 128 is slower.
 """
 
 from __future__ import annotations
@@ -49,10 +37,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from riswb.probes.params import top_module
 from riswb.reference.physics.presets import Preset, get_preset
 from riswb.reference.physics.scenes import deployment
 
-__all__ = ["CovarianceNet", "ModelOutput", "pack_hermitian"]
+__all__ = ["CovarianceNet", "ModelOutput", "backbone_and_heads", "pack_hermitian"]
 
 
 @dataclass
@@ -147,3 +136,14 @@ class CovarianceNet(nn.Module):
         R = 0.5 * (R + R.mH)  # exact Hermitian symmetry (the complex matmul rounds)
         aux = self.aux_lo + self.aux_span * torch.sigmoid(self.aux_head(z).view(b, self.k_max, 3))
         return ModelOutput(R_pred=R, factor=factor, k_logits=k_logits, aux=aux)
+
+
+def backbone_and_heads(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The trainable parameters as the two optimizer groups: `heads` (top-level modules whose
+    name ends in "head") and `backbone` (the rest)."""
+    backbone: list[nn.Parameter] = []
+    heads: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (heads if top_module(name).endswith("head") else backbone).append(param)
+    return backbone, heads

@@ -32,7 +32,7 @@ from riswb.reference.averaging import WeightAverage
 from riswb.reference.config import TrainConfig
 from riswb.reference.data import batch_indices, scene_dataset
 from riswb.reference.losses import DEFAULT_WEIGHTS, loss_terms, weighted_total
-from riswb.reference.model import CovarianceNet, ModelOutput
+from riswb.reference.model import CovarianceNet, ModelOutput, backbone_and_heads
 from riswb.reference.physics.covariance import nmse as covariance_nmse
 from riswb.reference.physics.presets import get_preset
 from riswb.reference.physics.scenes import SceneBatch
@@ -153,10 +153,7 @@ class Trainer:
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Named groups: `heads` (modules whose name ends in `head`) and `backbone`."""
-        heads, backbone = [], []
-        for name, param in self.model.named_parameters():
-            if param.requires_grad:
-                (heads if name.split(".")[0].endswith("head") else backbone).append(param)
+        backbone, heads = backbone_and_heads(self.model)
         groups = [{"name": "backbone", "params": backbone}]
         if heads:
             groups.append({"name": "heads", "params": heads,
