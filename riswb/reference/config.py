@@ -57,8 +57,8 @@ class TrainConfig:
     weights: dict[str, float] = field(default_factory=dict)
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA and uses a GradScaler)
-    # CPU threads for torch (0: torch's default). Batched eigh of 64×64 complex matrices ran
-    # up to 60× slower with 2 OpenMP threads than with 1 on a 2-core box with any other load.
+    # CPU threads for torch (0: torch's default). One by default: batched eigh of the small
+    # complex covariances slows down badly with more OpenMP threads on a loaded machine.
     threads: int = 1
     log_every: int = 10
     eval_every: int = 1

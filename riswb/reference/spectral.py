@@ -17,12 +17,11 @@ Rules (docs/design.md §8, docs/failures.md #10/11/14):
 
 Two forward paths, one backward formula:
 
-* ``eigh``: `torch.linalg.eigh` of the full (B, N, N) matrix (about 20 ms for 64 matrices of
-  64×64 on two CPU cores);
+* ``eigh``: `torch.linalg.eigh` of the full (B, N, N) matrix, O(N³) per matrix;
 * ``lowrank``: when a factor hint F (B, N, r) is given and A is *certified* to be
   Q T Qᴴ + s (I − Q Qᴴ) with Q = orth(F) (residual ≤ 256·eps·‖A‖, checked in O(N² r)), the
   eigensystem is the r×r Rayleigh–Ritz problem plus one scalar block; that is exact for the
-  model's R_pred = c (F Fᴴ + σ² I) and costs well under 1 ms. Any other matrix (a fault
+  model's R_pred = c (F Fᴴ + σ² I) and costs O(N² r). Any other matrix (a fault
   injection, R_samp, a test matrix) silently falls back to the full path.
 """
 
@@ -47,7 +46,7 @@ def _eye(n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _frob(X: torch.Tensor) -> torch.Tensor:
-    """Frobenius norm over the last two dims (torch's complex matrix_norm is ~50× slower)."""
+    """Frobenius norm over the last two dims (torch's complex matrix_norm is much slower)."""
     return torch.view_as_real(X).square().sum((-3, -2, -1)).sqrt()
 
 
