@@ -4,26 +4,20 @@ must fail with it. Run one with `riswb overfit --inject NAME`."""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
-
 import typer
 
-from riswb.errors import RiswbError
+from riswb.commands.options import Format, check_format
+from riswb.jsonsafe import dumps
 
 
-def faults_command(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
-) -> None:
+def faults_command(format: Format = "table") -> None:
     """List the fault injections of the bug zoo and what must detect each one."""
     from riswb.reference.faults import FAULTS
 
-    fmt = fmt.strip().lower()
-    if fmt not in ("table", "json"):
-        raise RiswbError(f"unknown --format {fmt!r} (choose from table, json)")
+    fmt = check_format(format)
     faults = [fault.to_dict() for fault in FAULTS.values()]
     if fmt == "json":
-        typer.echo(json.dumps(faults, indent=2))
+        typer.echo(dumps(faults))
         return
 
     import sys

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from riswb.commands.options import Format, RunsDirOption, check_format
 from riswb.errors import RiswbError
+from riswb.jsonsafe import dumps
 from riswb.reference.physics.evaluate import K_MODES, crb_rms, evaluate_localization, localize
 from riswb.reference.physics.geometry import fraunhofer_distance, fresnel_limit
 from riswb.reference.physics.presets import Preset, get_preset
@@ -19,7 +22,6 @@ from riswb.reference.physics.scene_plot import render_scene
 from riswb.reference.physics.scenes import SceneBatch, simulate_scenes
 
 COVARIANCES = ("true", "samp")
-FORMATS = ("table", "json")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -56,31 +58,37 @@ def _table(summary: dict, preset: Preset) -> None:
     )
 
 
+Cov = Annotated[str, typer.Option(help="covariance to localize from: true|samp")]
+Snr = Annotated[float | None, typer.Option("--snr", help="SNR in dB (default: the preset's)")]
+
+
 def eval_command(
-    preset: str | None = typer.Option(None, help="simulation preset: small|paper "
-                                      "(default small; with --run, the run's)"),
-    scenes: int = typer.Option(200, help="number of simulated scenes"),
-    cov: str = typer.Option("true", help="covariance to localize from: true|samp"),
-    snr: float | None = typer.Option(None, "--snr", help="SNR in dB (default: the preset's)"),
-    seed: int | None = typer.Option(None, help="scene seed (default 0; with --run, the run's "
-                                    "seed + 2: a test split that neither training split drew)"),
-    k: str = typer.Option("est", "--k", help="source count for MUSIC: est (eigen-gap)|true"),
-    run: str | None = typer.Option(None, "--run", help="evaluate a trained run's best.pt "
-                                   "(path, run id or 'latest'): R_pred beside R_samp, R_true"),
-    runs_dir: str | None = typer.Option(None, "--runs-dir", help="where --run ids are "
-                                        "looked up (default $RISWB_RUNS_DIR or ./runs)"),
-    format: str = typer.Option("table", "--format", help="table|json"),
+    preset: Annotated[str | None, typer.Option(
+        help="simulation preset: small|paper (default small; with --run, the run's)")] = None,
+    scenes: Annotated[int, typer.Option(help="number of simulated scenes")] = 200,
+    cov: Cov = "true",
+    snr: Snr = None,
+    seed: Annotated[int | None, typer.Option(
+        help="scene seed (default 0; with --run, the run's seed + 2: a test split that "
+             "neither training split drew)")] = None,
+    k: Annotated[str, typer.Option(
+        "--k", help="source count for MUSIC: est (eigen-gap)|true")] = "est",
+    run: Annotated[str | None, typer.Option(
+        "--run", help="evaluate a trained run's best.pt (path, run id or 'latest'): R_pred "
+                      "beside R_samp, R_true")] = None,
+    runs_dir: RunsDirOption = None,
+    format: Format = "table",
 ) -> None:
     """Simulate scenes, localize with MUSIC, print RMSE beside the CRB."""
     if scenes <= 0:
         raise RiswbError(f"--scenes must be positive, got {scenes}")
     _choice("k", k, K_MODES)
-    _choice("format", format, FORMATS)
+    fmt = check_format(format)
     if snr is not None and not math.isfinite(snr):
         raise RiswbError(f"--snr must be a finite number of dB, got {snr}")
     if run is not None:
         _eval_run(run, runs_dir, preset=preset, scenes=scenes, snr=snr, seed=seed, k=k,
-                  fmt=format)
+                  fmt=fmt)
         return
     spec = get_preset(preset or "small")
     _choice("cov", cov, COVARIANCES)
@@ -88,18 +96,18 @@ def eval_command(
     batch = simulate_scenes(spec, scenes, seed=seed, snr_db=snr)
     summary = {"preset": spec.name, "cov": cov, "seed": seed,
                **evaluate_localization(spec, batch, covariance_for(batch, cov), k_mode=k)}
-    if format == "json":
-        print(json.dumps(summary))
+    if fmt == "json":
+        print(dumps(summary))
     else:
         _table(summary, spec)
 
 
 def scene_command(
-    plot: str = typer.Option(..., "--plot", help="PNG file to write"),
-    preset: str = typer.Option("small", help="simulation preset: small|paper"),
-    seed: int = typer.Option(0, help="scene seed"),
-    cov: str = typer.Option("true", help="covariance to localize from: true|samp"),
-    snr: float | None = typer.Option(None, "--snr", help="SNR in dB (default: the preset's)"),
+    plot: Annotated[str, typer.Option("--plot", help="PNG file to write")],
+    preset: Annotated[str, typer.Option(help="simulation preset: small|paper")] = "small",
+    seed: Annotated[int, typer.Option(help="scene seed")] = 0,
+    cov: Cov = "true",
+    snr: Snr = None,
 ) -> None:
     """Render one scene's MUSIC spectrum (angle map and range cuts) with true positions."""
     spec = get_preset(preset)
@@ -182,7 +190,7 @@ def localization_row(spec: Preset, batch: SceneBatch, r: torch.Tensor,
             "nmse": float(nmse(r, batch.R_true).mean())}
 
 
-def _eval_run(run: str, runs_dir: str | None, *, preset: str | None, scenes: int,
+def _eval_run(run: str, runs_dir: Path | None, *, preset: str | None, scenes: int,
               snr: float | None, seed: int | None, k: str, fmt: str) -> None:
     from riswb.reference.physics.order import descending_eigvals, estimate_k_gap
     from riswb.runlog import resolve_run
@@ -215,7 +223,7 @@ def _eval_run(run: str, runs_dir: str | None, *, preset: str | None, scenes: int
         "rows": rows, "crb": crb_rms(spec, batch),
     }
     if fmt == "json":
-        print(json.dumps(summary, allow_nan=True))
+        print(dumps(summary))
     else:
         _run_table(summary, spec)
 

@@ -3,24 +3,21 @@ then judge the run with the gate ("params move and loss drops")."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from riswb.commands.options import Format, check_format
 from riswb.diagnose.gate import gate
 from riswb.errors import RiswbError
+from riswb.jsonsafe import dumps
 from riswb.reference.config import TrainConfig
 from riswb.runlog import read_run, resolve_run
-
-
-def _check_format(fmt: str) -> None:
-    if fmt not in ("table", "json"):
-        raise RiswbError(f"--format must be table or json, got {fmt!r}")
 
 
 def _plugins_dir(probes_dir: Path | None) -> Path | None:
@@ -62,9 +59,8 @@ def _verdict(result, verdict, fmt: str) -> None:
     final = result.final
     terms = [c for c in read_run(result.path).kind("loss").columns if c not in ("step", "total")]
     if fmt == "json":
-        print(json.dumps({"run": str(result.path), "seconds": round(result.seconds, 2),
-                          "final": final, "loss_terms": terms, "gate": verdict.to_dict()},
-                         allow_nan=True))
+        print(dumps({"run": str(result.path), "seconds": round(result.seconds, 2),
+                     "final": final, "loss_terms": terms, "gate": verdict.to_dict()}))
         return
     console = Console()
     table = Table(title=f"verdict: {result.path.name}", show_lines=False)
@@ -83,20 +79,28 @@ def _verdict(result, verdict, fmt: str) -> None:
                   f"[/] — riswb report {result.path}")
 
 
+RunsDir = Annotated[Path | None, typer.Option(
+    help="Where runs go (default $RISWB_RUNS_DIR or ./runs).")]
+ProbesDir = Annotated[Path | None, typer.Option(
+    help="Plugin probe folder (default ./probes if present).")]
+
+
 def overfit_command(
-    samples: int = typer.Option(512, help="Scenes to memorize (train = validation)."),
-    epochs: int = typer.Option(None, help="Epochs (default: the overfit recipe's)."),
-    preset: str = typer.Option("small", help="Physics preset."),
-    seed: int = typer.Option(0, help="Seed of scenes, init and batch order."),
-    inject: str = typer.Option(None, help="Run with a fault from `riswb faults`."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    runs_dir: Path = typer.Option(None, help="Where runs go (default $RISWB_RUNS_DIR or ./runs)."),
-    probes: Path = typer.Option(None, help="Plugin probe folder (default ./probes if present)."),
-    fmt: str = typer.Option("table", "--format", help="table | json"),
+    samples: Annotated[int, typer.Option(help="Scenes to memorize (train = validation).")] = 512,
+    epochs: Annotated[int | None, typer.Option(
+        help="Epochs (default: the overfit recipe's).")] = None,
+    preset: Annotated[str, typer.Option(help="Physics preset.")] = "small",
+    seed: Annotated[int, typer.Option(help="Seed of scenes, init and batch order.")] = 0,
+    inject: Annotated[str | None, typer.Option(
+        help="Run with a fault from `riswb faults`.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    runs_dir: RunsDir = None,
+    probes: ProbesDir = None,
+    format: Format = "table",
 ) -> None:
     """The overfit test: memorize N scenes with all probes on; exit 0 when params move
     and loss drops, 1 when not."""
-    _check_format(fmt)
+    fmt = check_format(format)
     if samples < 1:
         raise RiswbError(f"--samples must be >= 1, got {samples}")
     config = overfit_config(samples=samples, epochs=epochs, preset=preset, seed=seed,
@@ -131,14 +135,15 @@ def overfit_config(*, samples: int, epochs: int | None, preset: str, seed: int,
 
 
 def train_command(
-    config: Path = typer.Option(..., "--config", help="TOML training config."),
-    resume: str = typer.Option(None, help="Continue a run from its checkpoints/state.pt."),
-    runs_dir: Path = typer.Option(None, help="Where runs go (default $RISWB_RUNS_DIR or ./runs)."),
-    probes: Path = typer.Option(None, help="Plugin probe folder (default ./probes if present)."),
-    fmt: str = typer.Option("table", "--format", help="table | json"),
+    config: Annotated[Path, typer.Option("--config", help="TOML training config.")],
+    resume: Annotated[str | None, typer.Option(
+        help="Continue a run from its checkpoints/state.pt.")] = None,
+    runs_dir: RunsDir = None,
+    probes: ProbesDir = None,
+    format: Format = "table",
 ) -> None:
     """Full training with a train/validation split, from a TOML config."""
-    _check_format(fmt)
+    fmt = check_format(format)
     cfg = TrainConfig.from_toml(config)
     resume_path = resolve_run(resume, runs_dir) if resume else None
     result = _run_with_progress(cfg, resume=resume_path, runs_dir=runs_dir, probes_dir=probes,

@@ -47,7 +47,7 @@ def test_overfit_inject_fault_fails_the_gate(tmp_path):
                     "--inject", "heads-not-in-optimizer", "--runs-dir", tmp_path,
                     "--format", "json")
     assert result.exit_code == 1, result.output
-    verdict = json.loads(result.output.strip().splitlines()[-1])
+    verdict = json.loads(result.stdout)
     assert verdict["gate"]["passed"] is False
     assert "optimizer-coverage" in {f["id"] for f in verdict["gate"]["findings"]}
     assert "overfit-heads-not-in-optimizer" in verdict["run"]

@@ -44,11 +44,15 @@ def test_overfit_prints_the_verdict_and_exits_0(tmp_path):
     assert (run / "checkpoints" / "best.pt").is_file()
 
 
+def _no_bare_constant(name: str):
+    raise AssertionError(f"bare {name} in --format json output (not strict JSON)")
+
+
 def test_overfit_json_parses(tmp_path):
     res = runner.invoke(app, ["overfit", "--samples", "64", "--epochs", "3",
                               "--runs-dir", str(tmp_path), "--format", "json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    out = json.loads(res.stdout, parse_constant=_no_bare_constant)
     assert out["gate"]["passed"] is True
     assert len(out["loss_terms"]) == 12 and "nmse" in out["final"]
     assert out["run"] == str(_runs(tmp_path)[0])
@@ -56,7 +60,7 @@ def test_overfit_json_parses(tmp_path):
 
 @pytest.mark.parametrize("args,reason", [
     (["overfit", "--samples", "0"], "--samples must be >= 1"),
-    (["overfit", "--samples", "8", "--format", "yaml"], "--format must be table or json"),
+    (["overfit", "--samples", "8", "--format", "yaml"], "unknown --format 'yaml'"),
     (["overfit", "--samples", "8", "--epochs", "-1"], "epochs must be >= 1"),
     (["train", "--config", "does-not-exist.toml"], "no config file"),
 ])

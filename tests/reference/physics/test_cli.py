@@ -22,6 +22,19 @@ def test_eval_json_on_r_true_is_within_the_oracle_bounds():
     assert all(v > 0 for v in out["crb"].values())
 
 
+def test_eval_json_is_strict_at_an_infinite_snr():
+    """--snr 1e308 overflows to an infinite SNR: the JSON spells it "Infinity" (a string),
+    never as a bare Infinity/NaN token."""
+    res = runner.invoke(app, ["eval", "--scenes", "3", "--snr", "1e308", "--format", "json"])
+    assert res.exit_code == 0, res.output
+
+    def bare(name):
+        raise AssertionError(f"bare {name} in --format json output")
+
+    out = json.loads(res.stdout, parse_constant=bare)
+    assert out["snr_db"] == "Infinity"
+
+
 def test_eval_table_samp():
     res = runner.invoke(app, ["eval", "--scenes", "5", "--cov", "samp", "--snr", "0"])
     assert res.exit_code == 0, res.output
@@ -32,7 +45,7 @@ def test_eval_table_samp():
     (["eval", "--preset", "huge"], "unknown preset"),
     (["eval", "--scenes", "0"], "--scenes must be positive"),
     (["eval", "--cov", "pred"], "--cov must be one of true|samp"),
-    (["eval", "--format", "yaml"], "--format must be one of"),
+    (["eval", "--format", "yaml"], "unknown --format 'yaml'"),
     (["scene", "--plot", "x.png", "--cov", "nope"], "--cov must be one of"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, reason):
