@@ -1,11 +1,13 @@
 """Strict JSON values: what `json.dumps(..., allow_nan=False)` accepts.
 
-Reports, rule evidence and CLI `--format json` output all pass through `strict_json`, so
-non-finite numbers are spelled one way everywhere: "NaN", "Infinity", "-Infinity".
+Reports, rule evidence and CLI `--format json` output all pass through `strict_json`
+(`dumps` for text), so non-finite numbers are spelled one way everywhere: "NaN",
+"Infinity", "-Infinity".
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -36,3 +38,8 @@ def strict_json(value: Any, digits: int | None = None) -> Any:
     if hasattr(value, "tolist"):
         return strict_json(value.tolist(), digits)
     return str(value)
+
+
+def dumps(value: Any) -> str:
+    """`value` as indented strict-JSON text: the one encoder of every `--format json`."""
+    return json.dumps(strict_json(value), indent=2, allow_nan=False)

@@ -325,6 +325,17 @@ class Run:
             return pd.DataFrame({"step": [], "event": [], "time": []})
         return pd.DataFrame.from_records(self._event_records)
 
+    @property
+    def event_records(self) -> list[dict]:
+        """Every events.jsonl record in file order, as plain dicts (payloads differ by event,
+        so a frame would pad each with NaN)."""
+        return self._event_records
+
+    @property
+    def spectrum_records(self) -> list[dict]:
+        """Every spectra.jsonl record in file order (`values` stays a list)."""
+        return self._spectra_records
+
     def events_of(self, name: str) -> list[dict]:
         """The payloads of one event type, in order, as plain dicts."""
         return [record for record in self._event_records if record.get("event") == name]
