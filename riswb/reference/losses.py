@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as tfn
 
+from riswb.instrument.loss_weights import weighted_sum
 from riswb.reference.physics.geometry import ris_positions
 from riswb.reference.physics.presets import Preset, get_preset
 from riswb.reference.physics.steering import steering_exact
@@ -330,13 +331,4 @@ def weighted_total(terms: dict[str, torch.Tensor],
                    weights: dict[str, float] | None = None) -> torch.Tensor:
     """Σ_name w_name·term_name over the terms present (weights default to DEFAULT_WEIGHTS;
     a term missing from `weights` gets its default weight, an unknown name weight 1)."""
-    w = dict(DEFAULT_WEIGHTS)
-    if weights:
-        w.update(weights)
-    total = None
-    for name, value in terms.items():
-        contrib = w.get(name, 1.0) * value
-        total = contrib if total is None else total + contrib
-    if total is None:
-        raise ValueError("weighted_total needs at least one term")
-    return total
+    return weighted_sum(terms, {**DEFAULT_WEIGHTS, **(weights or {})})

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from riswb.reference.physics.covariance import hermitize
+from riswb.linalg import hermitize
 
 __all__ = [
     "Spectral",

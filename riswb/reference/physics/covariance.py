@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import torch
 
-
-def hermitize(r: torch.Tensor) -> torch.Tensor:
-    """(R + Rᴴ)/2."""
-    return 0.5 * (r + r.mH)
+from riswb.linalg import hermitize
 
 
 def trace_normalize(r: torch.Tensor, target: float | None = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from riswb.reference.physics.covariance import hermitize
+from riswb.linalg import hermitize
 from riswb.reference.physics.geometry import direction, ris_positions
 from riswb.reference.physics.presets import Preset
 from riswb.reference.physics.steering import steering_exact

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from riswb.reference.physics.covariance import hermitize
+from riswb.linalg import hermitize
 
 
 def descending_eigvals(r: torch.Tensor) -> torch.Tensor:
