@@ -1,8 +1,9 @@
 """The `riswb` command line: a thin Typer app over the library.
 
-Every command lives in `riswb/commands/<area>.py` as a plain function with Typer
-annotations; this file only names them and turns errors into exit codes (docs/design.md §6):
-0 passed, 1 a check failed, 2 bad usage or unusable input, always with a one-line reason.
+Every command lives in `riswb/commands/<name>.py` (one module per command family) as a
+plain function with Typer annotations (shared options: riswb/commands/options.py); this
+file only names them and turns errors into exit codes (docs/design.md §6): 0 passed, 1 a
+check failed, 2 bad usage or unusable input, always with a one-line reason.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
+from riswb import __version__
 from riswb.errors import RiswbError
 
 app = typer.Typer(
@@ -55,24 +58,47 @@ def register(name: str, command: Callable) -> None:
     app.command(name)(exits_cleanly(command))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"riswb {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Training diagnostics and debugging workbench for PyTorch."""
 
 
 # Command registrations, in the order `riswb --help` lists them.
 def _register_all() -> None:
-    from riswb.commands import diagnosis, faults, physics, training
+    from riswb.commands import (
+        bench,
+        compare,
+        faults,
+        gate,
+        litmus,
+        physics,
+        report,
+        runs,
+        training,
+    )
 
     for name, command in (
         ("overfit", training.overfit_command),
         ("train", training.train_command),
-        ("report", diagnosis.report_command),
-        ("gate", diagnosis.gate_command),
-        ("litmus", diagnosis.litmus_command),
-        ("runs", diagnosis.runs_command),
-        ("compare", diagnosis.compare_command),
-        ("bench", diagnosis.bench_command),
+        ("report", report.report_command),
+        ("gate", gate.gate_command),
+        ("litmus", litmus.litmus_command),
+        ("runs", runs.runs_command),
+        ("compare", compare.compare_command),
+        ("bench", bench.bench_command),
         ("faults", faults.faults_command),
         ("eval", physics.eval_command),
         ("scene", physics.scene_command),

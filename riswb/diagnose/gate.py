@@ -10,33 +10,28 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from riswb.diagnose.report import diagnosis_parts, fmt, fmt_evidence, run_diagnosis
+from riswb.diagnose.frames import col
+from riswb.diagnose.rules import RULES, Diagnosis, Finding, Thresholds, diagnose
+from riswb.diagnose.text import fmt, fmt_evidence
 from riswb.errors import RiswbError
 from riswb.runlog import Run
-
-# Used when neither the caller nor riswb.diagnose.rules.Thresholds (min_loss_drop,
-# min_moving_fraction) gives a value: the gate and the rules share their defaults.
-DEFAULT_MIN_LOSS_DROP = 0.05  # relative fall of the total loss, first tenth vs last tenth
-DEFAULT_MIN_MOVING = 0.5  # fraction of logged optimizer steps on which ‖Δθ‖/‖θ‖ > 0
-MOVING_EPS = 1e-12
 
 
 @dataclass
 class Check:
     name: str
     passed: bool
-    value: Any
-    threshold: Any
+    value: float | None  # the measured fraction; None when the run cannot tell
+    threshold: float
     detail: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -46,17 +41,20 @@ class GateResult:
     passed: bool
     reasons: list[str]
     checks: list[Check]
-    findings: list[dict] = field(default_factory=list)
-    unchecked: dict[str, str] = field(default_factory=dict)
+    diagnosis: Diagnosis
 
-    def to_dict(self) -> dict:
+    @property
+    def findings(self) -> list[Finding]:
+        return self.diagnosis.findings
+
+    def to_dict(self) -> dict[str, Any]:
         return {
             "run": self.run_id,
             "passed": self.passed,
             "reasons": list(self.reasons),
             "checks": [c.to_dict() for c in self.checks],
-            "findings": self.findings,
-            "unchecked": self.unchecked,
+            "findings": [f.to_dict() for f in self.findings],
+            "unchecked": dict(self.diagnosis.unchecked),
         }
 
 
@@ -70,10 +68,9 @@ def check_loss_drops(run: Run, min_loss_drop: float) -> Check:
     relative to the median of the first tenth."""
     name = "loss-drops"
     loss = run.kind("loss")
-    column = "total" if "total" in loss else None
-    if column is None or len(loss) < 2:
+    if "total" not in loss or len(loss) < 2:
         return Check(name, False, None, min_loss_drop, "no loss records: cannot tell")
-    values = pd.to_numeric(loss[column], errors="coerce").to_numpy(dtype=float)
+    values = col(loss, "total")
     if not math.isfinite(values[-1]):
         return Check(
             name,
@@ -95,14 +92,15 @@ def check_loss_drops(run: Run, min_loss_drop: float) -> Check:
     return Check(name, passed, drop, min_loss_drop, detail)
 
 
-def check_params_move(run: Run, min_moving: float) -> Check:
-    """Parameters moved (‖Δθ‖/‖θ‖ > 0) on at least `min_moving` of the logged optimizer steps."""
+def check_params_move(run: Run, min_moving: float, min_update_ratio: float) -> Check:
+    """Parameters moved (‖Δθ‖/‖θ‖ > min_update_ratio) on at least `min_moving` of the logged
+    optimizer steps."""
     name = "params-move"
     update = run.kind("param_update")
     if not len(update) or "ratio" not in update:
         return Check(name, False, None, min_moving, "no param_update records: cannot tell")
-    ratio = pd.to_numeric(update["ratio"], errors="coerce").to_numpy(dtype=float)
-    moving = float((np.nan_to_num(ratio, nan=0.0) > MOVING_EPS).mean())
+    ratio = col(update, "ratio")
+    moving = float((np.nan_to_num(ratio, nan=0.0) > min_update_ratio).mean())
     passed = moving >= min_moving
     detail = (
         f"params moved on {moving * 100:.1f}% of {len(ratio)} logged optimizer steps "
@@ -112,32 +110,20 @@ def check_params_move(run: Run, min_moving: float) -> Check:
 
 
 def gate(
-    run: Run,
-    min_loss_drop: float | None = None,
-    min_moving: float | None = None,
-    thresholds: Any = None,
-    diagnosis: Any = None,
+    run: Run, thresholds: Thresholds | None = None, diagnosis: Diagnosis | None = None
 ) -> GateResult:
     """Pass when params move, the loss drops, and no finding has severity "error".
 
-    `min_loss_drop`/`min_moving` default to the thresholds' `min_loss_drop` and
-    `min_moving_fraction` (riswb.diagnose.rules.Thresholds), else to the DEFAULT_* constants.
+    The two checks compare against the thresholds the rules use: `min_moving_fraction`
+    (of steps with ‖Δθ‖/‖θ‖ above `min_update_ratio`) and `min_loss_drop`.
     """
-    if min_loss_drop is None or min_moving is None:
-        defaults = thresholds if thresholds is not None else _default_thresholds()
-        if min_loss_drop is None:
-            min_loss_drop = float(getattr(defaults, "min_loss_drop", DEFAULT_MIN_LOSS_DROP))
-        if min_moving is None:
-            min_moving = float(getattr(defaults, "min_moving_fraction", DEFAULT_MIN_MOVING))
-    if not math.isfinite(min_loss_drop) or min_loss_drop >= 1:
-        raise RiswbError(f"--min-loss-drop must be a finite fraction below 1, not {min_loss_drop}")
-    if not 0 <= min_moving <= 1:
-        raise RiswbError(f"--min-moving must be a fraction in [0, 1], not {min_moving}")
-    if diagnosis is None:
-        diagnosis = run_diagnosis(run, thresholds)
-    findings, unchecked = diagnosis_parts(diagnosis)
-    checks = [check_params_move(run, min_moving), check_loss_drops(run, min_loss_drop)]
-    errors = [f for f in findings if f["severity"] == "error"]
+    th = thresholds or Thresholds()
+    diagnosis = diagnosis or diagnose(run, th)
+    checks = [
+        check_params_move(run, th.min_moving_fraction, th.min_update_ratio),
+        check_loss_drops(run, th.min_loss_drop),
+    ]
+    errors = diagnosis.errors
     checks.append(
         Check(
             "no-error-findings",
@@ -146,37 +132,12 @@ def gate(
             0,
             "no error finding"
             if not errors
-            else "error findings: " + ", ".join(f["id"] for f in errors),
+            else "error findings: " + ", ".join(f.id for f in errors),
         )
     )
     reasons = [f"{c.name}: {c.detail}" for c in checks[:2] if not c.passed]
-    reasons += [f"{f['id']}: {f['title']}" for f in errors]
-    return GateResult(run.id, not reasons, reasons, checks, findings, unchecked)
-
-
-def _default_thresholds() -> Any:
-    try:
-        from riswb.diagnose.rules import Thresholds
-    except ImportError:
-        return None
-    return Thresholds()
-
-
-def _rule_ids() -> list[str]:
-    """Every rule id `RULES` names, whatever its shape (dict, list of ids/rules)."""
-    try:
-        from riswb.diagnose.rules import RULES
-    except ImportError:
-        return []
-    items = RULES.keys() if isinstance(RULES, dict) else RULES
-    ids = []
-    for item in items:
-        rule_id = item if isinstance(item, str) else getattr(item, "id", None)
-        if rule_id is None and callable(item):
-            rule_id = getattr(item, "__name__", None)
-        if isinstance(rule_id, str):
-            ids.append(rule_id)
-    return ids
+    reasons += [f"{f.id}: {f.title}" for f in errors]
+    return GateResult(run.id, not reasons, reasons, checks, diagnosis)
 
 
 def junit_xml(result: GateResult) -> str:
@@ -201,22 +162,21 @@ def junit_xml(result: GateResult) -> str:
             ET.SubElement(element, "system-out").text = check.detail
     seen = set()
     for finding in result.findings:
-        seen.add(finding["id"])
-        element = case(f"riswb.findings.{finding['severity']}", finding["id"])
-        body = f"evidence: {fmt_evidence(finding['evidence'], limit=50)}\nfix: {finding['fix']}"
-        if finding["severity"] == "error":
+        seen.add(finding.id)
+        element = case(f"riswb.findings.{finding.severity}", finding.id)
+        body = f"evidence: {fmt_evidence(finding.evidence, limit=50)}\nfix: {finding.fix}"
+        if finding.severity == "error":
             failures += 1
-            ET.SubElement(element, "failure", message=finding["title"], type="error").text = body
+            ET.SubElement(element, "failure", message=finding.title, type="error").text = body
         else:
-            ET.SubElement(element, "system-out").text = f"{finding['title']}\n{body}"
-    for rule_id, reason in result.unchecked.items():
+            ET.SubElement(element, "system-out").text = f"{finding.title}\n{body}"
+    for rule_id, reason in result.diagnosis.unchecked.items():
         seen.add(rule_id)
         element = case("riswb.findings.unchecked", rule_id)
         skipped += 1
         ET.SubElement(element, "skipped", message=reason)
-    for rule_id in _rule_ids():
+    for rule_id in RULES:
         if rule_id not in seen:
-            seen.add(rule_id)
             case("riswb.findings.clean", rule_id)
 
     suite = ET.Element(

@@ -13,11 +13,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from riswb.diagnose.frames import col, latest_spectra, value_columns
+from riswb.diagnose.text import fmt
 from riswb.runlog import Run
 
 MAX_POINTS = 2000
@@ -82,22 +83,16 @@ def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS):
 
 
 def _series(frame: pd.DataFrame, column: str):
-    x = frame["step"].to_numpy(dtype=float)
-    y = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-    return downsample(x, y)
+    return downsample(col(frame, "step"), col(frame, column))
 
 
 def _positive(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0, y, np.nan)
 
 
-def _tick_label(value: float, _pos: Any = None) -> str:
-    """Plain tick labels ("0.05", "1e-05"): mathtext labels (10⁻⁵) cost a parser run each."""
-    if value == 0:
-        return "0"
-    if 1e-3 <= abs(value) < 1e4:
-        return f"{value:.3g}"
-    return f"{value:.0e}"
+def _tick_label(value: float, _pos: int | None = None) -> str:
+    """Plain tick labels ("0.05", "1.00e-05"): mathtext labels (10⁻⁵) cost a parser run each."""
+    return fmt(value, digits=3)
 
 
 def _log_y(ax) -> None:
@@ -130,17 +125,13 @@ def _finish(fig, ax_list, path: Path) -> Path:
     return path
 
 
-def _columns(frame: pd.DataFrame, prefix: str = "") -> list[str]:
-    return [c for c in frame.columns if c not in ("step", "opt_step") and c.startswith(prefix)]
-
-
 def _has_positive(frame: pd.DataFrame, columns: list[str]) -> bool:
-    return any((pd.to_numeric(frame[c], errors="coerce") > 0).any() for c in columns)
+    return any((col(frame, c) > 0).any() for c in columns)
 
 
 def plot_loss(run: Run, path: Path) -> Path | str:
     loss = run.kind("loss")
-    terms = _columns(loss)
+    terms = value_columns(loss)
     if not len(loss) or not terms:
         return "no loss records"
     if not _has_positive(loss, terms):
@@ -165,8 +156,8 @@ def plot_loss(run: Run, path: Path) -> Path | str:
 def plot_grad_norms(run: Run, path: Path) -> Path | str:
     grads = run.kind("term_grad")
     norms = run.kind("grad_norm")
-    terms = _columns(grads)
-    modules = _columns(norms)
+    terms = value_columns(grads)
+    modules = value_columns(norms)
     if not (len(grads) and terms) and not (len(norms) and modules):
         return "no term_grad or grad_norm records"
     if not (terms and _has_positive(grads, terms)) and not (
@@ -207,7 +198,7 @@ def plot_param_update(run: Run, path: Path) -> Path | str:
     x, y = _series(update, "ratio")
     positive = (y > 0).any()
     ax1.plot(x, _positive(y), color="black", linewidth=1.5, label="all params", zorder=3)
-    for i, column in enumerate(_columns(update, "group/")):
+    for i, column in enumerate(value_columns(update, "group/")):
         gx, gy = _series(update, column)
         positive = positive or (gy > 0).any()
         label = "group " + column.removeprefix("group/").removesuffix("/ratio")
@@ -241,7 +232,7 @@ def plot_param_update(run: Run, path: Path) -> Path | str:
 
 def plot_lr(run: Run, path: Path) -> Path | str:
     lr = run.kind("lr")
-    groups = _columns(lr, "group/")
+    groups = value_columns(lr, "group/")
     if not len(lr) or not groups:
         return "no lr records"
     fig, (ax,) = _subplots(1, 4)
@@ -269,8 +260,6 @@ def plot_lr(run: Run, path: Path) -> Path | str:
 
 
 def plot_spectra(run: Run, path: Path) -> Path | str:
-    from riswb.diagnose.report import latest_spectra
-
     step, spectra = latest_spectra(run)
     if not spectra:
         return "no spectra.jsonl records (no evaluation with R_pred/R_true)"
@@ -296,7 +285,7 @@ def plot_spectra(run: Run, path: Path) -> Path | str:
 
 def plot_nonfinite(run: Run, path: Path) -> Path | str:
     frame = run.kind("nonfinite")
-    keys = _columns(frame)
+    keys = value_columns(frame)
     if not len(frame) or not keys:
         return "no nonfinite records"
     fig, (ax,) = _subplots(1, 4)
@@ -443,7 +432,7 @@ def write_plots(
     return start_plots(run, out_dir, workers)()
 
 
-def plot_overlay(runs: list[Any], path: str | os.PathLike, column: str = "total") -> Path:
+def plot_overlay(runs: list[Run], path: str | os.PathLike, column: str = "total") -> Path:
     """Overlay one loss column (default the weighted total) of several runs on a log axis."""
     fig, (ax,) = _subplots(1, 5)
     drawn = 0

@@ -1,6 +1,27 @@
-"""Shared by the CLI tests: the one-line error contract (exit 2, one `riswb: error:` line)."""
+"""Shared by the CLI tests: `invoke` (the real CLI), the one-line error contract (exit 2,
+one `riswb: error:` line), strict JSON parsing, and a runs dir with two runs."""
+
+import json
 
 import pytest
+from typer.testing import CliRunner
+
+from riswb.cli import app
+
+
+@pytest.fixture
+def invoke():
+    """invoke(*args) -> the CliRunner result of `riswb ARGS` (each arg str()-ed)."""
+    runner = CliRunner()
+    return lambda *args, **kwargs: runner.invoke(app, [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture
+def strict_loads():
+    """json.loads that rejects the bare NaN/Infinity tokens plain json.dumps writes."""
+    return lambda text: json.loads(
+        text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c))
+    )
 
 
 @pytest.fixture
@@ -15,3 +36,13 @@ def one_line_error():
         return lines[0]
 
     return check
+
+
+@pytest.fixture
+def runs(tmp_path, synthetic_run, monkeypatch):
+    """A runs dir (also $RISWB_RUNS_DIR) with a healthy and a broken run."""
+    root = tmp_path / "runs"
+    healthy = synthetic_run(root, steps=800, name="a-healthy")
+    broken = synthetic_run(root, steps=800, name="b-broken", healthy=False)
+    monkeypatch.setenv("RISWB_RUNS_DIR", str(root))
+    return root, healthy, broken

@@ -3,6 +3,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from riswb.diagnose.gate import gate, junit_xml, write_junit
+from riswb.diagnose.rules import RULES, Thresholds
 from riswb.errors import RiswbError
 from riswb.runlog import RunWriter, read_run
 
@@ -39,8 +40,11 @@ def test_error_finding_fails_even_when_loss_and_params_are_fine(tmp_path, synthe
 
 def test_thresholds_are_honoured(tmp_path, synthetic_run):
     run = read_run(synthetic_run(tmp_path, steps=1000))
-    assert not gate(run, min_loss_drop=0.99).passed
-    assert gate(run, min_loss_drop=-1.0, min_moving=0.0).passed
+    assert not gate(run, Thresholds().overrides(min_loss_drop=0.99)).passed
+    frozen = read_run(synthetic_run(tmp_path, steps=1000, name="frozen", frozen=True))
+    lenient = Thresholds().overrides(min_moving_fraction=0.0)
+    moving = next(c for c in gate(frozen, lenient).checks if c.name == "params-move")
+    assert moving.passed and moving.threshold == 0.0
 
 
 def test_nan_final_loss_fails(tmp_path, synthetic_run):
@@ -61,15 +65,15 @@ def test_no_records_fail_conservatively(tmp_path):
     "kwargs",
     [
         {"min_loss_drop": 1.5},
-        {"min_moving": -0.1},
-        {"min_moving": 2.0},
+        {"min_loss_drop": -0.1},
+        {"min_moving_fraction": -0.1},
+        {"min_moving_fraction": 2.0},
         {"min_loss_drop": float("nan")},
     ],
 )
-def test_bad_thresholds_are_usage_errors(tmp_path, synthetic_run, kwargs):
-    run = read_run(synthetic_run(tmp_path, steps=100))
-    with pytest.raises(RiswbError):
-        gate(run, **kwargs)
+def test_bad_thresholds_are_usage_errors(kwargs):
+    with pytest.raises(RiswbError, match=next(iter(kwargs))):
+        Thresholds().overrides(**kwargs)
 
 
 def test_junit_is_valid_and_counts_failures(tmp_path, synthetic_run):
@@ -82,12 +86,13 @@ def test_junit_is_valid_and_counts_failures(tmp_path, synthetic_run):
     assert int(suite.get("tests")) == len(cases)
     failed = [c for c in cases if c.find("failure") is not None]
     assert int(suite.get("failures")) == len(failed) == int(root.get("failures"))
-    errors = [f for f in result.findings if f["severity"] == "error"]
+    errors = result.diagnosis.errors
     assert len(failed) == 3 + len(errors)  # all three gate checks fail, plus each error
     skipped = [c for c in cases if c.find("skipped") is not None]
-    assert int(suite.get("skipped")) == len(skipped) == len(result.unchecked)
+    assert int(suite.get("skipped")) == len(skipped) == len(result.diagnosis.unchecked)
     names = {c.get("name") for c in cases}
     assert {"params-move", "loss-drops", "no-error-findings", "params-not-moving"} <= names
+    assert set(RULES) <= names  # every rule: a finding, unchecked, or clean
 
 
 def test_junit_of_a_passing_run_has_no_failures(tmp_path, synthetic_run):

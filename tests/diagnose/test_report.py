@@ -1,18 +1,20 @@
 import json
 import math
 
-from riswb.diagnose.report import (
-    Report,
-    build_report,
-    fmt,
-    render_json,
-    render_markdown,
-    strict_json,
-    summarize,
-)
+from riswb.diagnose.report import Report, build_report, summarize
+from riswb.diagnose.rules import SEVERITY_RANK
+from riswb.jsonsafe import dumps
 from riswb.runlog import read_run
 
 FINDING_FIELDS = {"id", "severity", "title", "evidence", "fix"}
+
+
+def render_json(report: Report) -> str:
+    return dumps(report.to_dict())
+
+
+def strict_loads(text: str):
+    return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
 
 
 def test_healthy_report_model(tmp_path, synthetic_run):
@@ -20,12 +22,12 @@ def test_healthy_report_model(tmp_path, synthetic_run):
     report = build_report(run)
     assert isinstance(report, Report)
     summary = report.summary
-    assert summary["status"] == "completed"
-    assert summary["steps"] == 991 and summary["opt_steps"] == 991
-    assert summary["final_loss"] < summary["best_loss"] * 1.5
-    assert set(summary["final_terms"]) == {"nmse", "ortho", "gap", "K"}
-    assert summary["warnings"] == []
-    assert report.counts["error"] == 0
+    assert summary.status == "completed"
+    assert summary.steps == 991 and summary.opt_steps == 991
+    assert summary.final_loss < summary.best_loss * 1.5
+    assert set(summary.final_terms) == {"nmse", "ortho", "gap", "K"}
+    assert summary.warnings == []
+    assert report.diagnosis.counts["error"] == 0
     names = {t.name for t in report.tables}
     assert {
         "loss_terms",
@@ -49,11 +51,11 @@ def test_healthy_report_model(tmp_path, synthetic_run):
 def test_unhealthy_report_ranks_errors_first(tmp_path, synthetic_run):
     run = read_run(synthetic_run(tmp_path, steps=1000, healthy=False, swap_unrestored=True))
     report = build_report(run)
-    ids = [f["id"] for f in report.findings]
+    ids = [f.id for f in report.findings]
     assert "params-not-moving" in ids and "weights-swapped" in ids
-    ranks = [{"error": 0, "warning": 1, "info": 2}[f["severity"]] for f in report.findings]
+    ranks = [SEVERITY_RANK[f.severity] for f in report.findings]
     assert ranks == sorted(ranks)
-    for finding in report.findings:
+    for finding in report.to_dict()["findings"]:
         assert FINDING_FIELDS <= set(finding)
     swaps = report.table("weight_swaps")
     assert "not restored" in swaps.note
@@ -62,27 +64,27 @@ def test_unhealthy_report_ranks_errors_first(tmp_path, synthetic_run):
 def test_torn_last_line_is_a_warning_and_the_report_still_works(tmp_path, synthetic_run):
     run = read_run(synthetic_run(tmp_path, steps=500, torn=True))
     report = build_report(run)
-    assert any("torn last line" in w for w in report.summary["warnings"])
-    assert report.summary["steps"] == 491
-    data = json.loads(render_json(report))
+    assert any("torn last line" in w for w in report.summary.warnings)
+    assert report.summary.steps == 491
+    data = strict_loads(render_json(report))
     assert any("torn" in w for w in data["summary"]["warnings"])
 
 
 def test_killed_status_and_crashed(tmp_path, synthetic_run):
     killed = summarize(read_run(synthetic_run(tmp_path, steps=200, status="killed")))
     crashed = summarize(read_run(synthetic_run(tmp_path, steps=200, status="crashed")))
-    assert killed["status"] == "killed"
-    assert killed["duration_s"] is not None
-    assert crashed["status"] == "crashed"
+    assert killed.status == "killed"
+    assert killed.duration_s is not None
+    assert crashed.status == "crashed"
 
 
 def test_nan_loss_is_valid_strict_json(tmp_path, synthetic_run):
     run = read_run(synthetic_run(tmp_path, steps=500, nan_loss_at=300))
     report = build_report(run)
-    assert math.isnan(report.summary["final_loss"])
+    assert math.isnan(report.summary.final_loss)
     text = render_json(report)
     assert "NaN" in text
-    data = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    data = strict_loads(text)
     assert data["summary"]["final_loss"] == "NaN"
     assert "nonfinite-loss" in [f["id"] for f in data["findings"]]
     nonfinite = data["tables"]["nonfinite"]["rows"]
@@ -91,37 +93,10 @@ def test_nan_loss_is_valid_strict_json(tmp_path, synthetic_run):
 
 def test_json_has_findings_unchecked_summary_tables(tmp_path, synthetic_run):
     run = read_run(synthetic_run(tmp_path, steps=300, dead_term="ortho"))
-    data = json.loads(render_json(build_report(run)))
+    data = strict_loads(render_json(build_report(run)))
     assert {"findings", "unchecked", "summary", "tables", "counts", "plots"} <= set(data)
     assert isinstance(data["findings"], list) and isinstance(data["unchecked"], dict)
     for finding in data["findings"]:
         assert FINDING_FIELDS <= set(finding)
     grads = {r["term"]: r for r in data["tables"]["term_gradients"]["rows"]}
     assert grads["ortho"]["median"] == 0
-
-
-def test_markdown_has_sections_and_tables(tmp_path, synthetic_run):
-    run = read_run(synthetic_run(tmp_path, steps=300, healthy=False))
-    text = render_markdown(build_report(run))
-    assert text.startswith("# riswb report: ")
-    assert "## Findings" in text and "`params-not-moving`" in text
-    assert "| term | weight |" in text
-
-
-def test_absent_data_is_named_not_an_error(tmp_path):
-    from riswb.runlog import RunWriter
-
-    writer = RunWriter(tmp_path, "bare")
-    writer.scalars(0, "loss", {"total": 1.0})
-    writer.close()
-    report = build_report(read_run(writer.path))
-    assert "term_gradients" in report.absent and "eigenvalues" in report.absent
-    assert report.table("loss_terms") is not None
-    assert "no loss_weight records" in report.table("loss_terms").note
-
-
-def test_fmt_and_strict_json():
-    assert fmt(None) == "-" and fmt(float("nan")) == "nan" and fmt(float("-inf")) == "-inf"
-    assert fmt(3) == "3" and fmt(0.5) == "0.5" and fmt(1.5e-7) == "1.500e-07"
-    assert fmt([1, 2, 3, 4, 5, 6, 7]).endswith("…]")
-    assert strict_json({"a": [float("inf"), 1.0]}) == {"a": ["Infinity", 1.0]}

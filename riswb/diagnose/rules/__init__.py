@@ -45,13 +45,17 @@ from riswb.diagnose.rules import (
     term_dominates,
     weights_swapped,
 )
-from riswb.diagnose.rules._base import SEVERITIES, Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, disabled_probes, norm_probe_name
+from riswb.diagnose.rules._base import SEVERITIES, SEVERITY_RANK, Finding, Thresholds
+from riswb.diagnose.rules._util import Unchecked, disabled_probes, probe_name
+from riswb.errors import RiswbError
 from riswb.jsonsafe import strict_json
+from riswb.runlog import Run
 
 __all__ = [
     "Finding",
     "Thresholds",
+    "SEVERITIES",
+    "SEVERITY_RANK",
     "Unchecked",
     "Diagnosis",
     "RULES",
@@ -60,7 +64,7 @@ __all__ = [
     "diagnose",
 ]
 
-Rule = Callable[[Any, Thresholds], list[Finding]]
+Rule = Callable[[Run, Thresholds], list[Finding]]
 
 # id -> rule, in docs/design.md §5 table order.
 RULES: dict[str, Rule] = {
@@ -111,8 +115,9 @@ IMPACT_ORDER: tuple[str, ...] = (
 )
 assert set(IMPACT_ORDER) == set(RULES), "IMPACT_ORDER must rank every rule exactly once"
 
-# The built-in probes whose records each rule reads: when one of them was disabled by an
-# error, an unchecked rule says so (the real reason the data is missing).
+# The built-in probes (riswb.probes.BUILTIN module names) whose records each rule reads: when
+# one of them was disabled by an error, an unchecked rule says so (the real reason the data
+# is missing).
 RULE_PROBES: dict[str, tuple[str, ...]] = {
     "params-not-moving": ("param_update",),
     "loss-not-dropping": ("loss_terms",),
@@ -129,12 +134,11 @@ RULE_PROBES: dict[str, tuple[str, ...]] = {
     "lr-stalled": ("lr_trace",),
     "scheduler-order": ("lr_trace", "cadence"),
     "clip-saturated": ("clip",),
-    "grad-into-inputs": ("inputs", "grad_into_inputs"),
+    "grad-into-inputs": ("inputs",),
     "spectrum-mismatch": ("spectra",),
     "stale-checkpoint": (),
 }
 
-_SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 _IMPACT_RANK = {rule_id: rank for rank, rule_id in enumerate(IMPACT_ORDER)}
 
 
@@ -181,7 +185,7 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
     indexed = list(enumerate(findings))
     indexed.sort(
         key=lambda item: (
-            _SEVERITY_RANK.get(item[1].severity, len(SEVERITIES)),
+            SEVERITY_RANK[item[1].severity],
             _IMPACT_RANK.get(item[1].id, len(_IMPACT_RANK)),
             item[0],
         )
@@ -190,7 +194,7 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def diagnose(
-    run,
+    run: Run,
     thresholds: Thresholds | dict[str, Any] | None = None,
     *,
     rules: Iterable[str] | None = None,
@@ -209,8 +213,6 @@ def diagnose(
     selected = list(RULES) if rules is None else list(rules)
     unknown = [rule_id for rule_id in selected if rule_id not in RULES]
     if unknown:
-        from riswb.errors import RiswbError
-
         raise RiswbError(f"unknown rule id(s) {', '.join(unknown)}; known: {', '.join(RULES)}")
     findings: list[Finding] = []
     unchecked: dict[str, str] = {}
@@ -230,9 +232,8 @@ def diagnose(
         findings.extend(produced)
     disabled = disabled_probes(run) if unchecked else {}
     for rule_id in unchecked:
-        failed = [f"{p} ({disabled[norm_probe_name(p)]})" for p in RULE_PROBES.get(rule_id, ())
-                  if norm_probe_name(p) in disabled]
+        names = [probe_name(module) for module in RULE_PROBES[rule_id]]
+        failed = [f"{name} ({disabled[name]})" for name in names if name in disabled]
         if failed:
             unchecked[rule_id] += f"; probe disabled by an error: {', '.join(failed)}"
-    run_id = getattr(run, "id", None)
-    return Diagnosis(rank(findings), unchecked, checked, thresholds, run_id=run_id)
+    return Diagnosis(rank(findings), unchecked, checked, thresholds, run_id=run.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from riswb.errors import RiswbError
 from riswb.jsonsafe import strict_json
 
 SEVERITIES = ("error", "warning", "info")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # error first
 
 
 @dataclass
@@ -41,16 +43,20 @@ class Finding:
         }
 
 
-def _t(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+def _t(default: float, doc: str, lo: float = 0.0, hi: float = math.inf) -> Any:
+    """A threshold field: its default, its meaning, and the closed range it must lie in."""
+    return field(default=default, metadata={"doc": doc, "range": (lo, hi)})
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """Every number a rule compares against, named and overridable.
 
-    `Thresholds.from_dict({...})` / `Thresholds().overrides(name=value)` build variants;
-    unknown names raise RiswbError (a typo must not silently keep the default).
+    `Thresholds.parse(["name=value", ...])` (the CLI's --threshold),
+    `Thresholds.from_dict({...})` and `Thresholds().overrides(name=value)` build variants;
+    an unknown name, a non-number, or a value that is not finite or outside the field's
+    range raises RiswbError (a typo must not silently keep the default, nor a NaN turn
+    every comparison false).
     `Thresholds.describe()` lists name, default and meaning for reports and `--help`.
     """
 
@@ -60,22 +66,22 @@ class Thresholds:
         "(float32 rounding already swallows relative updates below ~6e-8)")
     min_moving_fraction: float = _t(
         0.5, "params-not-moving is an error when fewer than this fraction of logged "
-        "optimizer steps (or of one param group's steps) move the parameters")
+        "optimizer steps (or of one param group's steps) move the parameters", hi=1)
     max_still_fraction: float = _t(
         0.1, "params-not-moving warns when more than this fraction of steps left the "
-        "parameters unchanged")
+        "parameters unchanged", hi=1)
     min_tensor_moving_fraction: float = _t(
         0.9, "params-not-moving warns when the median fraction of trainable tensors that "
-        "change per step (param_update frac_moving) is below this")
+        "change per step (param_update frac_moving) is below this", hi=1)
     # loss-not-dropping / nonfinite-loss
     min_loss_records: int = _t(
-        10, "fewest finite loss records needed to judge a trend (fewer: unchecked)")
+        10, "fewest finite loss records needed to judge a trend (fewer: unchecked)", lo=1)
     loss_window: int = _t(
         50, "records at the start (and end) whose median is compared; capped at a fifth "
-        "of the run, at least 3")
+        "of the run, at least 3", lo=1)
     min_loss_drop: float = _t(
         0.05, "loss-not-dropping is an error when the best smoothed loss is not at least "
-        "this fraction below the starting loss")
+        "this fraction below the starting loss", hi=1)
     max_loss_rebound: float = _t(
         0.5, "loss-not-dropping warns when the final loss gave back more than this fraction "
         "of its best improvement (divergence)")
@@ -85,35 +91,36 @@ class Thresholds:
     # dead-params / dead-loss-term
     dead_params_error_fraction: float = _t(
         0.01, "dead-params is an error when dead tensors hold at least this fraction of the "
-        "trainable elements (or the fraction is unknown); a warning below")
+        "trainable elements (or the fraction is unknown); a warning below", hi=1)
     dead_elems_fraction: float = _t(
         0.2, "dead-params warns when this fraction of gradient elements stays zero even "
-        "though no whole tensor is dead (a clamp that zeroes part of a head)")
+        "though no whole tensor is dead (a clamp that zeroes part of a head)", hi=1)
     dead_term_grad: float = _t(
         0.0, "a term gradient norm at or below this counts as 'no gradient'")
     dead_term_fraction: float = _t(
         0.9, "dead-loss-term warns when a term sends no gradient on at least this fraction "
-        "of sampled steps (on all of them: error)")
+        "of sampled steps (on all of them: error)", hi=1)
     min_term_samples: int = _t(
-        3, "fewest sampled steps needed to judge a term's gradient or a pair's cosine")
+        3, "fewest sampled steps needed to judge a term's gradient or a pair's cosine", lo=1)
     # term-dominates / term-conflict
     dominance_ratio: float = _t(
         100.0, "term-dominates warns when the largest median term-gradient norm is at least "
-        "this many times the second largest")
+        "this many times the second largest", lo=1)
     satisfied_term_fraction: float = _t(
         0.01, "term-dominates ignores a dwarfed term whose own value fell to at most this "
-        "fraction of its start: it is minimized (a regularizer at ~0), not drowned")
+        "fraction of its start: it is minimized (a regularizer at ~0), not drowned", hi=1)
     conflict_cosine: float = _t(
-        -0.5, "term-conflict warns when two terms' median gradient cosine is at or below this")
+        -0.5, "term-conflict warns when two terms' median gradient cosine is at or below this",
+        lo=-1, hi=1)
     # nonfinite-grads / step-skipped
     max_nonfinite_grad_fraction: float = _t(
         0.01, "non-finite gradients on at most this fraction of logged steps, each handled "
-        "by a GradScaler skip and never sanitized, are info (normal AMP overflow)")
+        "by a GradScaler skip and never sanitized, are info (normal AMP overflow)", hi=1)
     max_skip_fraction: float = _t(
         0.05, "step-skipped is an error when at least this fraction of intended optimizer "
-        "steps were skipped")
+        "steps were skipped", hi=1)
     max_scaler_skip_fraction: float = _t(
-        0.01, "GradScaler skips up to this fraction of steps are info (scale calibration)")
+        0.01, "GradScaler skips up to this fraction of steps are info (scale calibration)", hi=1)
     # step-cadence
     cadence_min_ratio: float = _t(
         0.5, "step-cadence is an error when optimizer steps × accumulation / loss calls is "
@@ -123,39 +130,43 @@ class Thresholds:
     cadence_tolerance: float = _t(
         0.2, "step-cadence warns when the ratio is farther than this from 1")
     min_cadence_batches: int = _t(
-        10, "fewest loss calls (times the intended accumulation) needed to judge cadence")
+        10, "fewest loss calls (times the intended accumulation) needed to judge cadence", lo=1)
     # lr-stalled / scheduler-order
     lr_min: float = _t(
         1e-8, "a learning rate at or below this counts as zero")
     lr_near_zero_fraction: float = _t(
         0.01, "when the run records a group's initial lr (`initial/<g>`), an lr at or below "
-        "this fraction of it also counts as zero")
+        "this fraction of it also counts as zero", hi=1)
     lr_stall_fraction: float = _t(
         0.5, "lr-stalled is an error when the lr is zero on at least this fraction of logged "
-        "steps, and warns when the warm-up peak comes after this fraction of the run")
+        "steps, and warns when the warm-up peak comes after this fraction of the run", hi=1)
     lr_peak_fraction: float = _t(
-        0.95, "the warm-up counts as done when the lr first reaches this fraction of its peak")
+        0.95, "the warm-up counts as done when the lr first reaches this fraction of its peak",
+        hi=1)
     scheduler_excess_fraction: float = _t(
         0.01, "scheduler-order warns when scheduler.step() ran more than this fraction "
-        "(and more than one step) beyond optimizer.step()")
+        "(and more than one step) beyond optimizer.step()", hi=1)
     # clip-saturated
     clip_saturation: float = _t(
-        0.8, "clip-saturated warns when clipping is active on at least this fraction of steps")
+        0.8, "clip-saturated warns when clipping is active on at least this fraction of steps",
+        hi=1)
     clip_severe_ratio: float = _t(
         1e-3, "clip-saturated is an error when, saturated, the median clip ratio "
-        "(max_norm / norm) is at or below this: updates shrunk 1000×")
+        "(max_norm / norm) is at or below this: updates shrunk 1000×", hi=1)
     # spectrum-mismatch
     scale_ratio_warn: float = _t(
-        2.0, "spectrum-mismatch warns when tr R_pred / tr R_true is off by this factor")
+        2.0, "spectrum-mismatch warns when tr R_pred / tr R_true is off by this factor", lo=1)
     scale_ratio_max: float = _t(
-        10.0, "spectrum-mismatch is an error when tr R_pred / tr R_true is off by this factor")
+        10.0, "spectrum-mismatch is an error when tr R_pred / tr R_true is off by this factor",
+        lo=1)
     flat_rank_ratio: float = _t(
-        2.0, "R_pred counts as flat when its effective rank is at least this times R_true's")
+        2.0, "R_pred counts as flat when its effective rank is at least this times R_true's", lo=1)
     collapsed_rank_ratio: float = _t(
-        0.5, "R_pred counts as collapsed when its effective rank is at most this times R_true's")
+        0.5, "R_pred counts as collapsed when its effective rank is at most this times R_true's",
+        hi=1)
     min_gap_fraction: float = _t(
         0.25, "R_pred has no gap at K when its relative eigengap is below this fraction of "
-        "R_true's")
+        "R_true's", hi=1)
     # stale-checkpoint
     checkpoint_tolerance: float = _t(
         1e-3, "a validation improvement smaller than this (relative) need not rewrite best.pt")
@@ -168,6 +179,17 @@ class Thresholds:
     def from_dict(cls, values: dict[str, Any] | None) -> Thresholds:
         return cls().overrides(**(values or {}))
 
+    @classmethod
+    def parse(cls, items: list[str] | None) -> Thresholds:
+        """`["name=value", ...]` (repeated --threshold options) -> the defaults with those."""
+        values: dict[str, str] = {}
+        for item in items or []:
+            name, sep, text = item.partition("=")
+            if not sep:
+                raise RiswbError(f"--threshold expects NAME=VALUE, got {item!r}")
+            values[name.strip()] = text.strip()
+        return cls().overrides(**values)
+
     def overrides(self, **values: Any) -> Thresholds:
         fields = {f.name: f for f in dataclasses.fields(self)}
         unknown = sorted(set(values) - set(fields))
@@ -179,9 +201,14 @@ class Thresholds:
         for name, value in values.items():
             kind = int if isinstance(fields[name].default, int) else float
             try:
-                coerced[name] = kind(value)
+                number = kind(value)
             except (TypeError, ValueError):
-                raise RiswbError(f"threshold {name} must be a number, got {value!r}") from None
+                raise RiswbError(f"threshold {name}: {value!r} is not a number") from None
+            lo, hi = fields[name].metadata["range"]
+            if not (math.isfinite(number) and lo <= number <= hi):
+                raise RiswbError(f"threshold {name} must be a finite number in [{lo:g}, {hi:g}], "
+                                 f"not {value}")
+            coerced[name] = number
         return dataclasses.replace(self, **coerced)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Helpers shared by the rules: reading kinds tolerantly, step ranges and formatting.
+"""Helpers shared by the rules: reading kinds tolerantly, step ranges, probe names.
 
 Everything here is vectorized: a rule touches each frame a constant number of times, so a
 100k-step run costs milliseconds per rule.
@@ -6,14 +6,16 @@ Everything here is vectorized: a rule touches each frame a constant number of ti
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from riswb.probes import BUILTIN, default_probes
 
 
 class Unchecked(Exception):  # noqa: N818  (a reason, not an error)
@@ -43,20 +45,8 @@ def need(run, kind: str, *, any_of: Iterable[str] = (), why: str = "") -> pd.Dat
     return frame
 
 
-def col(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A column as float64 (NaN where absent or not numeric)."""
-    if name not in frame.columns:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
-
-
 def steps_of(frame: pd.DataFrame) -> np.ndarray:
     return pd.to_numeric(frame["step"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
-
-
-def value_columns(frame: pd.DataFrame, *, exclude: Iterable[str] = ()) -> list[str]:
-    skip = {"step", "opt_step", "time", *exclude}
-    return [c for c in frame.columns if c not in skip]
 
 
 def matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -96,39 +86,6 @@ def intent_accumulation(run) -> tuple[int, bool]:
         except (TypeError, ValueError):
             pass
     return 1, False
-
-
-def _norm_name(name: str) -> str:
-    name = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    return name[: -len("probe")] if name.endswith("probe") and len(name) > 5 else name
-
-
-def probe_listed(run, *candidates: str) -> bool | None:
-    """Whether the manifest lists a probe matching one of `candidates`.
-
-    None when the manifest does not list probes at all (then silence proves nothing).
-    A candidate ending in `*` matches as a substring (e.g. "input*").
-    """
-    probes = run.manifest.get("probes")
-    if not probes:
-        return None
-    names = set()
-    for probe in probes:
-        if isinstance(probe, dict):
-            if probe.get("disabled"):
-                continue  # disabled mid-run: its silence proves nothing
-            names.update(_norm_name(probe.get(key, "")) for key in ("name", "class"))
-        else:
-            names.add(_norm_name(probe))
-    names.discard("")
-    for candidate in candidates:
-        if candidate.endswith("*"):
-            fragment = _norm_name(candidate[:-1])
-            if any(fragment in name for name in names):
-                return True
-        elif _norm_name(candidate) in names:
-            return True
-    return False
 
 
 # -- evidence ------------------------------------------------------------------------------
@@ -192,32 +149,42 @@ def count_of(value: Any) -> int:
     return len(as_names(value))
 
 
-def fmt(x: float) -> str:
-    """A short human number for titles."""
-    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return str(x)
-    if x == 0:
-        return "0"
-    if abs(x) >= 1e4 or abs(x) < 1e-3:
-        return f"{x:.2e}"
-    return f"{x:.4g}"
+@functools.cache
+def _builtin_names() -> dict[str, str]:
+    """riswb.probes.BUILTIN module name -> the name its probe records in the manifest."""
+    pairs = zip(BUILTIN, default_probes(), strict=True)
+    return {module: probe.name for (module, _), probe in pairs}
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.0f}%" if x >= 0.01 or x == 0 else f"{100 * x:.2g}%"
+def probe_name(module: str) -> str:
+    """The manifest name of the built-in probe defined in riswb/probes/<module>.py."""
+    return _builtin_names()[module]
+
+
+def _listed(run) -> list[dict]:
+    """The manifest's probe entries; a bare name (a hand-written manifest) as {"name": ...}."""
+    return [p if isinstance(p, dict) else {"name": p} for p in run.manifest.get("probes") or []]
+
+
+def probe_listed(run, module: str) -> bool | None:
+    """Whether the manifest lists the built-in probe of `module` as running to the end.
+
+    None when the manifest does not list probes at all (then silence proves nothing).
+    """
+    probes = _listed(run)
+    if not probes:
+        return None
+    name = probe_name(module)
+    # a probe disabled mid-run: its silence proves nothing
+    return any(p.get("name") == name and not p.get("disabled") for p in probes)
 
 
 def disabled_probes(run) -> dict[str, str]:
-    """Probes that failed and were disabled during the run: name -> error."""
+    """Probes that failed and were disabled during the run: manifest name -> error."""
     out: dict[str, str] = {}
-    for probe in run.manifest.get("probes") or []:
-        if isinstance(probe, dict) and probe.get("disabled"):
-            out[_norm_name(probe.get("name", ""))] = str(probe["disabled"])
+    for probe in _listed(run):
+        if probe.get("disabled"):
+            out[str(probe.get("name"))] = str(probe["disabled"])
     for record in run.events_of("probe_error"):
-        out.setdefault(_norm_name(record.get("probe", "")), str(record.get("error", "")))
-    out.pop("", None)
+        out.setdefault(str(record.get("probe")), str(record.get("error", "")))
     return out
-
-
-def norm_probe_name(name: str) -> str:
-    return _norm_name(name)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, col, fmt, need, pct, span, steps_of
+from riswb.diagnose.rules._util import Unchecked, need, span, steps_of
+from riswb.diagnose.text import fmt, pct
 
 ID = "clip-saturated"
 

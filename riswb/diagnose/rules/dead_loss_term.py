@@ -2,47 +2,29 @@
 
 Reads kind `loss_weight` (the weights actually used), kind `term_grad` (‖∂(w·term)/∂θ‖ on
 sampled steps), kind `loss` (term values), the manifest's `loss_terms`, and the weights the
-config asked for (`config.loss_weights`, `config.weights` or `config.loss.weights`).
+config asked for (`config.weights`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import (
-    Unchecked,
-    col,
-    fmt,
-    frame_of,
-    last_values,
-    pct,
-    span,
-    step_ranges,
-    steps_of,
-    value_columns,
-)
+from riswb.diagnose.rules._util import Unchecked, frame_of, last_values, span, step_ranges, steps_of
+from riswb.diagnose.text import fmt, pct
 
 ID = "dead-loss-term"
 
 
 def _configured_weights(manifest: dict) -> dict[str, float]:
-    config = manifest.get("config") or {}
-    candidates = [config.get("loss_weights"), config.get("weights")]
-    loss = config.get("loss")
-    if isinstance(loss, dict):
-        candidates += [loss.get("weights"), loss.get("loss_weights")]
-    for candidate in candidates:
-        if isinstance(candidate, dict):
-            out = {}
-            for key, value in candidate.items():
-                try:
-                    out[str(key)] = float(value)
-                except (TypeError, ValueError):
-                    continue
-            if out:
-                return out
-    return {}
+    """The weights the config asked for: `config.weights`, the key the reference trainer's
+    TrainConfig (`[loss.weights]`) writes into the manifest; numbers only."""
+    weights = (manifest.get("config") or {}).get("weights")
+    if not isinstance(weights, dict):
+        return {}
+    return {str(k): float(v) for k, v in weights.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def check(run, th: Thresholds) -> list[Finding]:

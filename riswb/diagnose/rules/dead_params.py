@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
     as_names,
-    col,
     events,
     frame_of,
     last_values,
     names_summary,
-    pct,
     span,
     steps_of,
 )
+from riswb.diagnose.text import pct
 
 ID = "dead-params"
 

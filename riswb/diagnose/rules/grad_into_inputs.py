@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
     as_names,
-    col,
     events,
     frame_of,
     probe_listed,
@@ -29,7 +29,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     hits = events(run, "grad_into_inputs")
     inputs = frame_of(run, "inputs")
     if not hits and inputs.empty:
-        if probe_listed(run, "input*", "grad_into_inputs"):
+        if probe_listed(run, "inputs"):
             return []
         raise Unchecked("no `grad_into_inputs` events and no `inputs` records: whether inputs "
                         "or targets carried gradient could not be observed")

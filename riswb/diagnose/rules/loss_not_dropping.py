@@ -10,18 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import (
-    Unchecked,
-    col,
-    fmt,
-    frame_of,
-    need,
-    pct,
-    span,
-    steps_of,
-    value_columns,
-)
+from riswb.diagnose.rules._util import Unchecked, frame_of, need, span, steps_of
+from riswb.diagnose.text import fmt, pct
 
 ID = "loss-not-dropping"
 

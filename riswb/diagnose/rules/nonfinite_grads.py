@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
-    col,
     events,
     frame_of,
     matrix,
     n_ranges,
     need,
-    pct,
     span,
     step_ranges,
     steps_of,
-    value_columns,
 )
+from riswb.diagnose.text import pct
 
 ID = "nonfinite-grads"
 

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
-    col,
-    fmt,
     frame_of,
     matrix,
     n_ranges,
-    pct,
     span,
     step_ranges,
     steps_of,
-    value_columns,
 )
+from riswb.diagnose.text import fmt, pct
 
 ID = "nonfinite-loss"
 

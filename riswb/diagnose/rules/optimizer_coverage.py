@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, as_names, col, events, frame_of, names_summary
+from riswb.diagnose.rules._util import Unchecked, as_names, events, frame_of, names_summary
 
 ID = "optimizer-coverage"
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, col, need, pct, span, step_ranges, steps_of
+from riswb.diagnose.rules._util import Unchecked, need, span, step_ranges, steps_of
+from riswb.diagnose.text import pct
 
 ID = "params-not-moving"
 

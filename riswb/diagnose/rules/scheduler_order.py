@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, col, events, frame_of, span, steps_of
+from riswb.diagnose.rules._util import Unchecked, events, frame_of, span, steps_of
 
 ID = "scheduler-order"
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, col, fmt, frame_of, steps_of
+from riswb.diagnose.rules._util import Unchecked, frame_of, steps_of
+from riswb.diagnose.text import fmt
 
 ID = "spectrum-mismatch"
 

@@ -12,8 +12,10 @@ import re
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, col, events, fmt, frame_of, steps_of
+from riswb.diagnose.rules._util import Unchecked, events, frame_of, steps_of
+from riswb.diagnose.text import fmt
 
 ID = "stale-checkpoint"
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
-    col,
-    fmt,
     intent_accumulation,
     need,
     span,
     step_ranges,
     steps_of,
 )
+from riswb.diagnose.text import fmt
 
 ID = "step-cadence"
 

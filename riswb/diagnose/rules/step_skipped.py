@@ -10,18 +10,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
-    col,
     events,
     frame_of,
     intent_accumulation,
-    pct,
     span,
     step_ranges,
     steps_of,
 )
+from riswb.diagnose.text import pct
 
 ID = "step-skipped"
 

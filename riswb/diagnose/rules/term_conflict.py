@@ -8,19 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import (
-    Unchecked,
-    col,
-    fmt,
-    frame_of,
-    matrix,
-    nanmedian,
-    need,
-    pct,
-    span,
-    steps_of,
-)
+from riswb.diagnose.rules._util import Unchecked, frame_of, matrix, nanmedian, need, span, steps_of
+from riswb.diagnose.text import fmt, pct
 
 ID = "term-conflict"
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
-    col,
-    fmt,
     frame_of,
     last_values,
     matrix,
@@ -20,8 +19,8 @@ from riswb.diagnose.rules._util import (
     need,
     span,
     steps_of,
-    value_columns,
 )
+from riswb.diagnose.text import fmt
 
 ID = "term-dominates"
 

@@ -24,7 +24,7 @@ def _summary(swaps: list[dict]) -> dict:
 def check(run, th: Thresholds) -> list[Finding]:
     swaps = events(run, "weights_swapped")
     if not swaps:
-        if probe_listed(run, "weight_swap", "weights_swap", "swap*"):
+        if probe_listed(run, "weight_swap"):
             return []
         raise Unchecked("no `weights_swapped` events and no weight-swap probe listed in the "
                         "manifest: EMA/SWA swaps and reloads could not be observed")

@@ -23,13 +23,15 @@ import numpy as np
 import pytest
 
 from riswb.diagnose.rules import RULES, Finding, Thresholds
+from riswb.diagnose.rules._util import probe_name
+from riswb.probes import BUILTIN
 from riswb.runlog import Run, RunWriter, read_run
 
 TERMS = ("nmse", "ortho", "gap")
 WEIGHTS = {"nmse": 1.0, "ortho": 0.1, "gap": 0.5}
 GROUPS = ("backbone", "heads")
-PROBES = ("cadence", "loss_terms", "term_gradients", "nonfinite", "grad_norms", "dead_params",
-          "clip", "coverage", "param_update", "weight_swap", "lr_trace", "spectra", "inputs")
+# the manifest names the workbench records for the built-in probes
+PROBES = tuple(probe_name(module) for module, _ in BUILTIN)
 
 
 @dataclass
@@ -101,7 +103,7 @@ def healthy(steps: int = 200, *, sample_every: int = 10, eval_every: int = 50,
         "intent": {"accumulation": 1},
         "loss_terms": list(TERMS),
         "probes": [{"name": name, "every": 1} for name in PROBES],
-        "config": {"loss_weights": dict(WEIGHTS)},
+        "config": {"weights": dict(WEIGHTS)},
     })
     spec.event(0, "run_start", status="running")
     spec.event(0, "coverage", missing=[], duplicated=[], zero_lr_groups=[], stale=[],
