@@ -12,22 +12,30 @@ wb.close()
 
 What the Workbench sees, and how (no other call in the loop is needed):
 
-* forward    — a forward hook on the root module (counted while grad is enabled);
+* forward    — a forward hook on the root module: grad-enabled forwards are counted and
+  emit AFTER_FORWARD; grad-disabled ones emit NOGRAD_FORWARD;
 * loss       — `wb.loss(terms, weights)`; `step` is the 0-based index of the latest call
   (plus `first_step`, which a resumed run sets to continue its predecessor's step axis);
-* backward   — `register_post_accumulate_grad_hook` on every trainable tensor; the first
-  firing per backward queues an autograd-engine callback, so AFTER_BACKWARD is emitted once
-  per backward, at its end, before the user's code can sanitize or clip the gradients;
-* optimizer  — `optimizer.register_step_pre_hook` / `register_step_post_hook` (a step
-  skipped by a GradScaler never runs them, so `opt_step` counts real steps only);
-* scheduler  — `scheduler.step` wrapped on the instance (restored by `close`).
+* backward   — riswb.instrument.backward: AFTER_BACKWARD once per OUTERMOST backward, at
+  its end, before the user's code can sanitize or clip the gradients (reentrant
+  checkpointing's nested backwards are not counted);
+* optimizers — `register_step_pre_hook` / `register_step_post_hook` on each optimizer (one
+  or many: `Workbench(m, opt)`, `Workbench(m, [a, b])`, `optimizers=[a, b]`); a step skipped
+  by a GradScaler never runs them, so `opt_step` counts real steps only;
+* GradScaler — riswb.instrument.scaler: the scale the gradients carry, what `unscale_` did,
+  and skipped steps (written as `step_skipped` reason "scaler", emitted as STEP_SKIPPED);
+* clearing   — riswb.instrument.grad_clearing: whether each step's gradients were cleared;
+* scheduler  — `scheduler.step` wrapped on the instance (riswb.instrument.loop_hooks).
 
-Counters: `n_forward`, `n_loss`, `n_backward`, `opt_step`, `n_scheduler`, `n_eval`
-(`wb.counts()` returns them under the `cadence` record's keys). Probes are flushed at the
-start of every `log_every`-th `wb.loss` call (so a record covers whole batches, its `step`
-being the interval's last loss step), after every `log_every`-th optimizer step when no
-`wb.loss` call came in between (loops that step without it), and at `close`: nothing here
-forces a host sync per step.
+Counters: `n_forward`, `n_loss`, `n_backward`, `opt_step` (all optimizers), `opt_steps[i]`,
+`n_scheduler`, `n_eval` (`wb.counts()` returns them under the `cadence` record's keys).
+Probes are flushed at the start of every `log_every`-th `wb.loss` call (so a record covers
+whole batches, its `step` being the interval's last loss step), after every `log_every`-th
+optimizer step when no `wb.loss` call came in between (loops that step without it), and at
+`close`: nothing here forces a host sync per step.
+
+A constructor that fails (bad arguments: before any directory exists; a probe that raises
+under strict=True, or anything later) detaches every hook and marks the run `failed`.
 
 `wb.cached(key, fn)` is a memo shared by probes; it is cleared whenever the state it could
 describe changes: at each `wb.loss` call, at the end of each backward, after each optimizer
@@ -43,7 +51,11 @@ from typing import Any
 
 import torch
 
+from riswb.instrument import scaler as scaler_hooks
+from riswb.instrument.backward import BackwardEnd
+from riswb.instrument.grad_clearing import GradClearWatch
 from riswb.instrument.hooks import Event, Registry
+from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list, scheduler_list
 from riswb.instrument.loss_weights import LossWeights
 from riswb.instrument.probe_resolution import resolve_probes
 from riswb.runlog import RunWriter
@@ -56,14 +68,15 @@ _RESERVED_TERMS = frozenset({"total", "step", "kind"})
 
 
 class Workbench:
-    """Instruments a model, its optimizer and (optionally) its scheduler; writes one run."""
+    """Instruments a model, its optimizer(s) and (optionally) scheduler(s); writes one run."""
 
     def __init__(
         self,
         model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Any = None,
         scheduler: Any = None,
         *,
+        optimizers: Iterable[torch.optim.Optimizer] | None = None,
         runs_dir: str | os.PathLike | None = None,
         name: str | None = None,
         config: dict | None = None,
@@ -76,11 +89,14 @@ class Workbench:
         seed: int | None = None,
         first_step: int = 0,
     ):
-        """`log_every`: flush probes every N `wb.loss` calls. `accumulation`: loss calls per
-        intended optimizer step (manifest intent). `plugins`: a directory of plugin probes
-        (riswb.instrument.plugins) to add to `probes`. `first_step`: the step number of the first
-        `wb.loss` call — a resumed run passes where its predecessor stopped, so both runs
-        share one step axis (counts such as `cadence` stay this run's own)."""
+        """`optimizer`: one optimizer or a list; `optimizers`: more of them (the union is
+        watched, in that order: optimizer i is `opt/<i>` in the records). `log_every`: flush
+        probes every N `wb.loss` calls. `accumulation`: loss calls per intended optimizer
+        step (manifest intent). `plugins`: a directory of plugin probes to add to `probes`.
+        `first_step`: the step number of the first `wb.loss` call — a resumed run passes
+        where its predecessor stopped, so both runs share one step axis."""
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
         if accumulation < 1:
@@ -88,7 +104,8 @@ class Workbench:
         if first_step < 0:
             raise ValueError(f"first_step must be >= 0, got {first_step}")
         self.model = model
-        self.optimizer = optimizer
+        self.optimizers = optimizer_list(optimizer, optimizers)
+        self.optimizer = self.optimizers[0]
         self.scheduler = scheduler
         self.strict = strict
         self.log_every = int(log_every)
@@ -98,149 +115,132 @@ class Workbench:
         self.params: list[torch.nn.Parameter] = [p for _, p in self.named_params]
         first = next(iter(model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
-
-        # counters (cadence)
-        self.first_step = int(first_step)
-        self.step = self.first_step  # step of the latest wb.loss() call (first_step before any)
-        self.n_loss = 0
-        self.n_forward = 0
-        self.n_backward = 0
-        self.opt_step = 0
-        self.n_scheduler = 0
-        self.n_eval = 0
-
-        # shared state read by probes
-        self.sanitized = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
-        self._cache: dict[Any, Any] = {}
-
         probe_list = resolve_probes(probes)
         if plugins is not None:
             from riswb.instrument.plugins import load_plugins
 
             probe_list.extend(load_plugins(plugins))
+
+        # counters (cadence)
+        self.first_step = int(first_step)
+        self.step = self.first_step  # step of the latest wb.loss() call (first_step before any)
+        self.n_loss = self.n_forward = self.n_nograd_forward = self.n_backward = 0
+        self.opt_step = self.n_scheduler = self.n_eval = 0
+        self.opt_steps = [0] * len(self.optimizers)
+        self.skipped: dict[str, int] = {}  # reason -> skipped optimizer-step attempts
+        self.loss_without_backward = 0  # wb.loss calls followed by no backward
+        self.steps_without_backward = 0  # optimizer steps with no backward since the last one
+        self._bw_since_loss = True
+        self._bw_since_step = 0
+        self._bw_per_step: list[int] = []  # this interval's backwards per step (≥ 1)
+
+        # shared state read by probes
+        self.sanitized = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
+        self._cache: dict[Any, Any] = {}
+        self._skip_log: dict[str, list[int]] = {}  # reason -> [count, first step, optimizer]
+
         self.intent = {"accumulation": int(accumulation), **(intent or {})}
-        self.writer = RunWriter(
-            runs_dir,
-            name,
-            config=config,
-            seed=seed,
-            intent=self.intent,
-            first_step=self.first_step,
-            loss_terms=[],
-            probes=[],
+        self._closed = False
+        self._flushed_loss = self._flushed_opt = 0
+        self._handles: list[Any] = []
+        self._patches: list[SchedulerPatch] = []
+        self._backward: BackwardEnd | None = None
+        self.grad_clearing: GradClearWatch | None = None
+        self.scaler = scaler_hooks.ScalerWatch(
+            self.optimizers, lambda i: self.opt_steps[i], self._on_scaler_skip
         )
+        self.writer = RunWriter(runs_dir, name, config=config, seed=seed, intent=self.intent,
+                                first_step=self.first_step, loss_terms=[], probes=[])
         self.path: Path = self.writer.path
-        self.loss_weights = LossWeights(self.writer)
-        self.registry = Registry(self, strict=strict)
         try:
+            self.loss_weights = LossWeights(self.writer)
+            self.registry = Registry(self, strict=strict)
             for probe in probe_list:
                 self.registry.add(probe)
-        except Exception:
-            self.writer.close("crashed")
-            raise
-        self.writer.update_manifest(probes=self._describe_probes())
-
-        self._closed = False
-        self._bw_pending = False
-        self._flushed_loss = 0
-        self._flushed_opt = 0
-        self._handles: list[Any] = []
-        self._scheduler_patches: list[tuple[Any, dict[str, tuple[bool, Any]]]] = []
-        self._attach()
-        self.writer.event(0, "run_start", status="running")
-        try:
+            self.writer.update_manifest(probes=self._describe_probes())
+            self._attach()
+            self.writer.event(0, "run_start", status="running")
             self._emit(Event.RUN_START, 0)
-        except BaseException:  # strict=True and a probe failed: leave the loop untouched
+        except BaseException:  # leave the loop untouched and no run reading "running"
             self._closed = True
             self._detach()
-            self.writer.close("crashed")
+            self.writer.event(0, "run_end", status="failed")
+            self.writer.close("failed")
             raise
 
     # -- attachment -------------------------------------------------------------------------
 
     def _attach(self) -> None:
         self._handles.append(self.model.register_forward_hook(self._on_forward))
-        for param in self.params:
-            self._handles.append(param.register_post_accumulate_grad_hook(self._on_grad))
-        self._handles.append(self.optimizer.register_step_pre_hook(self._on_pre_step))
-        self._handles.append(self.optimizer.register_step_post_hook(self._on_post_step))
-        for scheduler in self._schedulers():
-            self._patch_scheduler(scheduler)
-
-    def _patch_scheduler(self, scheduler: Any) -> None:
-        """Count `scheduler.step()` by wrapping it on the instance. Schedulers serialize
-        their `__dict__`, where the wrapper now lives, so `state_dict` is wrapped too, to
-        leave both out: `torch.save(scheduler.state_dict())` keeps working."""
-        patched = ("step", "state_dict")
-        saved = {name: (name in vars(scheduler), vars(scheduler).get(name)) for name in patched}
-        original_step, original_state_dict = scheduler.step, scheduler.state_dict
-
-        def step(*args: Any, **kwargs: Any):
-            result = original_step(*args, **kwargs)
-            self._on_scheduler_step(scheduler)
-            return result
-
-        def state_dict() -> dict:
-            return {k: v for k, v in original_state_dict().items() if k not in patched}
-
-        scheduler.step, scheduler.state_dict = step, state_dict
-        self._scheduler_patches.append((scheduler, saved))
-
-    def _schedulers(self) -> list[Any]:
-        if self.scheduler is None:
-            return []
-        if isinstance(self.scheduler, (list, tuple)):
-            return list(self.scheduler)
-        return [self.scheduler]
+        self._backward = BackwardEnd(self.params, self._on_backward_end)
+        self.grad_clearing = GradClearWatch(self.optimizers, self.params)
+        for index, optimizer in enumerate(self.optimizers):
+            self._handles.append(optimizer.register_step_pre_hook(
+                lambda opt, args, kwargs, i=index: self._on_pre_step(i)))
+            self._handles.append(optimizer.register_step_post_hook(
+                lambda opt, args, kwargs, i=index: self._on_post_step(i)))
+        for scheduler in scheduler_list(self.scheduler):
+            self._patches.append(SchedulerPatch(scheduler, self._on_scheduler_step))
+        scaler_hooks.attach(self.scaler)
 
     def _detach(self) -> None:
+        scaler_hooks.detach(self.scaler)
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for scheduler, saved in self._scheduler_patches:
-            for name, (had, previous) in saved.items():
-                if had:
-                    setattr(scheduler, name, previous)
-                else:
-                    vars(scheduler).pop(name, None)
-        self._scheduler_patches.clear()
+        for watch in (self._backward, self.grad_clearing):
+            if watch is not None:
+                watch.remove()
+        for patch in self._patches:
+            patch.restore()
+        self._patches.clear()
 
     # -- hook callbacks ---------------------------------------------------------------------
 
     def _on_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if not torch.is_grad_enabled():
+            self.n_nograd_forward += 1
+            if self.registry.subscribed(Event.NOGRAD_FORWARD):
+                self._emit(Event.NOGRAD_FORWARD, self.step, inputs=args, output=output)
             return
         self.n_forward += 1
         if self.registry.subscribed(Event.AFTER_FORWARD):
             self._emit(Event.AFTER_FORWARD, self.step, inputs=args, output=output)
 
-    def _on_grad(self, param: torch.Tensor) -> None:
-        if self._bw_pending:
-            return
-        self._bw_pending = True
-        torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
-
     def _on_backward_end(self) -> None:
-        self._bw_pending = False
         self.n_backward += 1
+        self._bw_since_loss = True
+        self._bw_since_step += 1
         self._cache.clear()
         self._emit(Event.AFTER_BACKWARD, self.step, backward=self.n_backward)
 
-    def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._bw_pending = False  # a backward that raised never ran its callback
-        self._emit(Event.BEFORE_OPTIMIZER_STEP, self.step, opt_step=self.opt_step + 1)
+    def _on_pre_step(self, index: int) -> None:
+        self._backward.reset()  # a backward that raised never ran its callback
+        self.grad_clearing.on_step(index)
+        if self._bw_since_step:
+            self._bw_per_step.append(self._bw_since_step)
+        else:
+            self.steps_without_backward += 1
+        self._bw_since_step = 0
+        self._emit(Event.BEFORE_OPTIMIZER_STEP, self.step, opt_step=self.opt_step + 1,
+                   optimizer=index, optimizer_step=self.opt_steps[index] + 1)
 
-    def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _on_post_step(self, index: int) -> None:
         self.opt_step += 1
+        self.opt_steps[index] += 1
         self._cache.clear()
-        self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step)
+        self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step,
+                   optimizer=index, optimizer_step=self.opt_steps[index])
         # loops that step without wb.loss (or between loss calls) still flush
         if (
             self.n_loss == self._flushed_loss
             and self.opt_step - self._flushed_opt >= self.log_every
         ):
             self.flush()
+
+    def _on_scaler_skip(self, index: int) -> None:
+        self.step_skipped("scaler", optimizer=index)
 
     def _on_scheduler_step(self, scheduler: Any) -> None:
         self.n_scheduler += 1
@@ -280,9 +280,12 @@ class Workbench:
             return total
         if self.n_loss - self._flushed_loss >= self.log_every:
             self.flush()
+        if not self._bw_since_loss:
+            self.loss_without_backward += 1
+        self._bw_since_loss = False
         self.n_loss += 1
         self.step = self.first_step + self.n_loss - 1
-        self._bw_pending = False
+        self._backward.reset()
         self._cache.clear()
         self.loss_weights.note(self.step, names, used)
         self._emit(
@@ -336,15 +339,41 @@ class Workbench:
             return value
 
     def counts(self) -> dict[str, int]:
-        """Cumulative counts under the `cadence` record's keys."""
-        return {
+        """Cumulative counts under the `cadence` record's keys (docs/internals.md §3)."""
+        counts = {
             "forward": self.n_forward,
             "loss": self.n_loss,
             "backward": self.n_backward,
             "optimizer_step": self.opt_step,
             "scheduler_step": self.n_scheduler,
             "eval": self.n_eval,
+            "nograd_forward": self.n_nograd_forward,
+            "step_attempts": self.opt_step + sum(self.skipped.values()),
+            "loss_without_backward": self.loss_without_backward,
+            "steps_without_backward": self.steps_without_backward,
         }
+        for index, steps in enumerate(self.opt_steps):
+            counts[f"opt/{index}/optimizer_step"] = steps
+        return counts
+
+    def step_skipped(self, reason: str, count: int = 1, *, optimizer: int = 0) -> None:
+        """Log `count` optimizer-step attempts the loop skipped on purpose (`reason`: e.g.
+        "gate", "nonfinite"; GradScaler skips are seen without this call, as "scaler").
+        Written as one `step_skipped` event per reason per log interval."""
+        if count < 1 or self._closed:
+            return
+        reason = str(reason)
+        self.skipped[reason] = self.skipped.get(reason, 0) + int(count)
+        entry = self._skip_log.setdefault(reason, [0, self.step, optimizer])
+        entry[0] += int(count)
+        self._emit(Event.STEP_SKIPPED, self.step, reason=reason, count=int(count),
+                   optimizer=optimizer)
+
+    def take_backward_per_step(self) -> list[int]:
+        """Backward passes before each optimizer step since the last call (steps with none
+        are counted in `steps_without_backward` instead)."""
+        taken, self._bw_per_step = self._bw_per_step, []
+        return taken
 
     def sanitize_(self, params: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
         """Replace non-finite gradient elements by 0 in place; count them into `sanitized`.
@@ -392,6 +421,11 @@ class Workbench:
         self._flushed_loss = self.n_loss
         self._flushed_opt = self.opt_step
         with self.writer.batched():
+            for reason, (count, first, optimizer) in self._skip_log.items():
+                self.writer.event(self.step, "step_skipped", reason=reason, count=count,
+                                  first_step=first, optimizer=optimizer,
+                                  total=self.skipped[reason])
+            self._skip_log.clear()
             self.loss_weights.flush(self.step)
             self.registry.flush(self.step)
 

@@ -4,7 +4,9 @@ At run start, and again whenever the optimizer's parameter groups change (a grou
 `add_param_group`, tensors appended to a group's list; checked before every optimizer step
 from the group sizes, a few dict reads), the probe writes one `coverage` event: the fields
 of `riswb.probes.params.CoverageAudit` (missing heads are docs/failures.md #6) plus `reason`
-("start" | "param_groups_changed"). A warm-up that merely *starts* at lr 0 is lr_trace's
+("start" | "param_groups_changed"). With several optimizers (`Workbench(m, [a, b])`) the audit
+is of their union: a tensor in two optimizers is `duplicated`, one in none `missing`, and
+group labels read `opt/<i>/<label>`. Names have wrapper prefixes stripped. A warm-up that merely *starts* at lr 0 is lr_trace's
 business, not a zero-lr group."""
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.params import CoverageAudit, audit_coverage
 
 
-def _signature(optimizer: torch.optim.Optimizer) -> tuple[int, ...]:
-    return tuple(len(group["params"]) for group in optimizer.param_groups)
+def _signature(optimizers: list[torch.optim.Optimizer]) -> tuple[int, ...]:
+    return tuple(len(group["params"]) for opt in optimizers for group in opt.param_groups)
 
 
 class CoverageProbe(Probe):
@@ -33,11 +35,11 @@ class CoverageProbe(Probe):
         self._audit(ctx, "start")
 
     def on_before_optimizer_step(self, ctx: StepContext) -> None:
-        if _signature(ctx.wb.optimizer) != self._signature:
+        if _signature(ctx.wb.optimizers) != self._signature:
             self._audit(ctx, "param_groups_changed")
 
     def _audit(self, ctx: StepContext, reason: str) -> None:
         wb = ctx.wb
-        self._signature = _signature(wb.optimizer)
-        self.last = audit_coverage(wb.model, wb.optimizer)
+        self._signature = _signature(wb.optimizers)
+        self.last = audit_coverage(wb.model, wb.optimizers)
         wb.writer.event(ctx.step, "coverage", **self.last.to_payload(), reason=reason)

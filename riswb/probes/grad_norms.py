@@ -12,7 +12,9 @@ trainable tensors and over the tensors of each top-level child module (`name` is
 component of the parameter name, so a parameter that sits directly on the root module is
 its own "module"): √(mean_steps ‖g‖²). The RMS costs one fused op per step (Σ ‖g_p‖² per
 tensor); the module sums and square roots wait for the flush.
-A tensor whose grad is None contributes 0. A NaN/Inf gradient makes the mean NaN/Inf: the
+Under a GradScaler (riswb.instrument.scaler) the norms are UNSCALED: the raw norms times
+the inverse of the scale the backward ran under, as a device op (no host sync), so they are
+comparable with an fp32 run's. A tensor whose grad is None contributes 0. A NaN/Inf gradient makes the mean NaN/Inf: the
 numbers are raw on purpose; kind `nonfinite` counts the elements.
 """
 
@@ -37,7 +39,7 @@ class GradNormsProbe(Probe):
         if not ctx.wb.named_params:
             return
         index = ModuleIndex.of(ctx.wb, self._index)
-        norms = raw_grad_stats(ctx.wb).norms
+        norms = raw_grad_stats(ctx.wb).unscaled
         if index is not self._index or self._squares is None:
             self._index = index  # (a new parameter set restarts the interval)
             self._squares, self._count = torch.zeros_like(norms), 0

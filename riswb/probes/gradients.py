@@ -24,12 +24,16 @@ class GradStats:
 
     grads: the `.grad` of each trainable tensor (None where it has none), in
     `wb.named_params` order; norms: (P,) float32 on the first parameter's device, ‖g‖₂ per
-    tensor (0 for a None grad; NaN/Inf if the grad holds one); present: P booleans.
+    tensor (0 for a None grad; NaN/Inf if the grad holds one); present: P booleans;
+    inverse_scale: 1/scale of the GradScaler whose `scale(loss)` this backward ran under (a
+    device scalar), else None; unscaled: norms × inverse_scale (norms itself without one).
     """
 
     grads: list[torch.Tensor | None]
     norms: torch.Tensor
     present: list[bool]
+    inverse_scale: torch.Tensor | None = None
+    unscaled: torch.Tensor | None = None
 
 
 _INDEX_CACHE: dict[tuple, torch.Tensor] = {}
@@ -78,13 +82,16 @@ def raw_grad_stats(wb: Any) -> GradStats:
 
     Memoised through `wb.cached`, which the Workbench clears at the end of every backward,
     after sanitize/clip and at each step: every probe reading it at AFTER_BACKWARD sees the
-    same raw numbers, and pays for one `_foreach_norm` between them.
+    same raw numbers, and pays for one `_foreach_norm` between them (and one multiply
+    when a GradScaler is in use).
     """
 
     def compute() -> GradStats:
         grads = [p.grad for _, p in wb.named_params]
         norms = _norms(grads, _param_device(wb))
-        return GradStats(grads, norms, [g is not None for g in grads])
+        inverse = wb.scaler.inverse()
+        unscaled = norms if inverse is None else norms * inverse.to(norms.device)
+        return GradStats(grads, norms, [g is not None for g in grads], inverse, unscaled)
 
     return wb.cached(_CACHE_KEY, compute)
 

@@ -4,13 +4,16 @@ Record (one per optimizer step, buffered and written at the flush; `step` = the 
 step of the optimizer step): `opt_step` and `group/<g>` = the lr that step used (read in the
 post-step hook, before the scheduler moves it; g = the group's `name` or its index), and
 `initial/<g>` = the group's base lr (`initial_lr`, set by torch schedulers) when known, so
-"lr stuck at a small fraction of its target" is visible (docs/failures.md #2). A tensor lr is copied
-on the device and read at the flush.
+"lr stuck at a small fraction of its target" is visible (docs/failures.md #2), `optimizer` =
+the index of the optimizer that stepped and `optimizer_step` its own 1-based step count
+(several optimizers: one record per optimizer step, the `group/<g>` labels being that
+optimizer's groups). A tensor lr is copied on the device and read at the flush.
 
 Event `scheduler_order` {`scheduler_step`, `opt_step`: 0} once, when `scheduler.step()` runs
-before the first real optimizer step (docs/failures.md #3). PyTorch's own warning for the same thing
-is left alone. (A GradScaler that skips the very first step triggers it too, as it does
-PyTorch's warning.)
+before the first real optimizer step (docs/failures.md #3) — unless an optimizer step was
+ATTEMPTED and skipped before it (a GradScaler skipping step 0 in the standard fp16 recipe,
+or `wb.step_skipped`): the loop called the optimizer first, so the order is right. PyTorch
+warns in that case too; riswb re-issues PyTorch's warning at the user's call site.
 """
 
 from __future__ import annotations
@@ -38,31 +41,35 @@ class LRTraceProbe(Probe):
 
     def __init__(self, every: int | None = None):
         super().__init__(every)
-        self._rows: list[tuple[int, int, Any, list[Any], list[Any]]] = []
-        self._labels_key: Any = None
-        self._labels: list[str] = []
+        self._rows: list[tuple[int, dict[str, int], list[str], list[Any], list[Any]]] = []
+        self._labels: dict[int, tuple[Any, list[str]]] = {}  # optimizer -> (key, labels)
         self._order_reported = False
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
-        groups = ctx.wb.optimizer.param_groups
+        index = ctx.payload.get("optimizer", 0)
+        groups = ctx.wb.optimizers[index].param_groups
         key = tuple(g.get("name") for g in groups)
-        if key != self._labels_key:
-            self._labels_key, self._labels = key, _labels(groups)
+        cached = self._labels.get(index)
+        if cached is None or cached[0] != key:
+            cached = self._labels[index] = (key, _labels(groups))
         lrs = [g["lr"] for g in groups]
         lrs = [lr.detach().clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs]
         initial = [g.get("initial_lr") for g in groups]
-        self._rows.append((ctx.step, ctx.payload["opt_step"], self._labels, lrs, initial))
+        head = {"opt_step": ctx.payload["opt_step"], "optimizer": index,
+                "optimizer_step": ctx.payload.get("optimizer_step", ctx.payload["opt_step"])}
+        self._rows.append((ctx.step, head, cached[1], lrs, initial))
 
     def on_after_scheduler_step(self, ctx: StepContext) -> None:
-        if ctx.wb.opt_step == 0 and not self._order_reported:
+        attempted = ctx.wb.opt_step + sum(ctx.wb.skipped.values())
+        if attempted == 0 and not self._order_reported:
             self._order_reported = True
             ctx.wb.writer.event(ctx.step, "scheduler_order",
                                 scheduler_step=ctx.payload.get("scheduler_step"), opt_step=0)
 
     def flush(self, ctx: StepContext) -> None:
         rows, self._rows = self._rows, []
-        for step, opt_step, labels, lrs, initial in rows:
-            record: dict[str, Any] = {"opt_step": opt_step}
+        for step, head, labels, lrs, initial in rows:
+            record: dict[str, Any] = dict(head)
             for label, lr, base in zip(labels, lrs, initial, strict=True):
                 record[f"group/{label}"] = _as_float(lr)
                 if base is not None:

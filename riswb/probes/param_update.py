@@ -10,7 +10,10 @@ Memory: one copy of the trainable parameters, held while the probe is attached.
 
 Record (one per sampled optimizer step, `step` = the `wb.loss` step it belongs to):
 
-* `opt_step`      — 1-based index of the optimizer step;
+* `opt_step`      — 1-based index of the optimizer step (all optimizers);
+* `optimizer`, `optimizer_step` — which optimizer stepped (its index in `wb.optimizers`)
+  and its own 1-based step count (sampling follows it); with several optimizers the
+  tensors measured are the model's trainable ones less those only other optimizers update;
 * `update_norm`   — ‖Δθ‖₂ over all trainable tensors of the model;
 * `param_norm`    — ‖θ‖₂ before the step;
 * `ratio`         — update_norm / param_norm (0 when both are 0, +Inf for a zero θ that moved);
@@ -53,12 +56,12 @@ class ParamUpdateProbe(Probe):
             raise ValueError("sample_every must be >= 1 and warmup >= 0")
         self.sample_every = sample_every
         self.warmup = warmup
-        self._buffers: list[torch.Tensor] = []  # θ_before on a sampled step, then θ_before − θ
+        # per optimizer: θ_before on a sampled step, then θ_before − θ
+        self._buffers: dict[int, list[torch.Tensor]] = {}
         self._before: torch.Tensor | None = None  # (P,) ‖θ_p‖ before the sampled step
-        self._layout_key: Any = None
-        self._membership: torch.Tensor | None = None  # (G, P) bool: p in group g
-        self._labels: list[str] = []
-        self._pending: list[tuple[int, int, list[str], torch.Tensor]] = []
+        # per optimizer: (layout key, measured tensors, (G, P) membership, group labels)
+        self._layouts: dict[int, tuple[Any, list[torch.Tensor], torch.Tensor, list[str]]] = {}
+        self._pending: list[tuple[int, dict[str, int], list[str], torch.Tensor]] = []
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sample_every": self.sample_every, "warmup": self.warmup}
@@ -68,15 +71,18 @@ class ParamUpdateProbe(Probe):
 
     def on_before_optimizer_step(self, ctx: StepContext) -> None:
         self._before = None
-        if not ctx.wb.params or not self.sampled(ctx.payload["opt_step"]):
+        index = ctx.payload.get("optimizer", 0)
+        own_step = ctx.payload.get("optimizer_step", ctx.payload["opt_step"])
+        if not ctx.wb.params or not self.sampled(own_step):
             return
-        params = [p.detach() for p in ctx.wb.params]
-        if [(b.shape, b.dtype, b.device) for b in self._buffers] != [
+        params = [p.detach() for p in self._layout(ctx.wb, index)[1]]
+        buffers = self._buffers.get(index, [])
+        if [(b.shape, b.dtype, b.device) for b in buffers] != [
             (p.shape, p.dtype, p.device) for p in params
         ]:
-            self._buffers = [torch.empty_like(p) for p in params]
+            buffers = self._buffers[index] = [torch.empty_like(p) for p in params]
         with torch.no_grad():
-            torch._foreach_copy_(self._buffers, params)
+            torch._foreach_copy_(buffers, params)
             self._before = self._stack(torch._foreach_norm(params), ctx.wb.device)
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
@@ -84,11 +90,12 @@ class ParamUpdateProbe(Probe):
         if before is None:
             return
         wb = ctx.wb
-        params = [p.detach() for p in wb.params]
+        index = ctx.payload.get("optimizer", 0)
+        _, measured, membership, labels = self._layout(wb, index)
+        params, buffers = [p.detach() for p in measured], self._buffers[index]
         with torch.no_grad():
-            torch._foreach_sub_(self._buffers, params)  # −Δθ: same norms
-            update = self._stack(torch._foreach_norm(self._buffers), wb.device)
-            membership = self._groups(wb)
+            torch._foreach_sub_(buffers, params)  # −Δθ: same norms
+            update = self._stack(torch._foreach_norm(buffers), wb.device)
             usq, psq = update.square(), before.square()
             update_norm, param_norm = usq.sum().sqrt(), psq.sum().sqrt()
             parts = [
@@ -104,16 +111,18 @@ class ParamUpdateProbe(Probe):
                 group_p = torch.where(membership, psq, zero).sum(1).sqrt()
                 parts.append(_ratio(group_u, group_p))
             vector = torch.cat(parts)
-        self._pending.append((ctx.step, ctx.payload["opt_step"], list(self._labels), vector))
+        head = {"opt_step": ctx.payload["opt_step"], "optimizer": index,
+                "optimizer_step": ctx.payload.get("optimizer_step", ctx.payload["opt_step"])}
+        self._pending.append((ctx.step, head, labels, vector))
 
     def flush(self, ctx: StepContext) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         rows = [v.tolist() for v in _to_host([v for *_, v in pending])]
-        for (step, opt_step, labels, _), row in zip(pending, rows, strict=True):
+        for (step, head, labels, _), row in zip(pending, rows, strict=True):
             record = {
-                "opt_step": opt_step,
+                **head,
                 "update_norm": row[0],
                 "param_norm": row[1],
                 "ratio": row[2],
@@ -126,20 +135,31 @@ class ParamUpdateProbe(Probe):
     def _stack(norms: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         return torch.stack([n.to(device=device, dtype=torch.float64) for n in norms])
 
-    def _groups(self, wb: Any) -> torch.Tensor:
-        groups = wb.optimizer.param_groups
-        key = tuple(tuple(id(p) for p in g["params"]) for g in groups)
-        if key != self._layout_key or self._membership is None:
-            index = {id(p): i for i, p in enumerate(wb.params)}
-            membership = torch.zeros(len(groups), len(wb.params), dtype=torch.bool)
-            for g, group in enumerate(groups):
-                for p in group["params"]:
-                    if id(p) in index:
-                        membership[g, index[id(p)]] = True
-            self._membership = membership.to(wb.device)
-            self._labels = [group_label(group, g) for g, group in enumerate(groups)]
-            self._layout_key = key
-        return self._membership
+    def _layout(
+        self, wb: Any, index: int
+    ) -> tuple[Any, list[torch.Tensor], torch.Tensor, list[str]]:
+        """Optimizer `index`'s measured tensors — the model's trainable tensors less those
+        that only OTHER optimizers update (so a tensor in no optimizer counts, as not
+        moving) — and its (G, P) group membership and labels; rebuilt when groups change."""
+        optimizers = wb.optimizers
+        key = tuple(tuple(id(p) for p in g["params"]) for o in optimizers for g in o.param_groups)
+        cached = self._layouts.get(index)
+        if cached is not None and cached[0] == key:
+            return cached
+        groups = optimizers[index].param_groups
+        own = {id(p) for g in groups for p in g["params"]}
+        others = {id(p) for i, o in enumerate(optimizers) if i != index
+                  for g in o.param_groups for p in g["params"]} - own
+        measured = [p for p in wb.params if id(p) not in others]
+        position = {id(p): i for i, p in enumerate(measured)}
+        membership = torch.zeros(len(groups), len(measured), dtype=torch.bool)
+        for g, group in enumerate(groups):
+            for p in group["params"]:
+                if id(p) in position:
+                    membership[g, position[id(p)]] = True
+        labels = [group_label(group, g) for g, group in enumerate(groups)]
+        cached = self._layouts[index] = (key, measured, membership.to(wb.device), labels)
+        return cached
 
 
 def _to_host(vectors: list[torch.Tensor]) -> list[torch.Tensor]:

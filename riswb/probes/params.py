@@ -81,29 +81,39 @@ class CoverageAudit:
         return asdict(self)
 
 
-def audit_coverage(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> CoverageAudit:
-    """Audit which of `model`'s trainable tensors `optimizer` updates (pure)."""
+def audit_coverage(model: torch.nn.Module, optimizer: Any) -> CoverageAudit:
+    """Audit which of `model`'s trainable tensors `optimizer` updates (pure).
+
+    `optimizer` may be a list of optimizers: the audit is of their union (a tensor in two
+    of them is `duplicated`, one in none `missing`) and group labels read
+    `opt/<i>/<label>` (optimizer i's group); a single optimizer keeps plain labels."""
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     all_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     seen: Counter[int] = Counter()
     audit = CoverageAudit()
-    for index, group in enumerate(optimizer.param_groups):
-        label = group_label(group, index)
-        modules: Counter[str] = Counter()
-        for position, param in enumerate(group["params"]):
-            seen[id(param)] += 1
-            name = all_names.get(id(param))
-            if name is None:
-                audit.stale.append(f"{label}:{position} {tuple(param.shape)}")
-                modules["<stale>"] += 1
-                continue
-            modules[top_module(name)] += 1
-            if not param.requires_grad and seen[id(param)] == 1:
-                audit.frozen.append(name)
-        audit.groups[label] = dict(modules)
-        audit.group_lr[label] = _float(group.get("lr", 0.0))
-        if _float(group.get("initial_lr", group.get("lr", 0.0))) == 0.0:
-            audit.zero_lr_groups.append(label)
-    audit.missing = [n for n, p in trainable if seen[id(p)] == 0]
-    audit.duplicated = [all_names.get(i, f"<stale {i}>") for i, c in seen.items() if c > 1]
+    for opt_index, opt in enumerate(optimizers):
+        for index, group in enumerate(opt.param_groups):
+            label = group_label(group, index)
+            if len(optimizers) > 1:
+                label = f"opt/{opt_index}/{label}"
+            modules: Counter[str] = Counter()
+            for position, param in enumerate(group["params"]):
+                seen[id(param)] += 1
+                name = all_names.get(id(param))
+                if name is None:
+                    audit.stale.append(f"{label}:{position} {tuple(param.shape)}")
+                    modules["<stale>"] += 1
+                    continue
+                modules[top_module(name)] += 1
+                if not param.requires_grad and seen[id(param)] == 1:
+                    audit.frozen.append(strip_wrappers(name))
+            audit.groups[label] = dict(modules)
+            audit.group_lr[label] = _float(group.get("lr", 0.0))
+            if _float(group.get("initial_lr", group.get("lr", 0.0))) == 0.0:
+                audit.zero_lr_groups.append(label)
+    audit.missing = [strip_wrappers(n) for n, p in trainable if seen[id(p)] == 0]
+    audit.duplicated = [
+        strip_wrappers(all_names.get(i, f"<stale {i}>")) for i, c in seen.items() if c > 1
+    ]
     return audit

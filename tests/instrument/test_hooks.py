@@ -133,4 +133,4 @@ def test_strict_failure_at_run_start_leaves_the_loop_untouched(tmp_path):
         Workbench(model, opt, runs_dir=tmp_path, probes=[BadStart()], strict=True)
     assert not model._forward_hooks and not opt._optimizer_step_pre_hooks
     (path,) = tmp_path.iterdir()
-    assert read_run(path).manifest["status"] == "crashed"
+    assert read_run(path).manifest["status"] == "failed"
