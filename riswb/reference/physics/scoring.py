@@ -152,12 +152,13 @@ def _model_rows(predict, preset, batch, k):
     return rows
 
 
-def evaluate_estimators(preset: Preset | str, *, snr_db: float, scenes: int, seed: int,
+def evaluate_estimators(preset: Preset | str, *, snr_db: float | None, scenes: int, seed: int,
                         deployment_seed: int | None = None, k_mode: str = "true",
                         estimators: list[str] | tuple[str, ...] = ESTIMATORS,
                         predict: Callable | None = None,
                         cutoff: np.ndarray | None = None) -> dict:
-    """Both scores for each estimator on `scenes` scenes (seed `seed`) at `snr_db`.
+    """Both scores for each estimator on `scenes` scenes (seed `seed`) at `snr_db` (None:
+    the preset's default).
 
     deployment_seed draws another (H, codes) than the preset's own (None keeps it):
     `simulate_scenes` takes the deployment from `preset.deploy_seed`, so a copy of the
@@ -178,6 +179,7 @@ def evaluate_estimators(preset: Preset | str, *, snr_db: float, scenes: int, see
                              f"(deploy_seed {preset.deploy_seed}), got {deployment_seed}")
         preset = dataclasses.replace(preset, deploy_seed=deployment_seed)
     cutoff = gospa_cutoff(preset) if cutoff is None else np.asarray(cutoff, float)
+    snr_db = preset.snr_db if snr_db is None else snr_db
     batch = simulate_scenes(preset, scenes, seed=seed, snr_db=snr_db)
     k = batch.k if k_mode == "true" else None
     rows = []
