@@ -81,6 +81,7 @@ def _register_all() -> None:
     from riswb.commands import (
         bench,
         compare,
+        export,
         faults,
         gate,
         litmus,
@@ -98,6 +99,7 @@ def _register_all() -> None:
         ("litmus", litmus.litmus_command),
         ("runs", runs.runs_command),
         ("compare", compare.compare_command),
+        ("export", export.export_command),
         ("bench", bench.bench_command),
         ("faults", faults.faults_command),
         ("eval", physics.eval_command),
