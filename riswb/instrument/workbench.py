@@ -137,6 +137,8 @@ class Workbench:
         # shared state read by probes
         self.sanitized = torch.zeros((), dtype=torch.int64, device=self.device)
         self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
+        self.observed_clip_log: list[tuple[torch.Tensor, torch.Tensor]] = []  # grad_step's
+        self.observed_sanitized = torch.zeros((), dtype=torch.float64, device=self.device)
         self._cache: dict[Any, Any] = {}
         self._skip_log: dict[str, list[int]] = {}  # reason -> [count, first step, optimizer]
 

@@ -12,8 +12,10 @@ BUILTIN = (
     ("cadence", "CadenceProbe"),
     ("inputs", "InputsProbe"),
     ("loss_terms", "LossTermsProbe"),
+    ("term_output", "TermOutputProbe"),
     ("term_gradients", "TermGradientsProbe"),
     ("nonfinite", "NonFiniteProbe"),
+    ("grad_step", "GradStepProbe"),
     ("grad_norms", "GradNormsProbe"),
     ("dead_params", "DeadParamsProbe"),
     ("clip", "ClipProbe"),
@@ -22,6 +24,7 @@ BUILTIN = (
     ("weight_swap", "WeightSwapProbe"),
     ("lr_trace", "LRTraceProbe"),
     ("spectra", "SpectraProbe"),
+    ("mode", "ModeProbe"),
 )
 
 

@@ -13,11 +13,19 @@ flush step):
 * `opt_step` — the Workbench's optimizer-step count at the flush (internals §3: records
   about optimizer steps carry it).
 
+* `observed` — 0: from `wb.clip_grad_norm_` calls (above); 1: no such call in the interval,
+  the record comes from what GradStepProbe saw at each optimizer step (torch's own
+  `clip_grad_norm_`, or any uniform downscale after the backward): `calls` = observed steps,
+  `norm` = mean (unscaled) norm at backward end, `clipped` = fraction of those steps whose
+  gradients were uniformly scaled down, `ratio` = mean of min(1, post/pre), `max_norm` =
+  the largest post-clip norm of a clipped step (≈ the max_norm used; NaN when none clipped).
+
 `clip-saturated` reads `clipped` close to 1 on most records.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -65,10 +73,17 @@ class ClipProbe(Probe):
     """Summarises `wb.clip_grad_norm_` calls once per flush."""
 
     def flush(self, ctx: StepContext) -> None:
-        log = ctx.wb.clip_log
-        if not log:
+        wb = ctx.wb
+        explicit, observed = list(wb.clip_log), list(wb.observed_clip_log)
+        wb.clip_log.clear()
+        wb.observed_clip_log.clear()
+        if explicit:
+            record = {**clip_summary(explicit), "observed": 0}
+        elif observed:
+            record = {**clip_summary(observed), "observed": 1}
+            limits = [v for v in _column([lim for _, lim in observed], wb.device).tolist()
+                      if math.isfinite(v)]
+            record["max_norm"] = max(limits) if limits else math.nan
+        else:
             return
-        entries = list(log)
-        log.clear()
-        record = clip_summary(entries)
-        ctx.wb.writer.scalars(ctx.step, "clip", {"opt_step": ctx.wb.opt_step, **record})
+        wb.writer.scalars(ctx.step, "clip", {"opt_step": wb.opt_step, **record})

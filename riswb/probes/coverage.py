@@ -6,8 +6,8 @@ from the group sizes, a few dict reads), the probe writes one `coverage` event: 
 of `riswb.probes.params.CoverageAudit` (missing heads are docs/failures.md #6) plus `reason`
 ("start" | "param_groups_changed"). With several optimizers (`Workbench(m, [a, b])`) the audit
 is of their union: a tensor in two optimizers is `duplicated`, one in none `missing`, and
-group labels read `opt/<i>/<label>`. Names have wrapper prefixes stripped. A warm-up that merely *starts* at lr 0 is lr_trace's
-business, not a zero-lr group."""
+group labels read `opt/<i>/<label>`. Names have wrapper prefixes stripped. A warm-up
+that merely *starts* at lr 0 is lr_trace's business, not a zero-lr group."""
 
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ its own "module"): √(mean_steps ‖g‖²). The RMS costs one fused op per ste
 tensor); the module sums and square roots wait for the flush.
 Under a GradScaler (riswb.instrument.scaler) the norms are UNSCALED: the raw norms times
 the inverse of the scale the backward ran under, as a device op (no host sync), so they are
-comparable with an fp32 run's. A tensor whose grad is None contributes 0. A NaN/Inf gradient makes the mean NaN/Inf: the
-numbers are raw on purpose; kind `nonfinite` counts the elements.
+comparable with an fp32 run's. A tensor whose grad is None contributes 0. A NaN/Inf
+gradient makes the mean NaN/Inf: the numbers are raw on purpose; kind `nonfinite` counts
+the elements.
 """
 
 from __future__ import annotations

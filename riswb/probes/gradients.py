@@ -51,7 +51,7 @@ def device_index(indices: tuple[int, ...], device: torch.device) -> torch.Tensor
     return found
 
 
-def _norms(grads: list[torch.Tensor | None], device: torch.device) -> torch.Tensor:
+def tensor_norms(grads: list[torch.Tensor | None], device: torch.device) -> torch.Tensor:
     present = [g for g in grads if g is not None]
     out_len = len(grads)
     if not present:
@@ -88,7 +88,7 @@ def raw_grad_stats(wb: Any) -> GradStats:
 
     def compute() -> GradStats:
         grads = [p.grad for _, p in wb.named_params]
-        norms = _norms(grads, _param_device(wb))
+        norms = tensor_norms(grads, _param_device(wb))
         inverse = wb.scaler.inverse()
         unscaled = norms if inverse is None else norms * inverse.to(norms.device)
         return GradStats(grads, norms, [g is not None for g in grads], inverse, unscaled)

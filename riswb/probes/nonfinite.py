@@ -11,7 +11,17 @@ Record (one per flush, `step` = the flush step), totals since the previous recor
 * `params`     — distinct trainable tensors that held at least one of them;
 * `sanitized`  — elements replaced through `wb.sanitize_()` (read from the Workbench's
   on-device counter, which this probe resets);
-* `loss`       — 1 if the total loss was non-finite on any step of the interval, else 0.
+* `loss`       — 1 if the total loss was non-finite on any step of the interval, else 0;
+* `step_attempts`      — optimizer-step attempts in the interval: real steps plus skipped
+  ones (GradScaler skips, `wb.step_skipped`);
+* `attempts_nonfinite` — attempts whose last backward left a non-finite raw gradient;
+* `attempts_skipped`   — attempts that were skipped. A GradScaler calibrating its scale skips
+  a few early attempts (attempts_nonfinite ≈ attempts_skipped ≪ step_attempts); NaN every
+  step reads attempts_nonfinite ≈ step_attempts.
+
+`sanitized` is the larger of `wb.sanitize_`'s count and what GradStepProbe observed at the
+optimizer step (non-finite elements at backward end in tensors all finite at step: the
+loop's own `nan_to_num_`/masking), so either route is counted once.
 
 Cost per step: the per-tensor norms shared with GradNormsProbe tell which tensors hold a
 non-finite value (‖g‖ is NaN/Inf exactly then, barring float overflow of the norm, which is
@@ -31,7 +41,18 @@ import torch
 from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.gradients import device_index, raw_grad_stats
 
-# attribute names the Workbench may use for its sanitize counter, first match wins
+_CACHE_KEY = "riswb.raw_nonfinite"
+
+
+def raw_nonfinite(wb: Any) -> torch.Tensor | None:
+    """`count_nonfinite` of this backward's raw gradients, memoised like `raw_grad_stats`
+    (shared by NonFiniteProbe and GradStepProbe)."""
+
+    def compute() -> torch.Tensor | None:
+        stats = raw_grad_stats(wb)
+        return count_nonfinite(stats.grads, stats.norms)
+
+    return wb.cached(_CACHE_KEY, compute)
 
 
 def count_nonfinite(
@@ -93,6 +114,22 @@ class NonFiniteProbe(Probe):
         self._loss: torch.Tensor | None = None  # scalar: NaN once a total was non-finite
         self._zero: torch.Tensor | None = None
         self._seen = False
+        self._last_bad: Any = False  # did the latest backward leave a non-finite gradient?
+        self._attempts = self._skipped = 0
+        self._bad_attempts: Any = 0
+
+    def _attempt(self) -> None:
+        self._attempts += 1
+        self._bad_attempts = self._bad_attempts + self._last_bad
+        self._seen = True
+
+    def on_before_optimizer_step(self, ctx: StepContext) -> None:
+        self._attempt()
+
+    def on_step_skipped(self, ctx: StepContext) -> None:
+        for _ in range(int(ctx.payload.get("count", 1))):
+            self._attempt()
+        self._skipped += int(ctx.payload.get("count", 1))
 
     def on_after_loss(self, ctx: StepContext) -> None:
         total = ctx.payload.get("total")
@@ -112,10 +149,11 @@ class NonFiniteProbe(Probe):
         if not ctx.wb.named_params:
             return
         self._seen = True
-        stats = raw_grad_stats(ctx.wb)
-        counts = count_nonfinite(stats.grads, stats.norms)
+        counts = raw_nonfinite(ctx.wb)
         if counts is None:  # CPU fast path: every norm finite
+            self._last_bad = False
             return
+        self._last_bad = counts.sum() > 0
         if self._counts is None or self._counts.shape != counts.shape:
             self._counts = counts
         else:
@@ -123,9 +161,11 @@ class NonFiniteProbe(Probe):
 
     @staticmethod
     def _take_sanitized(wb: Any) -> int:
-        """Elements `wb.sanitize_` replaced since the last flush (the counter is reset)."""
-        count = int(wb.sanitized.sum().item())
+        """Elements sanitized since the last flush, through `wb.sanitize_` or observed at
+        the step (the larger; both counters are reset)."""
+        count = max(int(wb.sanitized.sum().item()), int(wb.observed_sanitized.item()))
         wb.sanitized.zero_()
+        wb.observed_sanitized.zero_()
         return count
 
     def flush(self, ctx: StepContext) -> None:
@@ -137,7 +177,12 @@ class NonFiniteProbe(Probe):
             "params": int((self._counts > 0).sum().item()) if self._counts is not None else 0,
             "sanitized": sanitized,
             "loss": int(bool(torch.isnan(self._loss))) if self._loss is not None else 0,
+            "step_attempts": self._attempts,
+            "attempts_nonfinite": int(self._bad_attempts),
+            "attempts_skipped": self._skipped,
         }
+        self._attempts = self._skipped = 0
+        self._bad_attempts = 0
         ctx.wb.writer.scalars(ctx.step, "nonfinite", record)
         self._counts = None
         if self._loss is not None:

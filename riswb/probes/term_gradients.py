@@ -9,24 +9,28 @@ accumulates the T×T Gram matrix G = Σ_p G_p G_pᵀ (float64), so
 * `term_grad`      {term: ‖g_t‖ = √G_tt}: a term with no path to any parameter (detached,
   constant, all-None grads, weight 0) records exactly 0 — that is how `dead-loss-term` is
   found, so such terms are never skipped;
-* `term_cosine`    {"a|b": G_ab / (‖g_a‖‖g_b‖)} for every pair in term order (written when
+* `term_cosine`    {"a|b" (riswb.probes.term_keys: `|` and backslash in names escaped):
+  G_ab / (‖g_a‖‖g_b‖)} for every pair in term order (written when
   there are ≥ 2 terms; NaN when either gradient is zero, the cosine being undefined);
 * `term_nonfinite` {term: non-finite elements in g_t} (attributes `nonfinite-grads` to a term).
 
 All three records carry the sampled step and are written at the next flush.
 
 Schedule. A sampled step costs about one extra backward per term (T terms: ~T·⅔ of a step),
-the only expensive thing among the default probes. `every=N` samples steps ≡ 0 mod N. The
-default, `every=None`, is budget-driven: the first step is always sampled (so a term dead at
-init is caught at once); the probe times the next `calibrate` (8) training steps, samples
-once more (the first sample pays one-off warm-up costs: 190 ms vs 3 ms steady on a GPU) and
-takes as its cost the whole step it sat in less an ordinary one (so knock-on costs on the
-rest of that step count: fresh allocations, evicted caches), then fixes N once, at the next
-step — the smallest of 10, 20, 30, 50, 75, 100, 150, 200,
-300, 500, 750, 1000 with cost/N ≤ `budget` (default 1%) of a step — and samples steps ≡ 0
-mod N from then on. The chosen N goes to the manifest (`describe()`); tests and
-reproducible records pass `every` explicitly. Measured with `riswb bench` (2-core CPU, one
-thread): on the bench MLP (4×512, batch 256, 3 terms) N = 150 for a 20 ms step; on the
+the only expensive thing among the default probes (the cheap per-interval view is
+riswb.probes.term_output). Samples are FRONT-LOADED so that a term dead or dominant at init
+is decided in the first steps: steps 0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144 after the
+first step seen (`FRONT`: 12 samples in a 200-step run) are always sampled; on top, `every=N`
+samples steps ≡ 0 mod N. The default, `every=None`, fixes N from a budget: the probe times
+the loop's period (wb.loss to wb.loss) after sampled and after ordinary steps (the first
+sample's period is left out: it pays one-off warm-up costs, 190 ms vs 3 ms steady on a GPU),
+and once it holds `calibrate` (6) ordinary periods and 3 sampled ones it takes as a sample's
+cost the median sampled period less the median ordinary one (knock-on costs included: fresh
+allocations, evicted caches) and fixes N once — the smallest of 10, 20, 30, 50, 75, 100,
+150, 200, 300, 500, 750, 1000 with cost/N ≤ `budget` (default 1%) of a step. The chosen N
+goes to the manifest (`describe()`); tests and reproducible records pass `every`
+explicitly. Measured with `riswb bench` (2-core CPU, one thread): on the bench MLP
+(4×512, batch 256, 3 terms) N = 150 for a 20 ms step; on the
 reference model (12 terms, a sample ≈ 330 ms more than a 50 ms step) N = 750. The budget is
 1% because the probe shares the 1.05× overhead target with a dozen per-step probes.
 
@@ -45,12 +49,14 @@ Host reads happen on sampled steps only (one: is the Gram diagonal finite?).
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 from typing import Any
 
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.term_keys import pair_key
 
 
 def _scalar(term: torch.Tensor) -> torch.Tensor:
@@ -73,6 +79,7 @@ def _flat_real(grad: torch.Tensor, leading: int) -> torch.Tensor:
     return grad.reshape(leading, -1)
 
 
+FRONT = frozenset((0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144))
 _NICE = (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000)
 
 
@@ -92,13 +99,13 @@ class TermGradientsProbe(Probe):
         every: int | None = None,
         *,
         budget: float = 0.01,
-        calibrate: int = 8,
+        calibrate: int = 6,
         batched: bool | None = False,
     ):
         """`every`: fixed sampling interval, or None for the budget-driven schedule.
 
         `budget`: target amortised cost as a fraction of a training step (every=None);
-        `calibrate`: training steps timed before the interval is fixed; `batched`: see the
+        `calibrate`: ordinary loop periods timed before the interval is fixed; `batched`: see the
         module docstring."""
         super().__init__()  # the registry delivers every AFTER_LOSS; `_due` decides
         if every is not None and every < 1:
@@ -113,10 +120,10 @@ class TermGradientsProbe(Probe):
         self.fallback_reason: str | None = None
         self._pending: list[tuple[int, list[str], torch.Tensor, torch.Tensor]] = []
         self._cost: float | None = None
-        self._step_times: list[float] = []
-        self._last_end: float | None = None
-        self._first_step: int | None = None
-        self._calibration: tuple[float, float] | None = None  # (start, own seconds)
+        self._origin: int | None = None  # the first step seen: FRONT counts from it
+        self._previous: tuple[float, bool, bool] | None = None  # (start, sampled, first)
+        self._ordinary: list[float] = []  # loop periods after ordinary steps (calibration)
+        self._sampled: list[float] = []  # ... and after sampled ones
 
     def describe(self) -> dict[str, Any]:
         mode = {None: "auto", True: "batched", False: "loop"}[self.batched]
@@ -126,42 +133,30 @@ class TermGradientsProbe(Probe):
         return out
 
     def _due(self, step: int) -> bool:
-        if self.interval is not None:
-            return step % self.interval == 0
-        return self._first_step is None  # auto, still calibrating: only the first step
-
-    def _timed_sample(self, ctx: StepContext) -> float:
-        start = time.perf_counter()
-        self._sample(ctx)
-        return time.perf_counter() - start
+        if step - self._origin in FRONT:
+            return True
+        return self.interval is not None and step % self.interval == 0
 
     def on_after_loss(self, ctx: StepContext) -> None:
         now = time.perf_counter()
-        if self.interval is None and self._first_step is not None:
-            # calibrating: time the training steps in between (our own work excluded) ...
-            if self._last_end is not None:
-                self._step_times.append(now - self._last_end)
-            if self._calibration is not None:
-                # ... and fix the interval one step after the calibration sample: its cost is
-                # that whole step (the sample and its knock-on costs on the rest of the step:
-                # fresh allocations, evicted caches) less an ordinary step, never less than
-                # the sample's own time
-                start, own = self._calibration
-                times = sorted(self._step_times)
-                step_time = max(times[len(times) // 2], 1e-9)
-                self._cost = max(now - start - step_time, own)
-                self.interval = nice_interval(self._cost / (self.budget * step_time))
-            elif len(self._step_times) >= self.calibrate:
-                # ... then sample once more: the first sample paid one-off warm-up costs
-                # (allocator, kernels, autograd set-up) that would inflate the interval
-                self._calibration = (now, self._timed_sample(ctx))
-        elif self._due(ctx.step):
-            if self._first_step is None:
-                self._first_step = ctx.step
-            cost = self._timed_sample(ctx)
-            if self.auto and self._cost is None:
-                self._cost = cost
-        self._last_end = time.perf_counter()
+        if self._origin is None:
+            self._origin = ctx.step
+        if self.interval is None and self._previous is not None:
+            start, sampled, first = self._previous
+            if not first:
+                (self._sampled if sampled else self._ordinary).append(now - start)
+            self._fix_interval()
+        due = self._due(ctx.step)
+        if due:
+            self._sample(ctx)
+        self._previous = (now, due, ctx.step == self._origin)
+
+    def _fix_interval(self) -> None:
+        if len(self._ordinary) < self.calibrate or len(self._sampled) < 3:
+            return
+        step_time = max(statistics.median(self._ordinary), 1e-9)
+        self._cost = max(statistics.median(self._sampled) - step_time, 0.0)
+        self.interval = nice_interval(self._cost / (self.budget * step_time))
 
     def _sample(self, ctx: StepContext) -> None:
         terms = ctx.payload.get("terms") or {}
@@ -283,7 +278,7 @@ class TermGradientsProbe(Probe):
             writer.scalars(step, "term_grad", dict(zip(names, norm_list, strict=True)))
             if len(names) > 1:
                 pairs = {
-                    f"{a}|{b}": cos_list[i][j]
+                    pair_key(a, b): cos_list[i][j]
                     for i, a in enumerate(names)
                     for j, b in enumerate(names)
                     if i < j

@@ -10,7 +10,7 @@ from torch import nn
 
 import riswb
 from riswb.probes.grad_norms import GradNormsProbe
-from riswb.probes.gradients import _norms
+from riswb.probes.gradients import tensor_norms
 from riswb.runlog import read_run
 
 
@@ -85,6 +85,6 @@ def test_nan_stays_in_its_module(tmp_path):
 
 def test_fallback_norms_with_none_and_mixed_dtypes():
     grads = [torch.ones(4), None, torch.full((2,), 2.0, dtype=torch.float64)]
-    norms = _norms(grads, torch.device("cpu"))
+    norms = tensor_norms(grads, torch.device("cpu"))
     assert norms.dtype == torch.float32
     torch.testing.assert_close(norms, torch.tensor([2.0, 0.0, math.sqrt(8.0)]))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import riswb
-from riswb.probes.term_gradients import TermGradientsProbe
+from riswb.probes.term_gradients import FRONT, TermGradientsProbe
 from riswb.runlog import read_run
 
 
@@ -100,7 +100,7 @@ def run_loop(tmp_path, probe, steps=7, *, nan_steps=(), branch=False, log_every=
         for step in range(steps):
             x, y = torch.randn(5, 6), torch.randn(5, 3)
             terms = make_terms(model, x, y, nan=step in nan_steps, branch=branch)
-            if step % probe.interval == 0:
+            if step % probe.interval == 0 or step in FRONT:
                 expected[step] = oracle(terms, WEIGHTS, params)
             loss = wb.loss(terms, WEIGHTS)
             opt.zero_grad()
@@ -203,17 +203,18 @@ def test_fixed_schedule_and_single_term(tmp_path):
             loss.backward()
             opt.step()
     run = read_run(wb.path)
-    assert list(run.kind("term_grad")["step"]) == [0, 4, 8]
+    # the front-loaded steps, then multiples of 4
+    assert list(run.kind("term_grad")["step"]) == [0, 1, 2, 3, 4, 5, 8]
     assert "term_cosine" not in run.kinds()
 
 
-def test_budget_schedule_samples_step_zero_then_fixes_an_interval(tmp_path):
+def test_budget_schedule_front_loads_then_fixes_an_interval(tmp_path):
     probe = TermGradientsProbe(calibrate=4)
     assert probe.describe()["every"] == "auto"
     model = nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[probe], strict=True) as wb:
-        for _ in range(45):
+        for _ in range(200):
             out = model(torch.randn(4, 3))
             loss = wb.loss({"a": out.pow(2).mean(), "b": out.mean()})
             opt.zero_grad()
@@ -221,8 +222,10 @@ def test_budget_schedule_samples_step_zero_then_fixes_an_interval(tmp_path):
             opt.step()
     assert probe.interval in (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000)
     steps = list(read_run(wb.path).kind("term_grad")["step"])
-    # step 0, the timed calibration sample after 4 timed intervals, then multiples of the interval
-    assert steps == [0, 4] + [s for s in range(5, 45) if s % probe.interval == 0]
+    # every front-loaded step (≥ 10 samples in 200 steps), then multiples of the interval
+    # from the step the interval was fixed (after 4 ordinary and 3 sampled periods: step 9)
+    assert sorted(FRONT) == [s for s in steps if s in FRONT] and len(steps) >= 12
+    assert set(steps) - FRONT == {s for s in range(10, 200) if s % probe.interval == 0} - FRONT
     assert read_run(wb.path).manifest["probes"][0]["every"] == probe.interval
 
 

@@ -1,0 +1,245 @@
+"""Gradients at optimizer.step against those at the end of backward (kind `grad_step`).
+
+Whatever the loop's own code does between `loss.backward()` and `optimizer.step()` —
+`torch.nn.utils.clip_grad_norm_`, `GradScaler.unscale_`, masking, `nan_to_num_`, zeroing,
+`p.grad = None` — is measured here without any `wb.*` helper: AFTER_BACKWARD keeps the raw
+gradient norms of the backward (with accumulation: of the LAST backward, whose `.grad` holds
+the accumulated sum), and the optimizer's step pre-hook takes the norms of the gradients it
+is about to apply (one `_foreach_norm` over that optimizer's tensors). Per tensor p,
+e_p = ‖g_p‖ at backward × (1/scale when a GradScaler's `unscale_` ran for this optimizer in
+between, riswb.instrument.scaler) and s_p = ‖g_p‖ at step; over tensors where both are
+finite and e_p > 0, the step's ratio r = √(Σ s_p² / Σ e_p²), and:
+
+* rescaled — every r_p = s_p/e_p within `tol` of r, r ≠ 1 and r > 0: one factor for all
+  tensors, i.e. clipping (an unscale alone gives r = 1: it is not an alteration);
+* altered  — some r_p differ from r by more than `tol`: per-tensor edits (masking, partial
+  zeroing, a clamp of some tensors);
+* zeroed   — Σ s_p² = 0 while Σ e_p² > 0 (zero_grad between backward and step);
+* replaced — some `.grad` is a different tensor object or None at step (host check).
+
+Feeds: a step with no `wb.clip_grad_norm_` call in its interval adds (pre-norm, post-norm
+when rescaled down, else +inf) to `wb.observed_clip_log`, from which ClipProbe writes an
+`observed` clip record; elements non-finite at backward in tensors that are all finite at
+step are added to `wb.observed_sanitized` (NonFiniteProbe's `sanitized` takes the larger of
+it and `wb.sanitize_`'s count).
+
+Elementwise (sampled: the first `elem_first` optimizer steps, then every `elem_every`-th):
+the backward's gradients are copied at AFTER_BACKWARD (one `_foreach_copy_` into kept
+buffers) and compared at step bit for bit (after the same unscale): `frac_changed` (of all
+elements) and `frac_zeroed` (of the elements non-zero at backward, zero or None at step).
+
+Record (one per flush, over the interval's observed steps): `steps`, `norm_backward` and
+`norm_step` (RMS of the unscaled total norms), `ratio` (mean r over steps with a defined
+r), `rescaled`, `altered`, `zeroed`, `replaced`, `unscaled` (fractions of steps),
+`nonfinite_backward`, `sanitized` (elements), `elem_samples`, `frac_changed`,
+`frac_zeroed` (NaN without samples). Event `grad_step_change` {`change`: "zeroed" |
+"replaced", `steps`, `first_step`, `optimizer`} per kind and interval when it happened.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.bits import as_bits, magnitude_bits
+from riswb.probes.gradients import GradStats, device_index, raw_grad_stats, tensor_norms
+from riswb.probes.nonfinite import raw_nonfinite
+
+_FIELDS = ("bw2", "step2", "ratio", "defined", "rescaled", "altered", "zeroed", "nonfinite",
+           "sanitized")
+
+
+class GradStepProbe(Probe):
+    """What the loop did to the gradients between backward and optimizer.step."""
+
+    name = "grad_step"
+
+    def __init__(self, every: int | None = None, *, tol: float = 1e-3, elem_first: int = 5,
+                 elem_every: int = 20):
+        super().__init__(every)
+        if tol <= 0 or elem_first < 0 or elem_every < 1:
+            raise ValueError("tol must be > 0, elem_first >= 0 and elem_every >= 1")
+        self.tol, self.elem_first, self.elem_every = tol, elem_first, elem_every
+        self._bw: GradStats | None = None
+        self._bw_bad: torch.Tensor | None = None
+        self._copies: list[torch.Tensor | None] = []
+        self._copied = False
+        self._pending: set[int] = set()  # optimizers not yet stepped since the backward
+        self._layouts: dict[int, tuple[Any, tuple[int, ...]]] = {}
+        self._rows: list[torch.Tensor] = []
+        self._replaced: dict[int, list[int]] = {}  # optimizer -> [steps, first step]
+        self._zeroed: list[tuple[int, int, torch.Tensor]] = []  # (optimizer, step, flag)
+        self._elems: list[torch.Tensor] = []  # (changed, total, zeroed, nonzero before)
+        self._unscaled = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "tol": self.tol, "elem_first": self.elem_first,
+                "elem_every": self.elem_every}
+
+    def _elem_due(self, opt_step: int) -> bool:
+        return opt_step <= self.elem_first or opt_step % self.elem_every == 0
+
+    def on_after_backward(self, ctx: StepContext) -> None:
+        wb = ctx.wb
+        if not wb.named_params:
+            return
+        self._bw = raw_grad_stats(wb)
+        self._bw_bad = raw_nonfinite(wb)
+        self._pending = set(range(len(wb.optimizers)))
+        self._copied = self._elem_due(wb.opt_step + 1)
+        if self._copied:
+            self._copy(self._bw.grads)
+
+    def _copy(self, grads: list[torch.Tensor | None]) -> None:
+        if len(self._copies) != len(grads):
+            self._copies = [None] * len(grads)
+        pairs = []
+        for i, grad in enumerate(grads):
+            if grad is None or grad.is_sparse:
+                self._copies[i] = None
+                continue
+            kept = self._copies[i]
+            if kept is None or kept.shape != grad.shape or kept.dtype != grad.dtype:
+                kept = self._copies[i] = torch.empty_like(grad)
+            pairs.append((kept, grad.detach()))
+        if pairs:
+            torch._foreach_copy_([k for k, _ in pairs], [g for _, g in pairs])
+
+    def _indices(self, wb: Any, index: int) -> tuple[int, ...]:
+        groups = wb.optimizers[index].param_groups
+        key = tuple(id(p) for g in groups for p in g["params"])
+        cached = self._layouts.get(index)
+        if cached is None or cached[0] != key:
+            own = set(key)
+            chosen = tuple(i for i, (_, p) in enumerate(wb.named_params) if id(p) in own)
+            cached = self._layouts[index] = (key, chosen)
+        return cached[1]
+
+    def on_before_optimizer_step(self, ctx: StepContext) -> None:
+        wb, bw = ctx.wb, self._bw
+        index = ctx.payload.get("optimizer", 0)
+        chosen = self._indices(wb, index)
+        if bw is None or not chosen or index not in self._pending:
+            return  # no backward since this optimizer's last step: nothing to compare
+        self._pending.discard(index)
+        device = bw.norms.device
+        at = device_index(chosen, device)
+        grads = [wb.named_params[i][1].grad for i in chosen]
+        before = [bw.grads[i] for i in chosen]
+        swapped = sum(b is not None and g is not b for g, b in zip(grads, before, strict=True))
+        if swapped:
+            entry = self._replaced.setdefault(index, [0, ctx.step])
+            entry[0] += 1
+        inverse = wb.scaler.unscaled.get(index)
+        self._unscaled += inverse is not None
+        with torch.no_grad():
+            step = tensor_norms(grads, device).to(torch.float64)
+            expected = bw.norms.index_select(0, at).to(torch.float64)
+            if inverse is not None:
+                expected = expected * inverse.to(device=device, dtype=torch.float64)
+            row = self._row(expected, step, bw.unscaled.index_select(0, at), at)
+            self._zeroed.append((index, ctx.step, row[6]))
+            if self._copied:
+                self._compare(chosen, grads, inverse)
+        self._rows.append(row)
+        wb.observed_sanitized += row[8]
+        if not wb.clip_log:
+            limit = torch.where((row[4] > 0) & (row[2] < 1), row[1].sqrt(),
+                                torch.full_like(row[1], math.inf))
+            wb.observed_clip_log.append((row[0].sqrt(), limit))
+
+    def _row(self, expected: torch.Tensor, step: torch.Tensor, bw_unscaled: torch.Tensor,
+             at: torch.Tensor) -> torch.Tensor:
+        usable = torch.isfinite(expected) & torch.isfinite(step) & (expected > 0)
+        zero = expected.new_zeros(())
+        e2 = torch.where(usable, expected.square(), zero).sum()
+        s2 = torch.where(usable, step.square(), zero).sum()
+        ratio = (s2 / e2).sqrt()
+        per = torch.where(usable, step / expected.clamp_min(1e-300), ratio)
+        uniform = ((per - ratio).abs() <= self.tol * ratio).all()
+        moved = (ratio - 1).abs() > self.tol
+        defined = usable.any()
+        rescaled = defined & uniform & moved & (ratio > 0)
+        altered = defined & ~uniform
+        zeroed = (step.square().nan_to_num(1.0).sum() == 0) & (e2 > 0)
+        bad = self._bw_bad
+        nonfinite = bad.index_select(0, at).sum() if bad is not None else zero
+        sanitized = (torch.where(torch.isfinite(step), bad.index_select(0, at), zero).sum()
+                     if bad is not None else zero)
+        return torch.stack([
+            bw_unscaled.to(torch.float64).square().sum(), s2 * ratio.isfinite(),
+            torch.where(defined, ratio, torch.full_like(ratio, math.nan)), defined.double(),
+            rescaled.double(), altered.double(), zeroed.double(), nonfinite.double(),
+            sanitized.double(),
+        ])
+
+    def _compare(self, chosen: tuple[int, ...], grads: list[torch.Tensor | None],
+                 inverse: torch.Tensor | None) -> None:
+        changed = total = zeroed = nonzero = 0
+        for i, grad in zip(chosen, grads, strict=True):
+            kept = self._copies[i] if i < len(self._copies) else None
+            if kept is None:
+                continue
+            if inverse is not None:
+                kept = kept * inverse.to(device=kept.device, dtype=kept.dtype)
+            was = magnitude_bits(as_bits(kept)) != 0
+            nonzero = nonzero + was.sum()
+            total += kept.numel()
+            if grad is None or grad.shape != kept.shape:
+                changed, zeroed = changed + kept.numel(), zeroed + was.sum()
+                continue
+            now = as_bits(grad.detach())
+            changed = changed + (as_bits(kept) != now).sum()
+            zeroed = zeroed + (was & (magnitude_bits(now) == 0)).sum()
+        if total:
+            self._elems.append(torch.stack([torch.as_tensor(v, dtype=torch.float64).to(
+                self._bw.norms.device) for v in (changed, total, zeroed, nonzero)]))
+
+    def flush(self, ctx: StepContext) -> None:
+        wb = ctx.wb
+        rows, self._rows = self._rows, []
+        if rows:
+            table = torch.stack(rows)
+            sums = dict(zip(_FIELDS, table.nan_to_num(0.0).sum(0).tolist(), strict=True))
+            n = len(rows)
+            defined = sums["defined"]
+            record = {
+                "steps": n,
+                "norm_backward": math.sqrt(sums["bw2"] / n),
+                "norm_step": math.sqrt(sums["step2"] / n),
+                "ratio": sums["ratio"] / defined if defined else math.nan,
+                "rescaled": sums["rescaled"] / n, "altered": sums["altered"] / n,
+                "zeroed": sums["zeroed"] / n,
+                "replaced": sum(c for c, _ in self._replaced.values()) / n,
+                "unscaled": self._unscaled / n,
+                "nonfinite_backward": int(sums["nonfinite"]), "sanitized": int(sums["sanitized"]),
+                **self._elem_record(),
+            }
+            wb.writer.scalars(ctx.step, "grad_step", record)
+        self._events(ctx)
+        self._unscaled = 0
+
+    def _elem_record(self) -> dict[str, Any]:
+        elems, self._elems = self._elems, []
+        if not elems:
+            return {"elem_samples": 0, "frac_changed": math.nan, "frac_zeroed": math.nan}
+        changed, total, zeroed, nonzero = torch.stack(elems).sum(0).tolist()
+        return {"elem_samples": len(elems), "frac_changed": changed / total,
+                "frac_zeroed": zeroed / nonzero if nonzero else 0.0}
+
+    def _events(self, ctx: StepContext) -> None:
+        zeroed, self._zeroed = self._zeroed, []
+        flags = torch.stack([f for *_, f in zeroed]).tolist() if zeroed else []
+        by_optimizer: dict[int, list[int]] = {}
+        for (index, step, _), flag in zip(zeroed, flags, strict=True):
+            if flag:
+                entry = by_optimizer.setdefault(index, [0, step])
+                entry[0] += 1
+        for change, table in (("zeroed", by_optimizer), ("replaced", self._replaced)):
+            for index, (count, first) in table.items():
+                ctx.wb.writer.event(ctx.step, "grad_step_change", change=change, steps=count,
+                                    first_step=first, optimizer=index)
+        self._replaced = {}
