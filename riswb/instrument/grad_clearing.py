@@ -3,7 +3,8 @@
 Per optimizer one watched tensor — its smallest trainable parameter that is in the model,
 so the check costs next to nothing — gets a tensor hook (`param.register_hook`), which
 autograd runs with the incoming gradient BEFORE accumulating it: `param.grad` there still
-holds what earlier backwards left. Each firing is one backward into that tensor:
+holds what earlier backwards left. Each firing in a backward that will write `.grad` (not in
+`torch.autograd.grad`, which the term probes use) is one backward into that tensor:
 
 * `.grad` None or all zero → the backward starts from cleared gradients (`zero_grad()` with
   either `set_to_none`, `model.zero_grad()`, `p.grad = None`, a manual `zero_()`);
@@ -53,7 +54,14 @@ class GradClearWatch:
                 self._handles.append(param.register_hook(self._hook(i, param)))
 
     def _hook(self, index: int, param: torch.Tensor):
+        accumulator = param.view_as(param).grad_fn.next_functions[0][0]
+
         def before_accumulation(_incoming: torch.Tensor) -> None:
+            try:  # tensor hooks also fire in autograd.grad (the term probes), which never
+                if not torch._C._will_engine_execute_node(accumulator):  # writes .grad
+                    return
+            except RuntimeError:  # "not supported" inside autograd.grad: not a backward
+                return
             self._seen[index] += 1
             grad = param.grad
             if grad is None:

@@ -43,6 +43,11 @@ innocent terms: a non-finite batched result is therefore recomputed term by term
 the two modes cost about the same (vmap has a one-off set-up of ~1 s); on GPU batched saves
 kernel launches. Memory: all T term gradients at once while autograd returns them.
 
+Reentrant activation checkpointing (`use_reentrant=True`) forbids `autograd.grad` with
+`inputs`: the probe then stops sampling and the manifest's probe entry says `unavailable`
+("reentrant activation checkpointing"); no `term_grad` records follow (kind `term_grad_out`
+still comes).
+
 Host reads happen on sampled steps only (one: is the Gram diagonal finite?).
 """
 
@@ -118,6 +123,7 @@ class TermGradientsProbe(Probe):
         self.calibrate = calibrate
         self.batched = batched
         self.fallback_reason: str | None = None
+        self.unavailable: str | None = None  # why exact samples cannot be taken here
         self._pending: list[tuple[int, list[str], torch.Tensor, torch.Tensor]] = []
         self._cost: float | None = None
         self._origin: int | None = None  # the first step seen: FRONT counts from it
@@ -130,6 +136,8 @@ class TermGradientsProbe(Probe):
         out = {**super().describe(), "every": self.interval or "auto", "mode": mode}
         if self.auto:
             out.update(budget=self.budget, sample_cost_s=self._cost)
+        if self.unavailable:
+            out["unavailable"] = self.unavailable
         return out
 
     def _due(self, step: int) -> bool:
@@ -160,13 +168,22 @@ class TermGradientsProbe(Probe):
 
     def _sample(self, ctx: StepContext) -> None:
         terms = ctx.payload.get("terms") or {}
-        if not terms:
+        if not terms or self.unavailable:
             return
         weights = ctx.payload.get("weights")
         params = [p for _, p in ctx.wb.named_params]
         names = list(terms)
         outputs = [_weight(weights, n) * _scalar(terms[n]) for n in names]
-        gram, nonfinite = self.term_statistics(outputs, params)
+        try:
+            gram, nonfinite = self.term_statistics(outputs, params)
+        except RuntimeError as error:
+            if "use_reentrant" not in str(error):
+                raise
+            # reentrant checkpointing forbids autograd.grad(inputs=...): no exact samples
+            # in this model (term_output still works); say so instead of failing
+            self.unavailable = "reentrant activation checkpointing"
+            ctx.wb.writer.update_manifest(probes=ctx.wb._describe_probes())
+            return
         self._pending.append((ctx.step, names, gram, nonfinite))
 
     # -- the measurement ------------------------------------------------------------------
