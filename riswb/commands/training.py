@@ -1,5 +1,10 @@
 """`riswb overfit` and `riswb train`: run the reference trainer with a live progress bar,
-then judge the run with the gate ("params move and loss drops")."""
+then judge the run with the gate ("params move and loss drops").
+
+Numeric options arrive as text and are checked here against the config's rules
+(riswb/reference/config.py, RULES), so that `--samples 2.5` or `--seed -1` is the CLI's
+one-line error (exit 2) naming the option, like a bad value in a config file.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from riswb.commands.options import Format, check_format
 from riswb.diagnose.gate import gate
 from riswb.errors import RiswbError
 from riswb.jsonsafe import dumps
-from riswb.reference.config import TrainConfig
+from riswb.reference.config import TrainConfig, check_field
 from riswb.runlog import read_run, resolve_run
 
 
@@ -27,8 +32,22 @@ def _plugins_dir(probes_dir: Path | None) -> Path | None:
     return Path("probes") if Path("probes").is_dir() else None
 
 
-def _run_with_progress(config: TrainConfig, *, resume: Path | None, runs_dir: Path | None,
-                       probes_dir: Path | None, quiet: bool):
+def _int_option(option: str, text: str | None, field: str) -> int | None:
+    """The integer that `option` (setting config field `field`) was given; None if absent."""
+    if text is None:
+        return None
+    try:
+        value: int | str = int(text.strip())
+    except ValueError:
+        value = text  # not an integer: check_field names the option and what it must be
+    problem = check_field(field, value, label=option)
+    if problem:
+        raise RiswbError(problem)
+    return value
+
+
+def _run_with_progress(config: TrainConfig, *, resume: Path | None, force: bool = False,
+                       runs_dir: Path | None, probes_dir: Path | None, quiet: bool):
     from riswb.reference.faults import build_trainer
 
     console = Console(stderr=True, quiet=quiet)
@@ -47,8 +66,8 @@ def _run_with_progress(config: TrainConfig, *, resume: Path | None, runs_dir: Pa
             else:
                 bar.update(task, nmse=f"{info['nmse']:.4f}")
 
-        trainer = build_trainer(config, runs_dir=runs_dir, resume=resume, progress=progress,
-                                plugins=_plugins_dir(probes_dir))
+        trainer = build_trainer(config, runs_dir=runs_dir, resume=resume, force_resume=force,
+                                progress=progress, plugins=_plugins_dir(probes_dir))
         total = config.epochs * trainer.steps_per_epoch
         task = bar.add_task(config.name, total=total, loss="-", nmse="-",
                             completed=trainer.epoch * trainer.steps_per_epoch)
@@ -86,11 +105,13 @@ ProbesDir = Annotated[Path | None, typer.Option(
 
 
 def overfit_command(
-    samples: Annotated[int, typer.Option(help="Scenes to memorize (train = validation).")] = 512,
-    epochs: Annotated[int | None, typer.Option(
-        help="Epochs (default: the overfit recipe's).")] = None,
+    samples: Annotated[str, typer.Option(
+        metavar="INTEGER", help="Scenes to memorize (train = validation).")] = "512",
+    epochs: Annotated[str | None, typer.Option(
+        metavar="INTEGER", help="Epochs (default: the overfit recipe's).")] = None,
     preset: Annotated[str, typer.Option(help="Physics preset.")] = "small",
-    seed: Annotated[int, typer.Option(help="Seed of scenes, init and batch order.")] = 0,
+    seed: Annotated[str, typer.Option(
+        metavar="INTEGER", help="Seed of scenes, init and batch order.")] = "0",
     inject: Annotated[str | None, typer.Option(
         help="Run with a fault from `riswb faults`.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -101,10 +122,10 @@ def overfit_command(
     """The overfit test: memorize N scenes with all probes on; exit 0 when params move
     and loss drops, 1 when not."""
     fmt = check_format(format)
-    if samples < 1:
-        raise RiswbError(f"--samples must be >= 1, got {samples}")
-    config = overfit_config(samples=samples, epochs=epochs, preset=preset, seed=seed,
-                            inject=inject, device=device)
+    config = overfit_config(samples=_int_option("--samples", samples, "train_scenes"),
+                            epochs=_int_option("--epochs", epochs, "epochs"), preset=preset,
+                            seed=_int_option("--seed", seed, "seed"), inject=inject,
+                            device=device)
     result = _run_with_progress(config, resume=None, runs_dir=runs_dir, probes_dir=probes,
                                 quiet=fmt == "json")
     verdict = gate(read_run(result.path))
@@ -123,7 +144,7 @@ def overfit_config(*, samples: int, epochs: int | None, preset: str, seed: int,
     batch_size = max(1, min(64, samples // 4)) if samples >= 8 else samples
     steps_per_epoch = math.ceil(samples / batch_size)
     default_epochs = max(10, math.ceil(200 / steps_per_epoch))
-    epochs = epochs or default_epochs
+    epochs = default_epochs if epochs is None else epochs
     total_steps = epochs * steps_per_epoch
     return TrainConfig(
         name="overfit" if inject is None else f"overfit-{inject}", preset=preset,
@@ -138,16 +159,22 @@ def train_command(
     config: Annotated[Path, typer.Option("--config", help="TOML training config.")],
     resume: Annotated[str | None, typer.Option(
         help="Continue a run from its checkpoints/state.pt.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Resume even if the config's trajectory fields (seed, batch_size, "
+        "lr, ...) differ from the run's.")] = False,
     runs_dir: RunsDir = None,
     probes: ProbesDir = None,
     format: Format = "table",
 ) -> None:
-    """Full training with a train/validation split, from a TOML config."""
+    """Full training with a train/validation split, from a TOML config. --resume checks the
+    run's checkpoints and that the config continues its trajectory before anything starts."""
     fmt = check_format(format)
     cfg = TrainConfig.from_toml(config)
+    if force and not resume:
+        raise RiswbError("--force only applies to --resume")
     resume_path = resolve_run(resume, runs_dir) if resume else None
-    result = _run_with_progress(cfg, resume=resume_path, runs_dir=runs_dir, probes_dir=probes,
-                                quiet=fmt == "json")
+    result = _run_with_progress(cfg, resume=resume_path, force=force, runs_dir=runs_dir,
+                                probes_dir=probes, quiet=fmt == "json")
     verdict = gate(read_run(result.path))
     _verdict(result, verdict, fmt)
     raise typer.Exit(0 if verdict.passed else 1)

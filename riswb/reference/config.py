@@ -3,7 +3,10 @@
 Every field has a default that trains the small preset; a TOML file overrides any subset
 (`[loss.weights]` overrides individual loss-term weights). Unknown keys are an error, not
 a silent no-op: a weight that never reaches the loss was a month-long bug once
-(docs/failures.md #8).
+(docs/failures.md #8). Every value is checked against one table (RULES: type, finiteness,
+range), and each bad one is named in a single-line RiswbError; `riswb overfit` checks its
+numeric options against the same rules (riswb/commands/training.py). TRAJECTORY_FIELDS are
+the fields a resumed run must share with its checkpoint (riswb/reference/resume.py).
 """
 
 from __future__ import annotations
@@ -24,12 +27,119 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-# numeric settings with a lower bound, checked in order (message: "<name> must be >= <n>")
-_AT_LEAST = (
-    ("epochs", 1), ("batch_size", 1), ("train_scenes", 1), ("val_scenes", 0),
-    ("weight_decay", 0), ("warmup_steps", 0), ("beta_ramp_epochs", 0), ("log_every", 1),
-    ("eval_every", 1),
+# What a number in the config may be: `kind` ("int", "real", "bool", "str", "choice",
+# "snr", "weights"), bounds (`lo`/`hi`, open or closed), whether it may be absent. One table
+# validates the TOML file, the Python constructor and the CLI options alike (check_field).
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+    note: str = ""  # what a special value means, e.g. "0: no clipping"
+
+    def describe(self) -> str:
+        if self.kind in _SHAPES:
+            text = _SHAPES[self.kind]
+        elif self.kind == "choice":
+            text = "one of " + ", ".join(self.choices)
+        else:
+            text = {"int": "an integer", "real": "a finite number", "bool": "true or false",
+                    "str": "a string"}[self.kind] + self._range()
+        if self.note:
+            text += f" ({self.note})"
+        return text + (", or absent" if self.nullable else "")
+
+    def _range(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return (f" in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}"
+                    f"{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            return f" {'>' if self.lo_open else '>='} {_num(self.lo)}"
+        return ""
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if self.kind == "snr":  # a number or [lo, hi] with lo <= hi
+            if isinstance(value, (list, tuple)):
+                return (len(value) == 2 and all(_real(v) for v in value)
+                        and value[0] <= value[1])
+            return _real(value)
+        if self.kind == "weights":
+            return isinstance(value, dict) and all(
+                isinstance(k, str) and _real(v) and v >= 0 for k, v in value.items())
+        if self.kind == "choice":
+            return isinstance(value, str) and value in self.choices
+        if self.kind in ("bool", "str"):
+            return isinstance(value, bool if self.kind == "bool" else str)
+        if not (_integer(value) if self.kind == "int" else _real(value)):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+
+_SHAPES = {"snr": "a finite number or [lo, hi] with lo <= hi",
+           "weights": "a table of term names to finite numbers >= 0"}
+_SEED_MAX = 2**32 - 1  # batch orders seed a generator with seed·100003 + epoch: keep it int64
+_FRACTION = {"lo": 0.0, "hi": 1.0}
+
+RULES: dict[str, Rule] = {
+    "name": Rule("str"),
+    "preset": Rule("str"),
+    "train_scenes": Rule("int", lo=1),
+    "val_scenes": Rule("int", lo=0, note="0: validate on the training scenes"),
+    "seed": Rule("int", lo=0, hi=_SEED_MAX),
+    "snr_db": Rule("snr", nullable=True),
+    "epochs": Rule("int", lo=1),
+    "batch_size": Rule("int", lo=1),
+    "lr": Rule("real", lo=0, lo_open=True),
+    "head_lr": Rule("real", lo=0, lo_open=True, nullable=True),
+    "weight_decay": Rule("real", lo=0),
+    "warmup_steps": Rule("int", lo=0),
+    # docs/failures.md #2: a warm-up from 0 never starts
+    "warmup_start": Rule("real", lo=0, hi=1, lo_open=True),
+    "lr_floor": Rule("real", **_FRACTION),
+    "ema_decay": Rule("real", lo=0, hi=1, hi_open=True, note="0: no EMA"),
+    "swa_start_epoch": Rule("int", lo=0, nullable=True),
+    "clip_norm": Rule("real", lo=0, nullable=True, note="0: no clipping"),
+    "sanitize": Rule("bool"),
+    "beta_start": Rule("real", **_FRACTION),
+    "beta_end": Rule("real", **_FRACTION),
+    "beta_ramp_epochs": Rule("int", lo=0),
+    "weights": Rule("weights"),
+    "device": Rule("choice", choices=("auto", "cpu", "cuda")),
+    "amp": Rule("choice", choices=("none", "bf16", "fp16")),
+    "threads": Rule("int", lo=0, hi=1024, note="0: torch's default"),
+    "log_every": Rule("int", lo=1),
+    "eval_every": Rule("int", lo=1),
+    "inject": Rule("str", nullable=True),
+}
+
+# The fields that decide the training trajectory (data, batches, model, optimizer, schedule,
+# averaging, loss): a resumed run must match its checkpoint in all of them. Left out: what
+# only names, places or reports the run (name, device, threads, log_every, eval_every), and
+# epochs, which a resume may raise to train on.
+TRAJECTORY_FIELDS = (
+    "preset", "train_scenes", "val_scenes", "seed", "snr_db", "batch_size", "lr", "head_lr",
+    "weight_decay", "warmup_steps", "warmup_start", "lr_floor", "ema_decay", "swa_start_epoch",
+    "clip_norm", "sanitize", "beta_start", "beta_end", "beta_ramp_epochs", "weights", "amp",
+    "inject",
 )
+
+
+def check_field(name: str, value: Any, label: str | None = None) -> str | None:
+    """The problem with `value` for config field `name` as one phrase naming `label` (the
+    field, or the CLI option that sets it), None when the value is fine."""
+    rule = RULES[name]
+    if rule.accepts(value):
+        return None
+    return f"{label or name} must be {rule.describe()} (got {value!r})"
+
 
 @dataclass
 class TrainConfig:
@@ -65,46 +175,24 @@ class TrainConfig:
     inject: str | None = None  # a fault from riswb.reference.faults (for the diagnosis zoo)
 
     def __post_init__(self) -> None:
-        problems = _type_problems(self)
-        if problems:  # comparisons below would raise TypeError on a string or a table
-            raise RiswbError("bad training config: " + "; ".join(problems))
-        for name, least in _AT_LEAST:
-            if getattr(self, name) < least:
-                problems.append(f"{name} must be >= {least} (got {getattr(self, name)})")
-        if self.lr <= 0:
-            problems.append(f"lr must be > 0 (got {self.lr})")
-        if self.device not in ("auto", "cpu", "cuda"):
-            problems.append(f"device must be auto, cpu or cuda (got {self.device!r})")
-        if self.amp not in ("none", "bf16", "fp16"):
-            problems.append(f"amp must be none, bf16 or fp16 (got {self.amp!r})")
-        if not 0.0 <= self.ema_decay < 1.0:
-            problems.append(f"ema_decay must be in [0, 1) (got {self.ema_decay})")
-        if self.head_lr is not None and self.head_lr <= 0:
-            problems.append(f"head_lr must be > 0 (got {self.head_lr})")
-        if not 0.0 < self.warmup_start <= 1.0:  # docs/failures.md #2: a warm-up from 0 never starts
-            problems.append(f"warmup_start must be in (0, 1] (got {self.warmup_start})")
-        if not 0.0 <= self.lr_floor <= 1.0:
-            problems.append(f"lr_floor must be in [0, 1] (got {self.lr_floor})")
-        if self.swa_start_epoch is not None and self.swa_start_epoch < 0:
-            problems.append(f"swa_start_epoch must be >= 0 (got {self.swa_start_epoch})")
-        if self.clip_norm == 0:  # TOML has no null: clip_norm = 0 turns clipping off
-            self.clip_norm = None
-        if self.clip_norm is not None and self.clip_norm < 0:
-            problems.append(f"clip_norm must be > 0, or 0 for no clipping (got {self.clip_norm})")
-        for name in ("beta_start", "beta_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
-        if isinstance(self.threads, int) and self.threads < 0:
-            problems.append(f"threads must be >= 0 (got {self.threads})")
-        if isinstance(self.snr_db, list):
-            if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
-                problems.append(f"snr_db must be a number or [lo, hi] with lo <= hi "
-                                f"(got {self.snr_db})")
-        if not all(math.isfinite(v) for v in self.weights.values()) or any(
-                v < 0 for v in self.weights.values()):
-            problems.append(f"loss weights must be finite and >= 0 (got {self.weights})")
+        problems = [p for f in fields(self) if (p := check_field(f.name, getattr(self, f.name)))]
         if problems:
             raise RiswbError("bad training config: " + "; ".join(problems))
+        if isinstance(self.snr_db, tuple):
+            self.snr_db = list(self.snr_db)
+        if self.clip_norm == 0:  # TOML has no null: clip_norm = 0 turns clipping off
+            self.clip_norm = None
+
+    def trajectory(self) -> dict[str, Any]:
+        """The values of TRAJECTORY_FIELDS (stored with every resumable checkpoint)."""
+        return {name: getattr(self, name) for name in TRAJECTORY_FIELDS}
+
+    def trajectory_changes(self, stored: dict[str, Any]) -> list[str]:
+        """`field stored → ours` for each trajectory field that differs from `stored`
+        (fields `stored` does not record are not compared)."""
+        ours = self.trajectory()
+        return [f"{name} {stored[name]!r} → {ours[name]!r}" for name in TRAJECTORY_FIELDS
+                if name in stored and stored[name] != ours[name]]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,43 +249,23 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------- helpers
-_NUMBER = (int, float)
-_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # field -> (accepted types, None allowed)
-    "name": ((str,), False), "preset": ((str,), False), "device": ((str,), False),
-    "amp": ((str,), False), "inject": ((str,), True),
-    "train_scenes": ((int,), False), "val_scenes": ((int,), False), "seed": ((int,), False),
-    "epochs": ((int,), False), "batch_size": ((int,), False), "warmup_steps": ((int,), False),
-    "beta_ramp_epochs": ((int,), False), "log_every": ((int,), False),
-    "eval_every": ((int,), False), "swa_start_epoch": ((int,), True),
-    "lr": (_NUMBER, False), "head_lr": (_NUMBER, True), "weight_decay": (_NUMBER, False),
-    "warmup_start": (_NUMBER, False), "lr_floor": (_NUMBER, False),
-    "ema_decay": (_NUMBER, False), "clip_norm": (_NUMBER, True), "beta_start": (_NUMBER, False),
-    "beta_end": (_NUMBER, False), "sanitize": ((bool,), False),
-}
+def _real(value: Any) -> bool:
+    """A finite int or float; bool is not a number here (TOML `true` for a rate is a typo)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
-def _type_problems(cfg: TrainConfig) -> list[str]:
-    """Wrong types, named (bool is not accepted where a number is meant)."""
-    problems = []
-    for name, (types, nullable) in _TYPES.items():
-        value = getattr(cfg, name)
-        if value is None and nullable:
-            continue
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            kind = " or ".join(t.__name__ for t in types) + (" or absent" if nullable else "")
-            problems.append(f"{name} must be {kind} (got {value!r})")
-    snr = cfg.snr_db
-    if snr is not None and not (
-            (isinstance(snr, _NUMBER) and not isinstance(snr, bool))
-            or (isinstance(snr, (list, tuple))
-                and all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in snr))):
-        problems.append(f"snr_db must be a number, [lo, hi] or absent (got {snr!r})")
-    if isinstance(snr, tuple):
-        cfg.snr_db = list(snr)
-    if not isinstance(cfg.weights, dict) or not all(
-            isinstance(v, _NUMBER) and not isinstance(v, bool) for v in cfg.weights.values()):
-        problems.append(f"weights must map term names to numbers (got {cfg.weights!r})")
-    return problems
+def _integer(value: Any) -> bool:
+    """An int that fits int64 (what TOML and torch hold); not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _toml_key(key: str) -> str:

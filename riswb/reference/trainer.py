@@ -6,7 +6,20 @@ One training step, in order (docs/design.md §2, §9):
     (recorded) → optimizer.step → scheduler.step, only after a real step → EMA update.
 Each epoch: evaluation on the averaged weights inside a swap that always restores, best.pt
 when validation improves (saving exactly the weights that were scored), last.pt and
-state.pt (everything needed to resume on the same trajectory).
+state.pt (everything needed to resume on the same trajectory), all checksummed and written
+durably (riswb/reference/checkpoints.py). A save that fails (a full disk) is a manifest
+warning, not the end of the run: the previous checkpoints stay whole.
+
+Resume (riswb/reference/resume.py) is checked before anything is built: a corrupt
+checkpoint or a config whose trajectory fields differ from the run's is refused before any
+scene is generated or run directory created (`force_resume` lets the config differ).
+
+Divergence (riswb/reference/divergence.py): non-finite model outputs (checked before the
+decomposition of R_pred, which would raise on them) or a non-finite total loss stop
+training with `Diverged`, a one-line RiswbError. The step's loss is recorded first (NaN
+terms for non-finite outputs, whose terms cannot be computed), with a `diverged` event and
+the manifest's `crash_reason`; the run is finalized as `crashed`, and `riswb report` names
+it with nonfinite-loss. A fault that overrides `forward_loss` replaces these checks too.
 
 The loop is split into small methods so that `riswb.reference.faults` can reproduce real bugs by
 overriding one of them; the clean path stays free of fault flags.
@@ -15,7 +28,6 @@ overriding one of them; the clean path stays free of fault flags.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,16 +41,17 @@ from riswb.instrument.hooks import Event
 from riswb.instrument.workbench import Workbench
 from riswb.reference import checkpoints
 from riswb.reference.averaging import WeightAverage
+from riswb.reference.checkpoints import BEST_FILE, STATE_FILE
 from riswb.reference.config import TrainConfig
 from riswb.reference.data import batch_indices, scene_dataset
+from riswb.reference.divergence import diverged, nonfinite
 from riswb.reference.losses import DEFAULT_WEIGHTS, loss_terms, weighted_total
 from riswb.reference.model import CovarianceNet, ModelOutput, backbone_and_heads
 from riswb.reference.physics.covariance import nmse as covariance_nmse
 from riswb.reference.physics.presets import get_preset
 from riswb.reference.physics.scenes import SceneBatch
+from riswb.reference.resume import load_resume_state
 from riswb.reference.schedule import warmup_cosine
-
-STATE_FILE = "state.pt"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,6 +87,7 @@ class Trainer:
         probes: Any = "default",
         plugins: str | Path | None = None,
         resume: str | Path | None = None,
+        force_resume: bool = False,
         progress: Callable[[str, dict[str, Any]], None] | None = None,
     ):
         self.cfg = config
@@ -81,6 +95,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.amp == "fp16" and self.device.type != "cuda":
             raise RiswbError("amp = fp16 needs CUDA (use bf16 on CPU)")
+        # the resumed run first: refusing it must cost no scenes and create no run directory
+        resumed = (load_resume_state(Path(resume), config, force=force_resume)
+                   if resume is not None else None)
         self.weights = self._loss_weights()  # fail fast, before generating any scene
         if self.device.type == "cpu" and config.threads > 0:
             torch.set_num_threads(config.threads)
@@ -108,11 +125,12 @@ class Trainer:
         self.epoch = 0
         self.best_value = math.inf
         self.history: list[dict[str, float]] = []
+        self.resume_changes: list[str] = []  # trajectory fields a forced resume changed
 
         self.runs_dir = runs_dir
         self.probes = probes
         self.plugins = plugins
-        self.resumed_from = self._load_state(Path(resume)) if resume is not None else None
+        self.resumed_from = None if resumed is None else self._load_state(Path(resume), *resumed)
         # R_samp's error is a fixed baseline, not a metric that training moves
         self.baseline_nmse = float(covariance_nmse(self.val_set.R_samp, self.val_set.R_true).mean())
         self.wb: Workbench | None = None  # attached by run(); litmus uses the bare pipeline
@@ -122,7 +140,8 @@ class Trainer:
         self.wb = Workbench(
             self.model, self.optimizer, self.scheduler, runs_dir=self.runs_dir,
             name=self.cfg.name, config={**self.cfg.to_dict(), "weights_used": self.weights,
-                                        "resumed_from": self.resumed_from},
+                                        "resumed_from": self.resumed_from,
+                                        "resume_changes": self.resume_changes},
             probes=self.probes, plugins=self.plugins, log_every=self.cfg.log_every,
             seed=self.cfg.seed,
             # a resumed run continues its predecessor's step axis (one loss call per batch)
@@ -132,11 +151,12 @@ class Trainer:
         if self.resumed_from is not None:
             # a resumed run lives in a new directory; until validation beats the restored
             # best_value it would have no best.pt at all, so carry the previous one over
-            previous = Path(self.resumed_from) / "checkpoints" / "best.pt"
+            previous = Path(self.resumed_from) / "checkpoints" / BEST_FILE
             if previous.is_file():
-                folder = self.wb.path / "checkpoints"
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(previous, folder / "best.pt")
+                try:
+                    checkpoints.copy_atomic(previous, self.wb.path / "checkpoints" / BEST_FILE)
+                except OSError as error:  # like a failed save: a warning, not the end
+                    self.wb.writer.warn(f"best.pt not carried over from {previous}: {error}")
         return self.wb
 
     # ----------------------------------------------------------------- construction
@@ -188,7 +208,16 @@ class Trainer:
         self.wb.emit(Event.BATCH_START, inputs={"y": batch.y, "R_samp": batch.R_samp,
                                                 "R_true": batch.R_true})
         out = self.forward(batch)
-        return self.wb.loss(self.compute_terms(out, batch), self.weights)
+        bad = nonfinite(vars(out))  # before the decomposition, which raises on NaN
+        if bad:
+            nan = torch.full((), math.nan, device=self.device)  # a NaN prediction's terms
+            self.wb.loss({name: nan for name in self.weights}, self.weights)
+            raise diverged(self.wb, "model output", bad)
+        terms = self.compute_terms(out, batch)
+        loss = self.wb.loss(terms, self.weights)
+        if not torch.isfinite(loss):
+            raise diverged(self.wb, "loss term", nonfinite(terms) or ["total"])
+        return loss
 
     def backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward, sanitize, clip, step; True when the optimizer really stepped."""
@@ -277,13 +306,16 @@ class Trainer:
     def save_checkpoints(self, metrics: dict[str, float]) -> None:
         folder = self.wb.path / "checkpoints"
         value = metrics["val_loss"]
-        if value < self.best_value:
-            self.best_value = value
-            path = checkpoints.save_atomic(self.scored_weights(), folder / "best.pt")
-            self.wb.emit(Event.CHECKPOINT, kind="best", path=str(path), metric="val_loss",
-                         value=value)
-        checkpoints.save_atomic(self.scored_weights(), folder / "last.pt")
-        checkpoints.save_atomic(self.state_dict(), folder / STATE_FILE)
+        try:
+            if value < self.best_value:
+                path = checkpoints.save_atomic(self.scored_weights(), folder / BEST_FILE)
+                self.best_value = value
+                self.wb.emit(Event.CHECKPOINT, kind="best", path=str(path), metric="val_loss",
+                             value=value)
+            checkpoints.save_atomic(self.scored_weights(), folder / "last.pt")
+            checkpoints.save_atomic(self.state_dict(), folder / STATE_FILE)
+        except OSError as error:  # a full disk costs this epoch's checkpoints, not the run
+            self.wb.writer.warn(f"epoch {self.epoch}: checkpoints not saved: {error}")
 
     # ----------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
@@ -298,25 +330,30 @@ class Trainer:
             "best_value": self.best_value,
             "history": [list(h.items()) for h in self.history],
             "rng": torch.get_rng_state(),
+            "trajectory": self.cfg.trajectory(),  # what a resume must match
         }
 
-    def _load_state(self, run: Path) -> str:
-        path = run / "checkpoints" / STATE_FILE
-        if not path.is_file():
-            raise RiswbError(f"cannot resume: no {STATE_FILE} in {run / 'checkpoints'}")
-        state = checkpoints.load(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        for average, key in ((self.ema, "ema"), (self.swa, "swa")):
-            if average is not None and state[key] is not None:
-                average.load_state_dict(state[key])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
+    def _load_state(self, run: Path, state: dict[str, Any], changes: list[str]) -> str:
+        """Restore a state checked by load_resume_state (loaded on the CPU: the RNG state
+        must stay there; load_state_dict moves the rest to the parameters' device)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            for average, key in ((self.ema, "ema"), (self.swa, "swa")):
+                if average is not None and state[key] is not None:
+                    average.load_state_dict(state[key])
+            if self.scaler is not None and state["scaler"] is not None:
+                self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:  # e.g. forced preset
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise RiswbError(f"cannot resume {run}: its state does not fit this config's "
+                             f"model and optimizer ({type(error).__name__}: {reason})") from None
         self.epoch = state["epoch"]
         self.best_value = state["best_value"]
         self.history = [dict(items) for items in state["history"]]
-        torch.set_rng_state(state["rng"])
+        self.resume_changes = changes
         return str(run)
 
     # ----------------------------------------------------------------- the run

@@ -1,6 +1,7 @@
 """`riswb overfit` and `riswb train` through the CLI (CliRunner): exit codes and output."""
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -59,9 +60,15 @@ def test_overfit_json_parses(tmp_path):
 
 
 @pytest.mark.parametrize("args,reason", [
-    (["overfit", "--samples", "0"], "--samples must be >= 1"),
+    (["overfit", "--samples", "0"], "--samples must be an integer >= 1 (got 0)"),
+    (["overfit", "--samples", "2.5"], "--samples must be an integer >= 1 (got '2.5')"),
+    (["overfit", "--samples", "many"], "--samples must be an integer >= 1 (got 'many')"),
     (["overfit", "--samples", "8", "--format", "yaml"], "unknown --format 'yaml'"),
-    (["overfit", "--samples", "8", "--epochs", "-1"], "epochs must be >= 1"),
+    (["overfit", "--samples", "8", "--epochs", "-1"], "--epochs must be an integer >= 1"),
+    (["overfit", "--samples", "8", "--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["overfit", "--samples", "8", "--epochs", "1e3"], "--epochs must be an integer >= 1"),
+    (["overfit", "--samples", "8", "--seed", "-1"], "--seed must be an integer in [0, "),
+    (["overfit", "--samples", "8", "--seed", "nan"], "--seed must be an integer in [0, "),
     (["train", "--config", "does-not-exist.toml"], "no config file"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, reason):
@@ -111,3 +118,88 @@ def test_train_then_resume(tmp_path):
     res = runner.invoke(app, ["train", "--config", str(cfg), "--runs-dir", str(runs),
                               "--resume", "no-such-run"])
     assert res.exit_code == 2 and "no run directory" in res.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished TINY run, trained once for the tests that copy it."""
+    root = tmp_path_factory.mktemp("trained")
+    cfg = root / "tiny.toml"
+    cfg.write_text(TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RISWB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cli-cache"))
+        res = runner.invoke(app, ["train", "--config", str(cfg), "--runs-dir", str(root / "runs"),
+                                  "--format", "json"])
+    assert res.exit_code == 0, res.output
+    return _runs(root / "runs")[0]
+
+
+def _tiny_run(tmp_path, trained):
+    """(a config file, a runs dir, a private copy of the trained run in it)."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    run = shutil.copytree(trained, tmp_path / "runs" / trained.name)
+    return cfg, tmp_path / "runs", run
+
+
+def _one_error_line(res):
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("riswb: error:"), res.output
+    return lines[0]
+
+
+def test_resume_with_another_batch_size_or_seed_is_refused_unless_forced(tmp_path, trained):
+    cfg, runs, run = _tiny_run(tmp_path, trained)
+    for change, needle in (("batch_size = 16", "batch_size 32 → 16"), ("seed = 1", "seed 0 → 1")):
+        cfg.write_text(TINY.replace("epochs = 2", "epochs = 3") + change + "\n"
+                       if change.startswith("seed") else
+                       TINY.replace("epochs = 2", "epochs = 3").replace("batch_size = 32", change))
+        res = runner.invoke(app, ["train", "--config", str(cfg), "--runs-dir", str(runs),
+                                  "--resume", str(run), "--format", "json"])
+        line = _one_error_line(res)
+        assert needle in line and "--force" in line
+        assert _runs(runs) == [run]  # no new run directory
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--runs-dir", str(runs),
+                              "--resume", str(run), "--force", "--format", "json"])
+    assert res.exit_code in (0, 1), res.output  # it trained; the gate judges the new seed
+    resumed = _runs(runs)[-1]
+    manifest = json.loads((resumed / "manifest.json").read_text())
+    assert manifest["config"]["resume_changes"] == ["seed 0 → 1"]
+
+
+def test_a_bit_flipped_checkpoint_is_refused_before_a_run_dir_exists(tmp_path, trained):
+    cfg, runs, run = _tiny_run(tmp_path, trained)
+    cfg.write_text(TINY.replace("epochs = 2", "epochs = 3"))
+    state = run / "checkpoints" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[100] ^= 0x04
+    state.write_bytes(bytes(data))
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--runs-dir", str(runs),
+                              "--resume", str(run)])
+    assert "state.pt is corrupt" in _one_error_line(res)
+    assert _runs(runs) == [run]
+
+
+def test_force_without_resume_is_usage_error(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--runs-dir", str(tmp_path),
+                              "--force"])
+    assert "--force only applies to --resume" in _one_error_line(res)
+
+
+def test_divergence_is_one_line_and_the_run_is_kept(tmp_path):
+    cfg = tmp_path / "diverge.toml"
+    cfg.write_text(TINY.replace("lr = 2e-3", "lr = 1e12").replace("warmup_steps = 1",
+                                                                  "warmup_steps = 0"))
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--runs-dir", str(tmp_path),
+                              "--format", "json"])
+    line = _one_error_line(res)
+    assert "training diverged at step 1: model outputs R_pred" in line
+    (run,) = _runs(tmp_path)
+    assert str(run) in line
+    res = runner.invoke(app, ["report", str(run), "--format", "json", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    findings = json.loads(res.stdout)["findings"]
+    assert findings[0]["id"] == "nonfinite-loss" and findings[0]["severity"] == "error"
