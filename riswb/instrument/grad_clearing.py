@@ -43,12 +43,13 @@ class GradClearWatch:
         device = params[0].device if params else torch.device("cpu")
         self._host = device.type == "cpu"
         n = len(optimizers)
-        # per optimizer: backwards seen since its last step; a cleared start seen (device/host)
+        # per optimizer: backwards seen since its last step, and whether one of them started
+        # from cleared gradients; Python values on CPU, device tensors (no sync) elsewhere
         self._seen = [0] * n
-        self._fresh = torch.zeros(n, dtype=torch.bool, device=device)
-        self.cleared = torch.zeros(n, dtype=torch.int64, device=device)
-        self.carried = torch.zeros(n, dtype=torch.int64, device=device)
-        self.accumulating = torch.zeros(n, dtype=torch.int64, device=device)
+        self._fresh: list[Any] = [False] * n
+        self._cleared: list[Any] = [0] * n
+        self._carried: list[Any] = [0] * n
+        self._accumulating: list[Any] = [0] * n
         for i, param in enumerate(self._watched):
             if param is not None:
                 self._handles.append(param.register_hook(self._hook(i, param)))
@@ -71,13 +72,9 @@ class GradClearWatch:
                 grad = grad.coalesce().values()
             nonzero = grad.detach().ne(0).any()
             if self._host:
-                if bool(nonzero):
-                    self.accumulating[index] += 1
-                else:
-                    self._fresh[index] = True
-            else:
-                self.accumulating[index] += nonzero
-                self._fresh[index] |= ~nonzero
+                nonzero = bool(nonzero)
+            self._accumulating[index] = self._accumulating[index] + nonzero
+            self._fresh[index] = self._fresh[index] | _negate(nonzero)
 
         return before_accumulation
 
@@ -86,16 +83,21 @@ class GradClearWatch:
         if not self._seen[index]:
             return
         fresh = self._fresh[index]
-        self.cleared[index] += fresh
-        self.carried[index] += ~fresh
+        self._cleared[index] = self._cleared[index] + fresh
+        self._carried[index] = self._carried[index] + _negate(fresh)
         self._fresh[index] = False
         self._seen[index] = 0
 
     def counts(self) -> dict[str, list[int]]:
-        stacked = torch.stack([self.cleared, self.carried, self.accumulating]).tolist()
-        return dict(zip(("cleared", "carried", "accumulating"), stacked, strict=True))
+        return {"cleared": [int(v) for v in self._cleared],
+                "carried": [int(v) for v in self._carried],
+                "accumulating": [int(v) for v in self._accumulating]}
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+def _negate(flag: Any) -> Any:
+    return (not flag) if isinstance(flag, bool) else ~flag

@@ -19,9 +19,10 @@ finite and e_p > 0, the step's ratio r = √(Σ s_p² / Σ e_p²), and:
 
 Feeds: a step with no `wb.clip_grad_norm_` call in its interval adds (pre-norm, post-norm
 when rescaled down, else +inf) to `wb.observed_clip_log`, from which ClipProbe writes an
-`observed` clip record; elements non-finite at backward in tensors that are all finite at
-step are added to `wb.observed_sanitized` (NonFiniteProbe's `sanitized` takes the larger of
-it and `wb.sanitize_`'s count).
+`observed` clip record at the flush (so ClipProbe must come after this probe, as in the
+default order); elements non-finite at backward in tensors that are all finite at step are
+added to `wb.observed_sanitized` at the step (NonFiniteProbe's `sanitized` takes the larger
+of it and `wb.sanitize_`'s count).
 
 Elementwise (sampled: the first `elem_first` optimizer steps, then every `elem_every`-th):
 the backward's gradients are copied at AFTER_BACKWARD (one `_foreach_copy_` into kept
@@ -69,9 +70,10 @@ class GradStepProbe(Probe):
         self._copied = False
         self._pending: set[int] = set()  # optimizers not yet stepped since the backward
         self._layouts: dict[int, tuple[Any, tuple[int, ...]]] = {}
-        self._rows: list[torch.Tensor] = []
+        # per observed step: (optimizer, step, expected norms, step norms, unscaled backward
+        # norms, non-finite counts at backward or None, no wb.clip_grad_norm_ call yet)
+        self._rows: list[tuple] = []
         self._replaced: dict[int, list[int]] = {}  # optimizer -> [steps, first step]
-        self._zeroed: list[tuple[int, int, torch.Tensor]] = []  # (optimizer, step, flag)
         self._elems: list[torch.Tensor] = []  # (changed, total, zeroed, nonzero before)
         self._unscaled = 0
 
@@ -129,52 +131,49 @@ class GradStepProbe(Probe):
         at = device_index(chosen, device)
         grads = [wb.named_params[i][1].grad for i in chosen]
         before = [bw.grads[i] for i in chosen]
-        swapped = sum(b is not None and g is not b for g, b in zip(grads, before, strict=True))
-        if swapped:
+        if any(b is not None and g is not b for g, b in zip(grads, before, strict=True)):
             entry = self._replaced.setdefault(index, [0, ctx.step])
             entry[0] += 1
         inverse = wb.scaler.unscaled.get(index)
         self._unscaled += inverse is not None
         with torch.no_grad():
-            step = tensor_norms(grads, device).to(torch.float64)
-            expected = bw.norms.index_select(0, at).to(torch.float64)
+            step = tensor_norms(grads, device)
+            expected = bw.norms.index_select(0, at)
             if inverse is not None:
-                expected = expected * inverse.to(device=device, dtype=torch.float64)
-            row = self._row(expected, step, bw.unscaled.index_select(0, at), at)
-            self._zeroed.append((index, ctx.step, row[6]))
+                expected = expected * inverse.to(device)
+            bad = None if self._bw_bad is None else self._bw_bad.index_select(0, at)
+            if bad is not None:  # non-finite at backward, all finite at step: sanitized
+                sanitized = torch.where(torch.isfinite(step), bad, bad.new_zeros(())).sum()
+                wb.observed_sanitized += sanitized.to(wb.observed_sanitized)
             if self._copied:
                 self._compare(chosen, grads, inverse)
-        self._rows.append(row)
-        wb.observed_sanitized += row[8]
-        if not wb.clip_log:
-            limit = torch.where((row[4] > 0) & (row[2] < 1), row[1].sqrt(),
-                                torch.full_like(row[1], math.inf))
-            wb.observed_clip_log.append((row[0].sqrt(), limit))
+        # the arithmetic waits for the flush, batched over the interval's steps
+        self._rows.append((index, ctx.step, expected, step, bw.unscaled.index_select(0, at),
+                           bad, not wb.clip_log))
 
-    def _row(self, expected: torch.Tensor, step: torch.Tensor, bw_unscaled: torch.Tensor,
-             at: torch.Tensor) -> torch.Tensor:
+    def _table(self, rows: list[tuple]) -> torch.Tensor:
+        """(S, 9) float64 per observed step, in `_FIELDS` order, for steps of one optimizer."""
+        expected = torch.stack([r[2] for r in rows]).to(torch.float64)
+        step = torch.stack([r[3] for r in rows]).to(torch.float64)
+        unscaled = torch.stack([r[4] for r in rows]).to(torch.float64)
+        bad = torch.stack([torch.zeros_like(r[3], dtype=torch.float64) if r[5] is None
+                           else r[5].to(torch.float64) for r in rows])
         usable = torch.isfinite(expected) & torch.isfinite(step) & (expected > 0)
         zero = expected.new_zeros(())
-        e2 = torch.where(usable, expected.square(), zero).sum()
-        s2 = torch.where(usable, step.square(), zero).sum()
+        e2 = torch.where(usable, expected.square(), zero).sum(1)
+        s2 = torch.where(usable, step.square(), zero).sum(1)
         ratio = (s2 / e2).sqrt()
-        per = torch.where(usable, step / expected.clamp_min(1e-300), ratio)
-        uniform = ((per - ratio).abs() <= self.tol * ratio).all()
+        per = torch.where(usable, step / expected.clamp_min(1e-300), ratio[:, None])
+        uniform = ((per - ratio[:, None]).abs() <= self.tol * ratio[:, None]).all(1)
+        defined = usable.any(1)
         moved = (ratio - 1).abs() > self.tol
-        defined = usable.any()
-        rescaled = defined & uniform & moved & (ratio > 0)
-        altered = defined & ~uniform
-        zeroed = (step.square().nan_to_num(1.0).sum() == 0) & (e2 > 0)
-        bad = self._bw_bad
-        nonfinite = bad.index_select(0, at).sum() if bad is not None else zero
-        sanitized = (torch.where(torch.isfinite(step), bad.index_select(0, at), zero).sum()
-                     if bad is not None else zero)
         return torch.stack([
-            bw_unscaled.to(torch.float64).square().sum(), s2 * ratio.isfinite(),
+            unscaled.square().sum(1), torch.where(ratio.isfinite(), s2, zero),
             torch.where(defined, ratio, torch.full_like(ratio, math.nan)), defined.double(),
-            rescaled.double(), altered.double(), zeroed.double(), nonfinite.double(),
-            sanitized.double(),
-        ])
+            (defined & uniform & moved & (ratio > 0)).double(), (defined & ~uniform).double(),
+            ((step.square().nan_to_num(1.0).sum(1) == 0) & (e2 > 0)).double(), bad.sum(1),
+            torch.where(torch.isfinite(step), bad, zero).sum(1),
+        ], 1)
 
     def _compare(self, chosen: tuple[int, ...], grads: list[torch.Tensor | None],
                  inverse: torch.Tensor | None) -> None:
@@ -202,7 +201,12 @@ class GradStepProbe(Probe):
         wb = ctx.wb
         rows, self._rows = self._rows, []
         if rows:
-            table = torch.stack(rows)
+            tables = {}
+            for index in dict.fromkeys(r[0] for r in rows):
+                tables[index] = self._table([r for r in rows if r[0] == index])
+            order = {index: iter(range(len(t))) for index, t in tables.items()}
+            table = torch.stack([tables[r[0]][next(order[r[0]])] for r in rows])
+            self._feed(wb, rows, table)
             sums = dict(zip(_FIELDS, table.nan_to_num(0.0).sum(0).tolist(), strict=True))
             n = len(rows)
             defined = sums["defined"]
@@ -219,8 +223,19 @@ class GradStepProbe(Probe):
                 **self._elem_record(),
             }
             wb.writer.scalars(ctx.step, "grad_step", record)
-        self._events(ctx)
+            self._events(ctx, rows, table[:, 6].tolist())
+        self._replaced = {}
         self._unscaled = 0
+
+    @staticmethod
+    def _feed(wb: Any, rows: list[tuple], table: torch.Tensor) -> None:
+        """Observed clips (steps without a wb.clip_grad_norm_ call) for ClipProbe, which
+        flushes after this probe in the default order."""
+        pre, post = table[:, 0].sqrt(), table[:, 1].sqrt()
+        clipped = (table[:, 4] > 0) & (table[:, 2] < 1)
+        limit = torch.where(clipped, post, torch.full_like(post, math.inf))
+        wb.observed_clip_log.extend(
+            (pre[i], limit[i]) for i, row in enumerate(rows) if row[6])
 
     def _elem_record(self) -> dict[str, Any]:
         elems, self._elems = self._elems, []
@@ -230,16 +245,13 @@ class GradStepProbe(Probe):
         return {"elem_samples": len(elems), "frac_changed": changed / total,
                 "frac_zeroed": zeroed / nonzero if nonzero else 0.0}
 
-    def _events(self, ctx: StepContext) -> None:
-        zeroed, self._zeroed = self._zeroed, []
-        flags = torch.stack([f for *_, f in zeroed]).tolist() if zeroed else []
+    def _events(self, ctx: StepContext, rows: list[tuple], zeroed: list[float]) -> None:
         by_optimizer: dict[int, list[int]] = {}
-        for (index, step, _), flag in zip(zeroed, flags, strict=True):
+        for row, flag in zip(rows, zeroed, strict=True):
             if flag:
-                entry = by_optimizer.setdefault(index, [0, step])
+                entry = by_optimizer.setdefault(row[0], [0, row[1]])
                 entry[0] += 1
         for change, table in (("zeroed", by_optimizer), ("replaced", self._replaced)):
             for index, (count, first) in table.items():
                 ctx.wb.writer.event(ctx.step, "grad_step_change", change=change, steps=count,
                                     first_step=first, optimizer=index)
-        self._replaced = {}

@@ -2,13 +2,16 @@
 `term_cosine_out`; event `term_no_grad`).
 
 The exact per-parameter view (riswb.probes.term_gradients) costs about a backward per term,
-so it is sampled sparsely. This one is dense and cheap: on the first `wb.loss` call of
-every log interval (and on the first `front` calls, default 3) the probe takes, for every
-term t, g_t = ∂(w_t·term_t)/∂y over the tensors y that the root module's forward returned
-since the previous `wb.loss` call (tensors found in tuples, lists, dicts and dataclasses of
-the output, requiring grad), with `torch.autograd.grad(..., retain_graph=True,
-allow_unused=True)`: the backward walks only the loss head between the outputs and the
-terms, never the network. Records (at the sampled step):
+so it is sampled sparsely. This one is dense and cheap: on the first `wb.loss` call of every
+log interval (every `stride`-th, see below) and on the first `front` calls (default 3) the
+probe takes, for every term t, g_t = ∂(w_t·term_t)/∂y over the tensors y that the root
+module's forward returned since the previous `wb.loss` call (tensors found in tuples, lists,
+dicts and dataclasses of the output, requiring grad), with `torch.autograd.grad(...,
+retain_graph=True, allow_unused=True)`: the backward walks only the loss head between the
+outputs and the terms, never the network. When the loss head itself is costly
+(eigendecompositions in the reference model's loss) the probe keeps to `budget` (2%) of the
+loop's time: after each sample it sets `stride`, the number of log intervals between samples
+(1 when cheap; in the manifest). Records (at the sampled step):
 
 * `term_grad_out`   {term: ‖g_t‖ over all captured outputs}; 0 for a term that does not
   depend on the outputs (detached, a constant, a regulariser of the weights alone);
@@ -28,6 +31,8 @@ Python attribute read per term, every call; each name is reported once, at its f
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from typing import Any
 
 import torch
@@ -62,25 +67,43 @@ class TermOutputProbe(Probe):
 
     name = "term_output"
 
-    def __init__(self, every: int | None = None, *, front: int = 3):
+    def __init__(self, every: int | None = None, *, front: int = 3, budget: float = 0.02):
         super().__init__(every)
-        self.front = front
+        if front < 0 or budget <= 0:
+            raise ValueError("front must be >= 0 and budget > 0")
+        self.front, self.budget = front, budget
+        self.stride = 1  # log intervals between samples (grows when a sample is costly)
+        self._period: float | None = None  # smoothed wb.loss-to-wb.loss time
+        self._last: float | None = None
         self._captured: list[Any] = []
         self._pending: list[tuple[int, list[str], torch.Tensor]] = []
         self._no_grad: set[str] = set()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "front": self.front}
+        return {**super().describe(), "front": self.front, "budget": self.budget,
+                "stride": self.stride}
 
     def _due(self, wb: Any) -> bool:
         calls = wb.n_loss + 1  # this forward belongs to the next wb.loss call
-        return calls <= self.front or (calls - 1) % wb.log_every == 0
+        return calls <= self.front or (calls - 1) % (wb.log_every * self.stride) == 0
 
     def on_after_forward(self, ctx: StepContext) -> None:
         if self._due(ctx.wb) and len(self._captured) < _MAX_CAPTURED:
             self._captured.append(ctx.payload.get("output"))
 
     def on_after_loss(self, ctx: StepContext) -> None:
+        start = time.perf_counter()
+        if self._last is not None:
+            period = start - self._last
+            self._period = period if self._period is None else 0.9 * self._period + 0.1 * period
+        self._observe(ctx)
+        end = time.perf_counter()
+        if self._period and end - start > 1e-4:  # a sample ran: keep it within the budget
+            per_step = (end - start) / (ctx.wb.log_every * self._period)
+            self.stride = max(1, math.ceil(per_step / self.budget))
+        self._last = end
+
+    def _observe(self, ctx: StepContext) -> None:
         terms = ctx.payload.get("terms") or {}
         dead = [n for n, t in terms.items() if n not in self._no_grad and not (
             isinstance(t, torch.Tensor) and (t.requires_grad or t.grad_fn is not None))]
