@@ -24,7 +24,8 @@ default order); elements non-finite at backward in tensors that are all finite a
 added to `wb.observed_sanitized` at the step (NonFiniteProbe's `sanitized` takes the larger
 of it and `wb.sanitize_`'s count).
 
-Elementwise (sampled: the first `elem_first` optimizer steps, then every `elem_every`-th):
+Elementwise (sampled: the first `elem_first` (3) optimizer steps, then every `elem_every`-th
+(200): a sample costs ~6 passes over the gradients, 28 ms on the reference model's CPU step):
 the backward's gradients are copied at AFTER_BACKWARD (one `_foreach_copy_` into kept
 buffers) and compared at step bit for bit (after the same unscale): `frac_changed` (of all
 elements) and `frac_zeroed` (of the elements non-zero at backward, zero or None at step).
@@ -58,8 +59,8 @@ class GradStepProbe(Probe):
 
     name = "grad_step"
 
-    def __init__(self, every: int | None = None, *, tol: float = 1e-3, elem_first: int = 5,
-                 elem_every: int = 20):
+    def __init__(self, every: int | None = None, *, tol: float = 1e-3, elem_first: int = 3,
+                 elem_every: int = 200):
         super().__init__(every)
         if tol <= 0 or elem_first < 0 or elem_every < 1:
             raise ValueError("tol must be > 0, elem_first >= 0 and elem_every >= 1")
