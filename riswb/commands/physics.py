@@ -1,9 +1,17 @@
-"""`riswb eval` and `riswb scene`: simulate scenes, localize with MUSIC, compare to the CRB."""
+"""`riswb eval` and `riswb scene`: score localization on simulated scenes, draw one scene.
+
+`riswb eval` is `riswb.reference.physics.scoring.evaluate_estimators` on the command line:
+every row of `scoring.ROWS` (the baselines of riswb/reference/physics/baselines/, and with
+--run a trained model's aux head and MUSIC on its R_pred) scored twice, never mixed: (a)
+with K given, matched RMSE beside √CRB; (b) GOSPA, detection, false alarms, K accuracy.
+The `true` row (MUSIC on the noise-free R_true) is the grid/refinement floor, shown apart.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +23,25 @@ from rich.table import Table
 from riswb.commands.options import Format, RunsDirOption, check_format
 from riswb.errors import RiswbError
 from riswb.jsonsafe import dumps
-from riswb.reference.physics.evaluate import K_MODES, crb_rms, evaluate_localization, localize
-from riswb.reference.physics.geometry import fraunhofer_distance, fresnel_limit
+from riswb.reference import checkpoints
+from riswb.reference.checkpoints import BEST_FILE
+from riswb.reference.physics.music import music_localize
+from riswb.reference.physics.order import descending_eigvals, estimate_k_gap
 from riswb.reference.physics.presets import Preset, get_preset
 from riswb.reference.physics.scene_plot import render_scene
 from riswb.reference.physics.scenes import SceneBatch, simulate_scenes
+from riswb.reference.physics.scoring import (
+    K_MODES,
+    MODEL_ROWS,
+    ROWS,
+    default_rows,
+    evaluate_estimators,
+)
 
+COORDS = ("phi_deg", "theta_deg", "r_m")
+# short table labels (the JSON rows carry the long `label`)
+TABLE_LABELS = {"samp": "samp (MUSIC, R_samp)", "aux": "aux (model head)",
+                "pred": "pred (MUSIC, R_pred)", "true": "true: floor (R_true)"}
 COVARIANCES = ("true", "samp")
 
 
@@ -31,34 +52,32 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def covariance_for(batch: SceneBatch, cov: str) -> torch.Tensor:
-    """The covariance MUSIC localizes from: "true" (R_true, oracle) or "samp" (R_samp,
+    """The covariance `riswb scene` draws: "true" (R_true, oracle) or "samp" (R_samp,
     regularized back-projection baseline)."""
-    if cov == "true":
-        return batch.R_true
-    if cov == "samp":
-        return batch.R_samp
-    raise RiswbError(f"--cov must be one of {'|'.join(COVARIANCES)}, got {cov!r}")
+    return batch.R_true if _choice("cov", cov, COVARIANCES) == "true" else batch.R_samp
 
 
-def _table(summary: dict, preset: Preset) -> None:
-    console = Console()
-    table = Table(title=f"riswb eval — preset {preset.name}, cov {summary['cov']}, "
-                        f"SNR {summary['snr_db']:g} dB, {summary['scenes']} scenes")
-    for col in ("", "RMSE (misses at full span)", "RMSE (matched)", "√CRB"):
-        table.add_column(col, justify="right")
-    for key, label in (("phi_deg", "φ (deg)"), ("theta_deg", "θ (deg)"), ("r_m", "r (m)")):
-        table.add_row(label, *(f"{summary[s][key]:.4g}" for s in ("rmse", "rmse_matched", "crb")))
-    console.print(table)
-    console.print(
-        f"sources {summary['n_sources']}, missed {summary['n_missed']}, false alarms "
-        f"{summary['n_false']}, K accuracy {summary['k_accuracy']:.3f} (K {summary['k_mode']}), "
-        f"covariance NMSE {summary['nmse']:.4g}; r ∈ [{preset.r_range[0]:g}, "
-        f"{preset.r_range[1]:g}] m, Fresnel limit {fresnel_limit(preset):.2f} m, "
-        f"Fraunhofer {fraunhofer_distance(preset):.1f} m"
-    )
+def parse_estimators(value: str | None, cov: str | None, with_model: bool) -> list[str]:
+    """The rows of `riswb eval`: a comma list of `scoring.ROWS` names (None: every row that
+    applies); the deprecated --cov true|samp means --estimators true|samp."""
+    if cov is not None:
+        _choice("cov", cov, COVARIANCES)
+        if value is not None:
+            raise RiswbError("--cov is deprecated and cannot be combined with --estimators")
+        print(f"note: --cov is deprecated; use --estimators {cov}", file=sys.stderr)
+        value = cov
+    if value is None:
+        return default_rows(with_model)
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown or not names:
+        raise RiswbError(f"--estimators takes a comma list of {','.join(ROWS)}; got {value!r}")
+    if not with_model and any(name in MODEL_ROWS for name in names):
+        raise RiswbError(f"--estimators {','.join(n for n in names if n in MODEL_ROWS)} needs "
+                         "--run (a trained model)")
+    return list(dict.fromkeys(names))  # once each, in the order given
 
 
-Cov = Annotated[str, typer.Option(help="covariance to localize from: true|samp")]
 Snr = Annotated[float | None, typer.Option("--snr", help="SNR in dB (default: the preset's)")]
 
 
@@ -66,36 +85,44 @@ def eval_command(
     preset: Annotated[str | None, typer.Option(
         help="simulation preset: small|paper (default small; with --run, the run's)")] = None,
     scenes: Annotated[int, typer.Option(help="number of simulated scenes")] = 200,
-    cov: Cov = "true",
     snr: Snr = None,
     seed: Annotated[int | None, typer.Option(
         help="scene seed (default 0; with --run, the run's seed + 2: a test split that "
              "neither training split drew)")] = None,
     k: Annotated[str, typer.Option(
-        "--k", help="source count for MUSIC: est (eigen-gap)|true")] = "est",
+        "--k", help="source count: true (given to every row; RMSE beside √CRB) | est "
+                    "(each estimator's own; GOSPA, detection, K accuracy only)")] = "true",
+    estimators: Annotated[str | None, typer.Option(
+        "--estimators", help=f"comma list of {','.join(ROWS)} (default: all that apply; "
+                             "aux and pred need --run)")] = None,
+    cov: Annotated[str | None, typer.Option(
+        help="deprecated: --cov X is --estimators X (true|samp)")] = None,
     run: Annotated[str | None, typer.Option(
-        "--run", help="evaluate a trained run's best.pt (path, run id or 'latest'): R_pred "
-                      "beside R_samp, R_true")] = None,
+        "--run", help="a trained run (path, run id or 'latest'): its verified best.pt adds "
+                      "the rows aux and pred")] = None,
     runs_dir: RunsDirOption = None,
     format: Format = "table",
 ) -> None:
-    """Simulate scenes, localize with MUSIC, print RMSE beside the CRB."""
+    """Score localization on simulated scenes: baselines, a trained model, the CRB."""
+    fmt = check_format(format)
     if scenes <= 0:
         raise RiswbError(f"--scenes must be positive, got {scenes}")
     _choice("k", k, K_MODES)
-    fmt = check_format(format)
     if snr is not None and not math.isfinite(snr):
         raise RiswbError(f"--snr must be a finite number of dB, got {snr}")
-    if run is not None:
-        _eval_run(run, runs_dir, preset=preset, scenes=scenes, snr=snr, seed=seed, k=k,
-                  fmt=fmt)
-        return
-    spec = get_preset(preset or "small")
-    _choice("cov", cov, COVARIANCES)
-    seed = 0 if seed is None else seed
-    batch = simulate_scenes(spec, scenes, seed=seed, snr_db=snr)
-    summary = {"preset": spec.name, "cov": cov, "seed": seed,
-               **evaluate_localization(spec, batch, covariance_for(batch, cov), k_mode=k)}
+    rows = parse_estimators(estimators, cov, with_model=run is not None)
+    head: dict = {}
+    model_predict = None
+    if run is None:
+        spec = get_preset(preset or "small")
+        seed = 0 if seed is None else seed
+    else:
+        spec, model, seed, head = _load_for_eval(run, runs_dir, preset, seed)
+        def model_predict(batch):
+            return predict(model, batch)
+    summary = evaluate_estimators(spec, snr_db=snr, scenes=scenes, seed=seed, k_mode=k,
+                                  estimators=rows, predict=model_predict)
+    summary = {**head, **summary}
     if fmt == "json":
         print(dumps(summary))
     else:
@@ -106,15 +133,16 @@ def scene_command(
     plot: Annotated[str, typer.Option("--plot", help="PNG file to write")],
     preset: Annotated[str, typer.Option(help="simulation preset: small|paper")] = "small",
     seed: Annotated[int, typer.Option(help="scene seed")] = 0,
-    cov: Cov = "true",
+    cov: Annotated[str, typer.Option(help="covariance to draw: true|samp")] = "true",
     snr: Snr = None,
 ) -> None:
     """Render one scene's MUSIC spectrum (angle map and range cuts) with true positions."""
     spec = get_preset(preset)
-    _choice("cov", cov, COVARIANCES)
+    _choice("cov", cov, COVARIANCES)  # before the simulation: a bad value costs nothing
     scene = simulate_scenes(spec, 1, seed=seed, snr_db=snr)
     r = covariance_for(scene, cov)
-    loc, k_est = localize(spec, scene, r)
+    k_est = estimate_k_gap(descending_eigvals(r), spec.k_max)
+    loc = music_localize(r, k_est, spec)
     title = (f"preset {spec.name}, seed {seed}, cov {cov}, SNR {float(scene.snr_db[0]):g} dB, "
              f"K = {int(scene.k[0])} (estimated {int(k_est[0])})")
     path = render_scene(spec, scene, r, loc.k, loc, plot, title)
@@ -122,13 +150,9 @@ def scene_command(
 
 
 # ----------------------------------------------------------------- eval --run
-ROWS = ("pred", "samp", "true")
-ROW_LABELS = {"pred": "R_pred", "samp": "R_samp", "true": "R_true"}
-K_SHORT = {"model k_logits (argmax + 1)": "k head", "eigen-gap": "eig-gap", "true": "true"}
-
-
 def load_run_model(run_path: Path):
-    """(preset, CovarianceNet with RUN/checkpoints/best.pt loaded weights_only, config)."""
+    """(preset, CovarianceNet with RUN/checkpoints/best.pt loaded, config); the checkpoint
+    is read through `riswb.reference.checkpoints.load` (SHA-256 verified, weights_only)."""
     from riswb.reference.model import CovarianceNet
 
     manifest_path = run_path / "manifest.json"
@@ -138,61 +162,32 @@ def load_run_model(run_path: Path):
         raise RiswbError(f"{run_path} has no readable manifest.json ({error})") from None
     config = manifest.get("config") or {}
     spec = get_preset(config.get("preset", "small"))
-    best = run_path / "checkpoints" / "best.pt"
+    best = run_path / "checkpoints" / BEST_FILE
     if not best.is_file():
-        raise RiswbError(f"{run_path} has no checkpoints/best.pt (did its first evaluation "
+        raise RiswbError(f"{run_path} has no checkpoints/{BEST_FILE} (did its first evaluation "
                          "run?)")
+    state = checkpoints.load(best)
     try:
-        state = torch.load(best, map_location="cpu", weights_only=True)
         model = CovarianceNet(spec)
         model.load_state_dict(state)
-    except Exception as error:  # a checkpoint from another model or a torn file
+    except Exception as error:  # a checkpoint from another model
         raise RiswbError(f"cannot load {best} into CovarianceNet({spec.name}): "
                          f"{type(error).__name__}: {error}") from None
     return spec, model.eval(), config
 
 
 @torch.no_grad()
-def predict(model, batch: SceneBatch, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's R_pred (B, N, N) and its K = argmax(k_logits) + 1 (B,), in chunks."""
-    r_pred, k_pred = [], []
-    for start in range(0, len(batch), chunk):
-        out = model(batch.y[start:start + chunk])
-        r_pred.append(out.R_pred)
-        k_pred.append(out.k_logits.argmax(-1) + 1)
-    return torch.cat(r_pred), torch.cat(k_pred)
+def predict(model, batch: SceneBatch, chunk: int = 256):
+    """The model on `batch` in chunks: R_pred (B, N, N), K = argmax(k_logits) + 1 (B,) and
+    the aux head's (φ, θ, r) slots (B, K_MAX, 3) — what `evaluate_estimators` takes."""
+    outs = [model(batch.y[start:start + chunk]) for start in range(0, len(batch), chunk)]
+    return (torch.cat([o.R_pred for o in outs]),
+            torch.cat([o.k_logits.argmax(-1) + 1 for o in outs]),
+            torch.cat([o.aux for o in outs]))
 
 
-def localization_row(spec: Preset, batch: SceneBatch, r: torch.Tensor,
-                     k_music: torch.Tensor) -> dict:
-    """MUSIC on `r` with the given per-scene K; RMSE (misses at full span), matched RMSE,
-    misses, false alarms, K accuracy of `k_music`, covariance NMSE."""
-    from riswb.reference.physics.covariance import nmse
-    from riswb.reference.physics.metrics import (
-        k_accuracy,
-        localization_summary,
-        match_sources,
-        spans,
-    )
-    from riswb.reference.physics.music import music_localize
-
-    loc = music_localize(r, k_music, spec)
-
-    def stack(*coords):
-        return torch.stack(coords, -1).cpu().numpy()
-
-    matching = match_sources(stack(batch.phi, batch.theta, batch.r), batch.mask.cpu().numpy(),
-                             stack(loc.phi, loc.theta, loc.r), loc.mask.cpu().numpy(), spans(spec))
-    summary = localization_summary(matching)
-    return {"rmse": summary["rmse"], "rmse_matched": summary["rmse_matched"],
-            "n_sources": summary["n_sources"], "n_missed": summary["n_missed"],
-            "n_false": summary["n_false"], "k_accuracy": k_accuracy(k_music, batch.k),
-            "nmse": float(nmse(r, batch.R_true).mean())}
-
-
-def _eval_run(run: str, runs_dir: Path | None, *, preset: str | None, scenes: int,
-              snr: float | None, seed: int | None, k: str, fmt: str) -> None:
-    from riswb.reference.physics.order import descending_eigvals, estimate_k_gap
+def _load_for_eval(run: str, runs_dir: Path | None, preset: str | None, seed: int | None):
+    """(preset, model, scene seed, JSON head) for `riswb eval --run`."""
     from riswb.runlog import resolve_run
 
     run_path = resolve_run(run, runs_dir)
@@ -204,49 +199,59 @@ def _eval_run(run: str, runs_dir: Path | None, *, preset: str | None, scenes: in
     if seed in (run_seed, run_seed + 1):
         raise RiswbError(f"--seed {seed} draws the run's training or validation scenes "
                          f"(seeds {run_seed}, {run_seed + 1}); pick another")
-    batch = simulate_scenes(spec, scenes, seed=seed, snr_db=snr)
-    r_pred, k_pred = predict(model, batch)
-    rows = {}
-    for name, r in (("pred", r_pred), ("samp", batch.R_samp), ("true", batch.R_true)):
-        if name == "pred":  # the model's own source count: its k head
-            k_music, k_source = k_pred, "model k_logits (argmax + 1)"
-        elif k == "true":
-            k_music, k_source = batch.k, "true"
-        else:
-            k_music, k_source = estimate_k_gap(descending_eigvals(r), spec.k_max), "eigen-gap"
-        rows[name] = {**localization_row(spec, batch, r, k_music), "k_source": k_source}
-    snr_values = batch.snr_db.unique()
-    summary = {
-        "run": str(run_path), "preset": spec.name, "checkpoint": "checkpoints/best.pt",
-        "scenes": len(batch), "seed": seed,
-        "snr_db": float(snr_values[0]) if len(snr_values) == 1 else float(batch.snr_db.mean()),
-        "rows": rows, "crb": crb_rms(spec, batch),
-    }
-    if fmt == "json":
-        print(dumps(summary))
-    else:
-        _run_table(summary, spec)
+    return spec, model, seed, {"run": str(run_path), "checkpoint": f"checkpoints/{BEST_FILE}"}
 
 
-def _run_table(summary: dict, spec: Preset) -> None:
+# ----------------------------------------------------------------- the table
+def _cells(values: dict | None, median: dict | None = None) -> list[str]:
+    if values is None:
+        return ["—"] * 3
+    return [f"{values[c]:.3g}" + (f" ({median[c]:.3g})" if median else "") for c in COORDS]
+
+
+def _label(row: dict) -> str:
+    return TABLE_LABELS.get(row["estimator"], row["estimator"])
+
+
+def _table(summary: dict, spec: Preset) -> None:
     console = Console()
-    table = Table(title=f"riswb eval --run {Path(summary['run']).name}\npreset {spec.name}, "
-                        f"SNR {summary['snr_db']:g} dB, {summary['scenes']} test scenes "
-                        f"(seed {summary['seed']})")
-    for col in ("", "φ (deg)", "θ (deg)", "r (m)", "K acc", "miss", "false", "NMSE", "K by"):
-        table.add_column(col, justify="right")
-    for name in ROWS:
-        row = summary["rows"][name]
-        table.add_row(ROW_LABELS[name], *(f"{row['rmse'][c]:.3g}" for c in
-                                          ("phi_deg", "theta_deg", "r_m")),
-                      f"{row['k_accuracy']:.3f}", str(row["n_missed"]), str(row["n_false"]),
-                      f"{row['nmse']:.3g}", K_SHORT.get(row["k_source"], row["k_source"]))
+    given = summary["k_mode"] == "true"
+    where = f" — run {Path(summary['run']).name}" if "run" in summary else ""
+    console.print(f"riswb eval{where}: preset {spec.name}, SNR {summary['snr_db']:g} dB, "
+                  f"{summary['scenes']} scenes (seed {summary['seed']}), K "
+                  f"{'given' if given else 'estimated by each row'}")
+    rows = [r for r in summary["rows"] if r["estimator"] != "true"]
+    floor = [r for r in summary["rows"] if r["estimator"] == "true"]
     crb = summary["crb"]
-    table.add_row("√CRB", *(f"{crb[c]:.3g}" for c in ("phi_deg", "theta_deg", "r_m")),
-                  "", "", "", "", "")
+    if given:
+        table = Table(title="(a) K given: matched RMSE, mean (median over scenes)")
+        for col in ("", "φ (deg)", "θ (deg)", "r (m)", "scenes scored"):
+            table.add_column(col, justify="right")
+        bound = [cell + (" uninformative" if crb["uninformative"][c] else "")
+                 for cell, c in zip(_cells(crb["mean"], crb["median"]), COORDS, strict=True)]
+        table.add_row("√CRB", *bound, "")
+        table.add_section()
+        for row in rows:
+            table.add_row(_label(row), *_cells(row["rmse"], row["median"]),
+                          str(row["scenes_scored"]))
+        console.print(table)
+    table = Table(title="(b) detection: GOSPA (p = 2, α = 2, cut-offs "
+                        + ", ".join(f"{summary['gospa_cutoff'][c]:.3g}" for c in COORDS)
+                        + " in deg, deg, m)")
+    for col in ("", "GOSPA", "detection", "false alarm", "K accuracy", "ms/scene"):
+        table.add_column(col, justify="right")
+    for row in rows + floor:
+        if row in floor:
+            table.add_section()
+        table.add_row(_label(row), f"{row['gospa']:.3f}", f"{row['detection_rate']:.3f}",
+                      f"{row['false_alarm_rate']:.3f}", f"{row['k_accuracy']:.3f}",
+                      f"{1000 * row['seconds_per_scene']:.1f}")
     console.print(table)
-    console.print(f"RMSE over {summary['rows']['true']['n_sources']} true sources, a missed "
-                  "source counted at the full field-of-view span (json: rmse_matched too). "
-                  "R_pred: the model's best.pt, MUSIC with K = argmax(k_logits) + 1; R_samp: "
-                  "back-projection baseline; R_true: noise-free oracle; √CRB: the bound on "
-                  "the noisy measurements.")
+    if given and floor:
+        console.print("numerical floor (MUSIC on the noise-free R_true; the grid and "
+                      "refinement, not the data): RMSE "
+                      + ", ".join(f"{c} {v}" for c, v in
+                                  zip(("φ", "θ", "r"), _cells(floor[0]["rmse"]), strict=True)))
+    console.print("√CRB flagged uninformative where it exceeds the prior's spread "
+                  "(span/√12): the data cannot beat guessing the field-of-view centre there. "
+                  "(a) leaves unmatched truths and estimates to (b).")

@@ -254,7 +254,9 @@ def _perms(n: int) -> torch.Tensor:
 
 
 def aux(aux_pred, phi, theta, r, mask, geometry: LossGeometry) -> torch.Tensor:
-    """mean_b min_π Σ_{j<k} ‖(ẑ_π(j) − z_j)/span‖²/(3k): slot-permutation-invariant regression."""
+    """mean_b min_π Σ_j ‖(ẑ_π(j) − z_j)/span‖²/(3k), π onto the first k predicted slots."""
+    # invariant to the order within the first k slots, the ones the k head switches on (the
+    # factor's gate, riswb/reference/model.py): the first k slots are the sources' estimates
     lo, span = geometry.lo.to(aux_pred), geometry.span.to(aux_pred)
     zp = (aux_pred - lo) / span  # (B, K, 3)
     zt = (torch.stack([phi, theta, r], -1) - lo) / span  # (B, K, 3)
@@ -263,8 +265,11 @@ def aux(aux_pred, phi, theta, r, mask, geometry: LossGeometry) -> torch.Tensor:
     cols = torch.arange(cost.shape[-1], device=cost.device)
     per = cost[:, perms, cols]  # (B, P, K): cost of matching true slot j to predicted π(j)
     m = mask.to(cost.dtype)
-    best = (per * m[:, None, :]).sum(-1).amin(-1)
-    return (best / _k_of(mask.sum(-1))).mean()
+    k = mask.sum(-1)
+    # a permutation is allowed when it sends every true slot j < k to a predicted slot < k
+    allowed = ((perms[None] < k[:, None, None]) | ~mask[:, None, :]).all(-1)  # (B, P)
+    best = (per * m[:, None, :]).sum(-1).masked_fill(~allowed, torch.inf).amin(-1)
+    return (best / _k_of(k)).mean()
 
 
 def _null_depth(spec: Spectral, v: torch.Tensor) -> torch.Tensor:

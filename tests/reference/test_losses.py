@@ -49,7 +49,10 @@ def oracle_output(batch, geo) -> ModelOutput:
     logits[torch.arange(len(batch)), batch.k - 1] = 30.0
     mid = geo.lo + geo.span / 2
     truth = torch.stack([batch.phi, batch.theta, batch.r], -1)
-    aux = torch.where(batch.mask[..., None], truth, mid)
+    # the sources in the first k slots (where the k head switches them on), the rest mid
+    order = torch.sort((~batch.mask).to(torch.int8), dim=-1, stable=True).indices
+    packed = truth.gather(1, order[..., None].expand_as(truth))
+    aux = torch.where(batch.mask.gather(1, order)[..., None], packed, mid)
     return ModelOutput(R_pred=batch.R_true.clone(), factor=factor, k_logits=logits, aux=aux)
 
 
@@ -228,10 +231,21 @@ def test_gap_orientation_clean_vs_flat():
 
 def test_aux_is_permutation_invariant_and_ignores_empty_slots(batch, geo):
     out = oracle_output(batch, geo)
-    perm = torch.tensor([1, 2, 0])
-    shuffled_pred = out.aux[:, perm]
+    # reverse the first k slots of every scene: the same estimates, another slot order
+    k = batch.k[:, None]
+    j = torch.arange(out.aux.shape[1])[None, :]
+    order = torch.where(j < k, k - 1 - j, j)
+    shuffled_pred = out.aux.gather(1, order[..., None].expand_as(out.aux))
     a = L.aux(shuffled_pred, batch.phi, batch.theta, batch.r, batch.mask, geo)
     assert a.item() < 1e-10
+    # a source estimated in a slot the k head leaves off (slot ≥ k) does not count
+    one = batch.k == 1
+    assert one.any()
+    moved = out.aux.clone()
+    moved[one, 1], moved[one, 0] = out.aux[one, 0], out.aux[one, 1]
+    sub = batch[one.nonzero()[:, 0]]
+    c = L.aux(moved[one], sub.phi, sub.theta, sub.r, sub.mask, geo)
+    assert c.item() > 1e-3
     off = out.aux + geo.span * 0.1
     b = L.aux(off, batch.phi, batch.theta, batch.r, batch.mask, geo)
     assert b.item() == pytest.approx(0.01, rel=1e-4)

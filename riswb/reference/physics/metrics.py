@@ -1,13 +1,13 @@
-"""Hungarian-matched localization errors with explicit misses, and K accuracy.
+"""Hungarian-matched localization errors with explicit misses.
 
 Per scene, true and estimated sources are matched by scipy's linear_sum_assignment on the
 normalized squared distance (Δφ/span_φ)² + (Δθ/span_θ)² + (Δr/span_r)², spans being the
-preset's field-of-view widths. Every true source contributes one error per coordinate:
+preset's field-of-view widths. Every true source gets one error per coordinate:
   matched  → |estimate − truth|
   missed   → the full span (the largest error any in-view estimate can have),
-so a missed source never makes the RMSE look better than any estimate would
-(docs/failures.md #25). Unmatched estimates are false alarms: counted, not in the RMSE.
-RMSE_x = √(mean over all true sources of err_x²).
+so a consumer that averages over all truths never lets a miss flatter it (docs/failures.md
+#25); `scoring.k_given_scores` averages the matched ones and leaves misses to GOSPA.
+Unmatched estimates are false alarms: counted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.optimize import linear_sum_assignment
 
 from riswb.reference.physics.presets import Preset
@@ -64,21 +63,3 @@ def match_sources(true_pos: np.ndarray, true_mask: np.ndarray, est_pos: np.ndarr
 def to_edge(v) -> dict:
     """(φ rad, θ rad, r m) → {"phi_deg", "theta_deg", "r_m"} floats."""
     return {"phi_deg": math.degrees(v[0]), "theta_deg": math.degrees(v[1]), "r_m": float(v[2])}
-
-
-def localization_summary(m: Matching) -> dict:
-    """RMSE (degrees, metres) over all true sources with misses at full-span error, the
-    RMSE over matched sources only, and the miss/false-alarm counts."""
-    def rmse(err):
-        if len(err) == 0:
-            return [math.nan] * 3
-        return list(np.sqrt((err**2).mean(0)))
-
-    return {"rmse": to_edge(rmse(m.errors)), "rmse_matched": to_edge(rmse(m.errors[m.matched])),
-            "n_sources": int(len(m.matched)), "n_missed": int((~m.matched).sum()),
-            "n_false": int(m.n_false)}
-
-
-def k_accuracy(k_est: torch.Tensor, k_true: torch.Tensor) -> float:
-    """Fraction of scenes whose estimated source count equals the true one."""
-    return float((k_est.cpu() == k_true.cpu()).float().mean())

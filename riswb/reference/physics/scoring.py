@@ -17,8 +17,9 @@
     (range resolves far worse than angle). Also: detection rate (assigned truths / truths),
     false-alarm rate (unassigned estimates / estimates), K accuracy.
 
-`evaluate_estimators` runs the baselines of `riswb/reference/physics/baselines/` (and a
-trained model through `predict`) on one seeded scene set and returns both scores per row.
+`evaluate_estimators` runs the baselines of `riswb/reference/physics/baselines/` and a
+trained model's rows (`aux`: its aux head; `pred`: MUSIC on its R_pred), in the order
+asked for, on one seeded scene set and returns both scores per row.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from riswb.reference.physics.baselines import ESTIMATORS, LABELS, run_estimator
-from riswb.reference.physics.baselines._common import Estimate
+from riswb.reference.physics.baselines import LABELS, run_estimator
+from riswb.reference.physics.baselines._common import Estimate, first_slots
 from riswb.reference.physics.baselines.music_row import music_estimate
 from riswb.reference.physics.crb import near_field_crb
 from riswb.reference.physics.metrics import match_sources, spans, to_edge
@@ -42,6 +43,9 @@ from riswb.reference.physics.scenes import SceneBatch, simulate_scenes
 
 K_MODES = ("true", "est")
 MODEL_ROWS = ("aux", "pred")
+# every row name, in the order `riswb eval` lists them: the oracle floor last
+ROWS = ("prior", "random", "samp", "bartlett", "dml", "sparse", *MODEL_ROWS, "true")
+ROW_LABELS = {**LABELS, "aux": "aux (the model's aux head)", "pred": "pred (MUSIC on R_pred)"}
 
 
 def prior_std(preset: Preset) -> np.ndarray:
@@ -127,7 +131,7 @@ def score_row(name: str, est: Estimate, batch: SceneBatch, preset: Preset, k_mod
     given = (k_given_scores(truth, true_mask, pos, mask, spans(preset))
              if k_mode == "true" else {"rmse": None, "median": None, "scenes_scored": None})
     n_est = int(mask.sum())
-    return {"estimator": name, "label": LABELS.get(name, name), **given,
+    return {"estimator": name, "label": ROW_LABELS.get(name, name), **given,
             "gospa": float(g.value.mean()),
             "detection_rate": float(g.assigned.sum() / true_mask.sum()),
             "false_alarm_rate": float(g.false.sum() / n_est) if n_est else 0.0,
@@ -135,43 +139,52 @@ def score_row(name: str, est: Estimate, batch: SceneBatch, preset: Preset, k_mod
             "seconds_per_scene": seconds / len(batch)}
 
 
-def _model_rows(predict, preset, batch, k):
-    """(name, Estimate, seconds) for the model's aux head and MUSIC on its R_pred."""
+def default_rows(with_model: bool) -> list[str]:
+    """Every row that applies: the baselines, and the model's rows when there is a model."""
+    return [name for name in ROWS if with_model or name not in MODEL_ROWS]
+
+
+def _model_rows(predict, preset, batch, k) -> dict[str, tuple[Estimate, float]]:
+    """{"aux", "pred"} -> (Estimate, seconds): the model's aux head and MUSIC on its R_pred
+    with K given (k) or the model's own k_est."""
     t0 = time.perf_counter()
     r_pred, k_est, aux = predict(batch)
     t_predict = time.perf_counter() - t0
-    rows = []
-    if aux is not None:
-        # the aux head has no slot order (its loss matches truths to any of its K_MAX
-        # slots), so every slot is reported: false alarms show in GOSPA, not in (a)
-        mask = torch.ones(aux.shape[:2], dtype=torch.bool)
-        rows.append(("aux", Estimate.from_slots(aux.detach().cpu(), mask), t_predict))
+    k = k if k is not None else k_est.cpu()
+    rows = {}
+    if aux is not None:  # its loss puts the sources in the first k slots (losses.aux)
+        rows["aux"] = (Estimate.from_slots(aux.detach().cpu(), first_slots(k, preset.k_max)),
+                       t_predict)
     t0 = time.perf_counter()
-    pred = music_estimate(preset, r_pred.detach().cpu(), k if k is not None else k_est.cpu())
-    rows.append(("pred", pred, t_predict + time.perf_counter() - t0))
+    pred = music_estimate(preset, r_pred.detach().cpu(), k)
+    rows["pred"] = pred, t_predict + time.perf_counter() - t0
     return rows
 
 
 def evaluate_estimators(preset: Preset | str, *, snr_db: float | None, scenes: int, seed: int,
                         deployment_seed: int | None = None, k_mode: str = "true",
-                        estimators: list[str] | tuple[str, ...] = ESTIMATORS,
+                        estimators: list[str] | tuple[str, ...] | None = None,
                         predict: Callable | None = None,
                         cutoff: np.ndarray | None = None) -> dict:
     """Both scores for each estimator on `scenes` scenes (seed `seed`) at `snr_db` (None:
-    the preset's default).
+    the preset's default), one row per name of `estimators` in its order (None: every row
+    that applies, `default_rows`).
 
     deployment_seed draws another (H, codes) than the preset's own (None keeps it):
     `simulate_scenes` takes the deployment from `preset.deploy_seed`, so a copy of the
     preset with that seed changed varies the deployment independently of the scenes.
-    predict(batch) -> (R_pred (B, N, N), k_est (B,), aux (B, K_MAX, 3) or None) adds the
-    rows `aux` and `pred` (MUSIC on R_pred with K given or the model's k_est); it is
-    refused on another deployment, which the model, trained with (H, codes) as constants
+    predict(batch) -> (R_pred (B, N, N), k_est (B,), aux (B, K_MAX, 3) or None) makes the
+    rows `aux` and `pred` (MUSIC on R_pred with K given or the model's k_est) possible; it
+    is refused on another deployment, which the model, trained with (H, codes) as constants
     (docs/internals.md §1), has never seen."""
     if k_mode not in K_MODES:
         raise ValueError(f"k_mode must be one of {K_MODES}, got {k_mode!r}")
-    unknown = [e for e in estimators if e not in ESTIMATORS]
+    estimators = default_rows(predict is not None) if estimators is None else list(estimators)
+    unknown = [e for e in estimators if e not in ROWS]
     if unknown:
-        raise ValueError(f"unknown estimators {unknown}; choose from {', '.join(ESTIMATORS)}")
+        raise ValueError(f"unknown estimators {unknown}; choose from {', '.join(ROWS)}")
+    if predict is None and any(e in MODEL_ROWS for e in estimators):
+        raise ValueError(f"rows {', '.join(MODEL_ROWS)} need a model (predict)")
     preset = get_preset(preset)
     if deployment_seed is not None and deployment_seed != preset.deploy_seed:
         if predict is not None:
@@ -182,15 +195,19 @@ def evaluate_estimators(preset: Preset | str, *, snr_db: float | None, scenes: i
     snr_db = preset.snr_db if snr_db is None else snr_db
     batch = simulate_scenes(preset, scenes, seed=seed, snr_db=snr_db)
     k = batch.k if k_mode == "true" else None
+    model_rows = None  # the model runs once, for whichever of its rows come first
     rows = []
     for name in estimators:
-        t0 = time.perf_counter()
-        est = run_estimator(name, preset, batch, k, seed)
-        rows.append(score_row(name, est, batch, preset, k_mode, cutoff,
-                              time.perf_counter() - t0))
-    if predict is not None:
-        rows += [score_row(name, est, batch, preset, k_mode, cutoff, seconds)
-                 for name, est, seconds in _model_rows(predict, preset, batch, k)]
+        if name in MODEL_ROWS:
+            model_rows = model_rows or _model_rows(predict, preset, batch, k)
+            if name not in model_rows:
+                raise ValueError(f"predict returned no {name} output")
+            est, seconds = model_rows[name]
+        else:
+            t0 = time.perf_counter()
+            est = run_estimator(name, preset, batch, k, seed)
+            seconds = time.perf_counter() - t0
+        rows.append(score_row(name, est, batch, preset, k_mode, cutoff, seconds))
     return {"preset": preset.name, "deployment_seed": preset.deploy_seed, "seed": seed,
             "snr_db": float(snr_db), "scenes": scenes, "k_mode": k_mode,
             "gospa_cutoff": to_edge(cutoff), "crb": crb_scores(preset, batch), "rows": rows}

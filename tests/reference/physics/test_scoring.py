@@ -84,17 +84,20 @@ def test_evaluate_estimators_contract():
 
     for k_mode in ("true", "est"):
         out = evaluate_estimators(TINY, snr_db=20.0, scenes=4, seed=3, k_mode=k_mode,
-                                  estimators=["prior", "random"], predict=predict)
+                                  estimators=["prior", "pred", "random", "aux"],
+                                  predict=predict)
         assert out["k_mode"] == k_mode and out["scenes"] == 4 and out["snr_db"] == 20.0
         assert set(out["crb"]["mean"]) == c_keys and set(out["crb"]["median"]) == c_keys
         rows = {r["estimator"]: r for r in out["rows"]}
-        assert list(rows) == ["prior", "random", "aux", "pred"]
+        assert list(rows) == ["prior", "pred", "random", "aux"]  # the order asked for
         for row in rows.values():
             assert {"gospa", "detection_rate", "false_alarm_rate", "k_accuracy",
                     "seconds_per_scene"} <= set(row)
             assert (row["rmse"] is None) == (k_mode == "est")
         assert rows["pred"]["detection_rate"] == 1.0 and rows["pred"]["k_accuracy"] == 1.0
-    assert calls == [4, 4]
+    assert calls == [4, 4]  # the model runs once for both of its rows
+    with pytest.raises(ValueError, match="need a model"):
+        evaluate_estimators(TINY, snr_db=20.0, scenes=2, seed=3, estimators=["pred"])
     other = evaluate_estimators(TINY, snr_db=20.0, scenes=2, seed=3, deployment_seed=99,
                                 estimators=["prior"])
     assert other["deployment_seed"] == 99
