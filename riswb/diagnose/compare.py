@@ -154,3 +154,10 @@ def write_overlay(run_a: Run, run_b: Run, path: str | os.PathLike) -> Path:
     from riswb.diagnose.plots import plot_overlay  # matplotlib only when a plot is asked for
 
     return plot_overlay([run_a, run_b], path)
+
+
+def overlay_bytes(run_a: Run, run_b: Run) -> bytes:
+    """The overlay of `write_overlay` as PNG bytes (for the HTML page; no file left behind)."""
+    from riswb.diagnose.plots import overlay_png
+
+    return overlay_png([run_a, run_b])

@@ -111,7 +111,8 @@ def _log_y(ax) -> None:
         ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _finish(fig, ax_list, path: Path) -> Path:
+def _finish(fig, ax_list, path):
+    """Grid, legends, save to `path` (a file path or a binary file object), close."""
     for ax in ax_list:
         ax.grid(True, which="major", alpha=0.3)
         handles, _ = ax.get_legend_handles_labels()
@@ -432,8 +433,8 @@ def write_plots(
     return start_plots(run, out_dir, workers)()
 
 
-def plot_overlay(runs: list[Run], path: str | os.PathLike, column: str = "total") -> Path:
-    """Overlay one loss column (default the weighted total) of several runs on a log axis."""
+def _overlay(runs: list[Run], target, column: str):
+    """Draw one loss column of several runs on a log axis into `target` (a path or a file)."""
     fig, (ax,) = _subplots(1, 5)
     drawn = 0
     for run in runs:
@@ -450,6 +451,20 @@ def plot_overlay(runs: list[Run], path: str | os.PathLike, column: str = "total"
     ax.set_xlabel("step (training batch)")
     ax.set_ylabel(f"loss {column}")
     ax.set_title(f"Loss ({column}) compared")
+    return _finish(fig, [ax], target)
+
+
+def plot_overlay(runs: list[Run], path: str | os.PathLike, column: str = "total") -> Path:
+    """Overlay one loss column (default the weighted total) of several runs on a log axis."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return _finish(fig, [ax], out)
+    return _overlay(runs, out, column)
+
+
+def overlay_png(runs: list[Run], column: str = "total") -> bytes:
+    """The overlay of `plot_overlay` as PNG bytes, for a page that embeds it (no file)."""
+    import io
+
+    buffer = io.BytesIO()
+    _overlay(runs, buffer, column)
+    return buffer.getvalue()

@@ -4,8 +4,9 @@
 status, steps, optimizer steps, duration, final and best losses, reader/manifest
 warnings), the `Diagnosis` of `riswb.diagnose.rules.diagnose` (ranked findings, unchecked
 rules) and the evidence tables of `riswb.diagnose.tables`. The renderers read this model:
-`riswb.diagnose.render` (rich table, markdown) and `Report.to_dict()` through
-`riswb.jsonsafe.dumps` (strict JSON).
+`riswb.diagnose.render` (rich table, markdown), `riswb.diagnose.render_html` (one
+self-contained page) and `Report.to_dict()` through `riswb.jsonsafe.dumps` (strict JSON);
+the text they share (`Summary.pairs`, `Report.headline`) lives here so they cannot drift.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules import Diagnosis, Finding, Thresholds, diagnose
 from riswb.diagnose.tables import Table, build_tables, last_finite
+from riswb.diagnose.text import fmt, fmt_duration
 from riswb.runlog import Run
 
 
@@ -49,6 +51,23 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """(label, text) rows every human-facing renderer shows, in this order."""
+        pairs = [
+            ("run", self.id),
+            ("status", self.status),
+            ("steps", fmt(self.steps)),
+            ("optimizer steps", fmt(self.opt_steps)),
+            ("duration", fmt_duration(self.duration_s)),
+            ("final loss", fmt(self.final_loss)),
+        ]
+        if self.best_loss is not None:
+            pairs.append(("best loss", f"{fmt(self.best_loss)} at step {self.best_step}"))
+        if self.final_terms:
+            terms = self.final_terms.items()
+            pairs.append(("final terms", ", ".join(f"{k}={fmt(v)}" for k, v in terms)))
+        return pairs
+
 
 @dataclass
 class Report:
@@ -63,6 +82,10 @@ class Report:
     @property
     def findings(self) -> list[Finding]:
         return self.diagnosis.findings
+
+    def headline(self) -> str:
+        counts = self.diagnosis.counts
+        return f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info"
 
     def table(self, name: str) -> Table | None:
         return next((t for t in self.tables if t.name == name), None)
