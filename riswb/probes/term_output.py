@@ -96,14 +96,15 @@ class TermOutputProbe(Probe):
         if self._last is not None:
             period = start - self._last
             self._period = period if self._period is None else 0.9 * self._period + 0.1 * period
-        self._observe(ctx)
+        sampled = self._observe(ctx)
         end = time.perf_counter()
-        if self._period and end - start > 1e-4:  # a sample ran: keep it within the budget
+        if sampled and self._period:  # keep the samples within the budget
             per_step = (end - start) / (ctx.wb.log_every * self._period)
             self.stride = max(1, math.ceil(per_step / self.budget))
         self._last = end
 
-    def _observe(self, ctx: StepContext) -> None:
+    def _observe(self, ctx: StepContext) -> bool:
+        """Report terms without a graph; sample if forwards were captured (True then)."""
         terms = ctx.payload.get("terms") or {}
         dead = [n for n, t in terms.items() if n not in self._no_grad and not (
             isinstance(t, torch.Tensor) and (t.requires_grad or t.grad_fn is not None))]
@@ -118,6 +119,8 @@ class TermOutputProbe(Probe):
             scaled = [_weight(weights, n) * _scalar(terms[n]) if isinstance(terms[n], torch.Tensor)
                       else None for n in names]
             self._pending.append((ctx.step, names, self._gram(scaled, outputs)))
+            return True
+        return False
 
     @staticmethod
     def _gram(terms: list[torch.Tensor | None], outputs: list[torch.Tensor]) -> torch.Tensor:
