@@ -20,6 +20,7 @@ from rich.table import Table
 from riswb.commands.options import Format, check_format
 from riswb.diagnose.gate import gate
 from riswb.errors import RiswbError
+from riswb.instrument.fail_fast import FailFastProbe, FindingError
 from riswb.jsonsafe import dumps
 from riswb.reference.config import TrainConfig, check_field
 from riswb.runlog import read_run, resolve_run
@@ -47,7 +48,8 @@ def _int_option(option: str, text: str | None, field: str) -> int | None:
 
 
 def _run_with_progress(config: TrainConfig, *, resume: Path | None, force: bool = False,
-                       runs_dir: Path | None, probes_dir: Path | None, quiet: bool):
+                       runs_dir: Path | None, probes_dir: Path | None, quiet: bool,
+                       fail_fast: bool = False):
     from riswb.reference.faults import build_trainer
 
     console = Console(stderr=True, quiet=quiet)
@@ -55,7 +57,8 @@ def _run_with_progress(config: TrainConfig, *, resume: Path | None, force: bool 
                TextColumn("{task.completed}/{task.total} steps"),
                TextColumn("loss {task.fields[loss]}"), TextColumn("nmse {task.fields[nmse]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
+    # transient: a bar left on screen would stand between the user and an error line
+    with Progress(*columns, console=console, transient=True) as bar:
         task = None
 
         def progress(kind: str, info: dict) -> None:
@@ -66,8 +69,11 @@ def _run_with_progress(config: TrainConfig, *, resume: Path | None, force: bool 
             else:
                 bar.update(task, nmse=f"{info['nmse']:.4f}")
 
+        probes = ["default", FailFastProbe(check_every=config.log_every)] if fail_fast \
+            else "default"
         trainer = build_trainer(config, runs_dir=runs_dir, resume=resume, force_resume=force,
-                                progress=progress, plugins=_plugins_dir(probes_dir))
+                                progress=progress, plugins=_plugins_dir(probes_dir),
+                                probes=probes)
         total = config.epochs * trainer.steps_per_epoch
         task = bar.add_task(config.name, total=total, loss="-", nmse="-",
                             completed=trainer.epoch * trainer.steps_per_epoch)
@@ -102,6 +108,17 @@ RunsDir = Annotated[Path | None, typer.Option(
     help="Where runs go (default $RISWB_RUNS_DIR or ./runs).")]
 ProbesDir = Annotated[Path | None, typer.Option(
     help="Plugin probe folder (default ./probes if present).")]
+FailFast = Annotated[bool, typer.Option(
+    "--fail-fast", help="Stop at the first error finding (checked at each log flush); exit 1.")]
+
+
+def _train_or_stop(config: TrainConfig, **kwargs):
+    """Train with a progress bar; a fail-fast stop is one line on stderr and exit 1."""
+    try:
+        return _run_with_progress(config, **kwargs)
+    except FindingError as stop:
+        typer.echo(f"riswb: fail-fast: {stop}", err=True)
+        raise typer.Exit(1) from None
 
 
 def overfit_command(
@@ -117,6 +134,7 @@ def overfit_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     runs_dir: RunsDir = None,
     probes: ProbesDir = None,
+    fail_fast: FailFast = False,
     format: Format = "table",
 ) -> None:
     """The overfit test: memorize N scenes with all probes on; exit 0 when params move
@@ -126,8 +144,8 @@ def overfit_command(
                             epochs=_int_option("--epochs", epochs, "epochs"), preset=preset,
                             seed=_int_option("--seed", seed, "seed"), inject=inject,
                             device=device)
-    result = _run_with_progress(config, resume=None, runs_dir=runs_dir, probes_dir=probes,
-                                quiet=fmt == "json")
+    result = _train_or_stop(config, resume=None, runs_dir=runs_dir, probes_dir=probes,
+                            quiet=fmt == "json", fail_fast=fail_fast)
     verdict = gate(read_run(result.path))
     _verdict(result, verdict, fmt)
     raise typer.Exit(0 if verdict.passed else 1)
@@ -164,6 +182,7 @@ def train_command(
         "lr, ...) differ from the run's.")] = False,
     runs_dir: RunsDir = None,
     probes: ProbesDir = None,
+    fail_fast: FailFast = False,
     format: Format = "table",
 ) -> None:
     """Full training with a train/validation split, from a TOML config. --resume checks the
@@ -173,8 +192,8 @@ def train_command(
     if force and not resume:
         raise RiswbError("--force only applies to --resume")
     resume_path = resolve_run(resume, runs_dir) if resume else None
-    result = _run_with_progress(cfg, resume=resume_path, force=force, runs_dir=runs_dir,
-                                probes_dir=probes, quiet=fmt == "json")
+    result = _train_or_stop(cfg, resume=resume_path, force=force, runs_dir=runs_dir,
+                            probes_dir=probes, quiet=fmt == "json", fail_fast=fail_fast)
     verdict = gate(read_run(result.path))
     _verdict(result, verdict, fmt)
     raise typer.Exit(0 if verdict.passed else 1)

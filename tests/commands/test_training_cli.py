@@ -203,3 +203,24 @@ def test_divergence_is_one_line_and_the_run_is_kept(tmp_path):
     assert res.exit_code == 0, res.output
     findings = json.loads(res.stdout)["findings"]
     assert findings[0]["id"] == "nonfinite-loss" and findings[0]["severity"] == "error"
+
+
+def test_fail_fast_stops_a_stalled_warmup_before_half_the_run(tmp_path):
+    res = runner.invoke(app, ["overfit", "--samples", "128", "--inject", "warmup-from-zero",
+                              "--fail-fast", "--runs-dir", str(tmp_path), "--device", "cpu"])
+    assert res.exit_code == 1, res.output
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("riswb: fail-fast: lr-stalled (error) at step ")
+    step = int(line.split("at step ")[1].split(":")[0])
+    (run,) = _runs(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    total = manifest["config"]["epochs"] * 4  # 128 samples in batches of 32
+    assert step < total / 2
+    assert manifest["status"] == "crashed"
+
+
+def test_fail_fast_lets_a_clean_run_finish(tmp_path):
+    res = runner.invoke(app, ["overfit", "--samples", "64", "--epochs", "3", "--fail-fast",
+                              "--runs-dir", str(tmp_path), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "fail-fast" not in res.stderr
