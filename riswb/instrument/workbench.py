@@ -179,9 +179,9 @@ class Workbench:
         self.grad_clearing = GradClearWatch(self.optimizers, self.params)
         for index, optimizer in enumerate(self.optimizers):
             self._handles.append(optimizer.register_step_pre_hook(
-                lambda opt, args, kwargs, i=index: self._on_pre_step(i)))
+                lambda opt, args, kwargs, i=index: self._on_pre_step(i, _closure(args, kwargs))))
             self._handles.append(optimizer.register_step_post_hook(
-                lambda opt, args, kwargs, i=index: self._on_post_step(i)))
+                lambda opt, args, kwargs, i=index: self._on_post_step(i, _closure(args, kwargs))))
         for scheduler in scheduler_list(self.scheduler):
             self._patches.append(SchedulerPatch(scheduler, self._on_scheduler_step))
         scaler_hooks.attach(self.scaler)
@@ -217,23 +217,24 @@ class Workbench:
         self._cache.clear()
         self._emit(Event.AFTER_BACKWARD, self.step, backward=self.n_backward)
 
-    def _on_pre_step(self, index: int) -> None:
+    def _on_pre_step(self, index: int, closure: bool) -> None:
         self._backward.reset()  # a backward that raised never ran its callback
+        self._emit(Event.BEFORE_OPTIMIZER_STEP, self.step, opt_step=self.opt_step + 1,
+                   optimizer=index, optimizer_step=self.opt_steps[index] + 1, closure=closure)
+
+    def _on_post_step(self, index: int, closure: bool) -> None:
+        # counted after the step: a closure (Lightning) runs its backward inside step()
         self.grad_clearing.on_step(index)
         if self._bw_since_step:
             self._bw_per_step.append(self._bw_since_step)
         else:
             self.steps_without_backward += 1
         self._bw_since_step = 0
-        self._emit(Event.BEFORE_OPTIMIZER_STEP, self.step, opt_step=self.opt_step + 1,
-                   optimizer=index, optimizer_step=self.opt_steps[index] + 1)
-
-    def _on_post_step(self, index: int) -> None:
         self.opt_step += 1
         self.opt_steps[index] += 1
         self._cache.clear()
         self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step,
-                   optimizer=index, optimizer_step=self.opt_steps[index])
+                   optimizer=index, optimizer_step=self.opt_steps[index], closure=closure)
         # loops that step without wb.loss (or between loss calls) still flush
         if (
             self.n_loss == self._flushed_loss
@@ -480,3 +481,8 @@ class Workbench:
                 entry["disabled"] = self.registry.disabled[probe.name]
             described.append(entry)
         return described
+
+
+def _closure(args: tuple, kwargs: dict) -> bool:
+    """Whether `optimizer.step` got a closure: its backward then runs inside the step."""
+    return bool(args and callable(args[0])) or callable(kwargs.get("closure"))

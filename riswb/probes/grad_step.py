@@ -5,7 +5,9 @@ Whatever the loop's own code does between `loss.backward()` and `optimizer.step(
 `p.grad = None` — is measured here without any `wb.*` helper: AFTER_BACKWARD keeps the raw
 gradient norms of the backward (with accumulation: of the LAST backward, whose `.grad` holds
 the accumulated sum), and the optimizer's step pre-hook takes the norms of the gradients it
-is about to apply (one `_foreach_norm` over that optimizer's tensors). Per tensor p,
+is about to apply (one `_foreach_norm` over that optimizer's tensors; with a closure —
+`optimizer.step(closure)`, as Lightning steps — the backward runs inside the step, so the
+comparison moves to the post-hook, the optimizer leaving `.grad` as it used it). Per tensor p,
 e_p = ‖g_p‖ at backward × (1/scale when a GradScaler's `unscale_` ran for this optimizer in
 between, riswb.instrument.scaler) and s_p = ‖g_p‖ at step; over tensors where both are
 finite and e_p > 0, the step's ratio r = √(Σ s_p² / Σ e_p²), and:
@@ -122,6 +124,14 @@ class GradStepProbe(Probe):
         return cached[1]
 
     def on_before_optimizer_step(self, ctx: StepContext) -> None:
+        if not ctx.payload.get("closure"):
+            self._observe(ctx)
+
+    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        if ctx.payload.get("closure"):  # the closure's backward ran inside step()
+            self._observe(ctx)
+
+    def _observe(self, ctx: StepContext) -> None:
         wb, bw = ctx.wb, self._bw
         index = ctx.payload.get("optimizer", 0)
         chosen = self._indices(wb, index)

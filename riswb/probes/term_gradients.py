@@ -24,7 +24,7 @@ first step seen (`FRONT`: 12 samples in a 200-step run) are always sampled; on t
 samples steps ≡ 0 mod N. The default, `every=None`, fixes N from a budget: the probe times
 the loop's period (wb.loss to wb.loss) after sampled and after ordinary steps (the first
 sample's period is left out: it pays one-off warm-up costs, 190 ms vs 3 ms steady on a GPU),
-and once it holds `calibrate` (6) ordinary periods and 3 sampled ones it takes as a sample's
+and once it holds `calibrate` (4) ordinary periods and 3 sampled ones it takes as a sample's
 cost the median sampled period less the median ordinary one (knock-on costs included: fresh
 allocations, evicted caches) and fixes N once — the smallest of 10, 20, 30, 50, 75, 100,
 150, 200, 300, 500, 750, 1000 with cost/N ≤ `budget` (default 1%) of a step. The chosen N
@@ -104,7 +104,7 @@ class TermGradientsProbe(Probe):
         every: int | None = None,
         *,
         budget: float = 0.01,
-        calibrate: int = 6,
+        calibrate: int = 4,
         batched: bool | None = False,
     ):
         """`every`: fixed sampling interval, or None for the budget-driven schedule.
