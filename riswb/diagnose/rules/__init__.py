@@ -3,7 +3,7 @@
 ```python
 from riswb.diagnose.rules import diagnose, Thresholds
 diagnosis = diagnose(read_run(path), Thresholds().overrides(dominance_ratio=50))
-diagnosis.findings    # ranked: error > warning > info, then IMPACT_ORDER, then rule order
+diagnosis.findings    # one per id, ranked: error > warning > info, then IMPACT_ORDER
 diagnosis.unchecked   # {id: reason} for rules the run gave no data to check
 diagnosis.to_dict()
 ```
@@ -30,6 +30,8 @@ from riswb.diagnose.rules import (
     dead_loss_term,
     dead_params,
     grad_into_inputs,
+    grads_altered,
+    grads_not_cleared,
     loss_not_dropping,
     lr_stalled,
     nonfinite_grads,
@@ -43,6 +45,7 @@ from riswb.diagnose.rules import (
     step_skipped,
     term_conflict,
     term_dominates,
+    train_mode,
     weights_swapped,
 )
 from riswb.diagnose.rules._base import SEVERITIES, SEVERITY_RANK, Finding, Thresholds
@@ -66,7 +69,7 @@ __all__ = [
 
 Rule = Callable[[Run, Thresholds], list[Finding]]
 
-# id -> rule, in docs/design.md §5 table order.
+# id -> rule, in docs/design.md §5 table order, then the ids added since (docs/findings.md).
 RULES: dict[str, Rule] = {
     module.ID: module.check
     for module in (
@@ -88,6 +91,9 @@ RULES: dict[str, Rule] = {
         grad_into_inputs,
         spectrum_mismatch,
         stale_checkpoint,
+        grads_altered,
+        grads_not_cleared,
+        train_mode,
     )
 }
 
@@ -96,6 +102,8 @@ RULES: dict[str, Rule] = {
 IMPACT_ORDER: tuple[str, ...] = (
     "nonfinite-loss",       # nothing else is meaningful after a NaN loss
     "step-cadence",         # one update per epoch: every other number is off by 100×
+    "grads-not-cleared",    # every update re-applies all earlier gradients
+    "grads-altered",        # the optimizer applies other gradients than backward made
     "optimizer-coverage",   # parameters the optimizer never touches
     "lr-stalled",           # lr = 0: updates are zero whatever the gradients
     "step-skipped",         # updates dropped by a scaler or a gate
@@ -103,6 +111,7 @@ IMPACT_ORDER: tuple[str, ...] = (
     "nonfinite-grads",      # NaN/Inf gradients (often sanitized into zeros)
     "dead-loss-term",       # a term (or its weight) contributes nothing
     "dead-params",          # modules that receive no gradient
+    "train-mode",           # BatchNorm/Dropout in the wrong mode
     "grad-into-inputs",     # gradient into data, graphs kept alive
     "params-not-moving",    # symptom of the above when they are not observed
     "scheduler-order",
@@ -137,6 +146,9 @@ RULE_PROBES: dict[str, tuple[str, ...]] = {
     "grad-into-inputs": ("inputs",),
     "spectrum-mismatch": ("spectra",),
     "stale-checkpoint": (),
+    "grads-altered": ("grad_step",),
+    "grads-not-cleared": ("cadence",),
+    "train-mode": ("mode", "cadence"),
 }
 
 _IMPACT_RANK = {rule_id: rank for rank, rule_id in enumerate(IMPACT_ORDER)}
@@ -178,6 +190,29 @@ class Diagnosis:
             "checked": list(self.checked),
             "thresholds": strict_json(self.thresholds.to_dict(), digits=6),
         }
+
+
+def merge(findings: list[Finding]) -> list[Finding]:
+    """One finding per id: the most severe of a rule's findings (the first of equals) leads,
+    its title extended by the others' and their severity, title, evidence and fix kept under
+    `evidence["also"]`, their distinct fixes appended — a report reads one entry per id."""
+    by_id: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_id.setdefault(finding.id, []).append(finding)
+    out = []
+    for group in by_id.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        group = sorted(group, key=lambda f: SEVERITY_RANK[f.severity])  # stable
+        lead, rest = group[0], group[1:]
+        fixes = [lead.fix] + [f.fix for f in rest if f.fix and f.fix != lead.fix]
+        out.append(Finding(
+            lead.id, lead.severity, "; ".join([lead.title, *(f.title for f in rest)]),
+            {**lead.evidence, "also": [{"severity": f.severity, "title": f.title,
+                                        "evidence": f.evidence} for f in rest]},
+            " ".join(dict.fromkeys(fixes))))
+    return out
 
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
@@ -229,7 +264,7 @@ def diagnose(
             unchecked[rule_id] = f"rule failed: {type(error).__name__}: {error}"
             continue
         checked.append(rule_id)
-        findings.extend(produced)
+        findings.extend(merge(produced))
     disabled = disabled_probes(run) if unchecked else {}
     for rule_id in unchecked:
         names = [probe_name(module) for module in RULE_PROBES[rule_id]]

@@ -109,9 +109,14 @@ class Thresholds:
     satisfied_term_fraction: float = _t(
         0.01, "term-dominates ignores a dwarfed term whose own value fell to at most this "
         "fraction of its start: it is minimized (a regularizer at ~0), not drowned", hi=1)
+    regularizer_dominance_ratio: float = _t(
+        5.0, "term-dominates warns when a term that does not depend on the model's outputs "
+        "(a parameter penalty) has a median gradient norm at least this many times that of "
+        "every output-dependent term", lo=1)
     conflict_cosine: float = _t(
-        -0.5, "term-conflict warns when two terms' median gradient cosine is at or below this",
-        lo=-1, hi=1)
+        -0.8, "term-conflict warns when two terms' median gradient cosine is at or below this "
+        "(competing objectives, e.g. a GAN discriminator's real and fake terms, sit near -0.6; "
+        "a flipped sign or order near -1)", lo=-1, hi=1)
     # nonfinite-grads / step-skipped
     max_nonfinite_grad_fraction: float = _t(
         0.01, "non-finite gradients on at most this fraction of logged steps, each handled "
@@ -120,7 +125,21 @@ class Thresholds:
         0.05, "step-skipped is an error when at least this fraction of intended optimizer "
         "steps were skipped", hi=1)
     max_scaler_skip_fraction: float = _t(
-        0.01, "GradScaler skips up to this fraction of steps are info (scale calibration)", hi=1)
+        0.01, "GradScaler skips beyond the calibration ones, up to this fraction of steps, "
+        "are info", hi=1)
+    scaler_calibration_skips: int = _t(
+        20, "GradScaler skips (and non-finite step attempts it handled) that count as scale "
+        "calibration when the scaler recovered: a scale 2^20 too high costs 20 skips")
+    # grads-altered / grads-not-cleared / train-mode
+    grads_altered_error_fraction: float = _t(
+        0.5, "grads-altered is an error when the loop zeroed or replaced the gradients between "
+        "backward and optimizer.step on at least this fraction of observed steps", hi=1)
+    grads_carried_error_fraction: float = _t(
+        0.5, "grads-not-cleared is an error when at least this fraction of optimizer steps "
+        "applied gradients carried over from earlier steps (any carried step warns)", hi=1)
+    train_mode_error_fraction: float = _t(
+        0.5, "train-mode is an error when at least this fraction of training forwards ran "
+        "with trainable BatchNorm/Dropout-like modules in eval mode", hi=1)
     # step-cadence
     cadence_min_ratio: float = _t(
         0.5, "step-cadence is an error when optimizer steps × accumulation / loss calls is "
@@ -150,6 +169,9 @@ class Thresholds:
     clip_saturation: float = _t(
         0.8, "clip-saturated warns when clipping is active on at least this fraction of steps",
         hi=1)
+    clip_warn_ratio: float = _t(
+        0.5, "saturated clipping is a warning only when the median clip ratio is at or below "
+        "this (updates at least halved); a milder constant shrink is info", hi=1)
     clip_severe_ratio: float = _t(
         1e-3, "clip-saturated is an error when, saturated, the median clip ratio "
         "(max_norm / norm) is at or below this: updates shrunk 1000×", hi=1)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from riswb.probes import BUILTIN, default_probes
+from riswb.probes.term_keys import split_pair_key
 
 
 class Unchecked(Exception):  # noqa: N818  (a reason, not an error)
@@ -86,6 +87,76 @@ def intent_accumulation(run) -> tuple[int, bool]:
         except (TypeError, ValueError):
             pass
     return 1, False
+
+
+def pair_columns(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(key, a, b) for every term-pair column of a `term_cosine*` frame. Keys are escaped
+    (docs/internals.md §3: a `|` inside a name is `\\|`), so they are split by the probes'
+    own inverse, never at the first `|`."""
+    out = []
+    for key in frame.columns:
+        if key == "step" or "|" not in key:
+            continue
+        try:
+            a, b = split_pair_key(key)
+        except ValueError:
+            continue
+        out.append((key, a, b))
+    return out
+
+
+def totals(frame: pd.DataFrame, columns: Iterable[str], *, cumulative: bool) -> dict[str, float]:
+    """Run totals of count columns: the last value of cumulative counts (`cadence`), else
+    the sum of per-interval counts (`mode`, `nonfinite`, `grad_step`); absent columns read 0."""
+    out = {}
+    for name in columns:
+        if name not in frame.columns:
+            out[name] = 0.0
+            continue
+        series = pd.to_numeric(frame[name], errors="coerce").dropna()
+        if not len(series):
+            out[name] = 0.0
+        else:
+            out[name] = float(series.iloc[-1] if cumulative else series.sum())
+    return out
+
+
+def is_reference_run(run) -> bool:
+    """Whether the run is the reference RIS pipeline's (`riswb overfit` / `riswb train`): its
+    TrainConfig is the manifest's config (preset, scene count, loss weights). Fix texts cite
+    that pipeline's own history (R_samp, eigh, lam_cov) only there; foreign loops get
+    generic advice."""
+    config = run.manifest.get("config")
+    return isinstance(config, dict) and {"preset", "train_scenes", "weights"} <= set(config)
+
+
+def hint(run, text: str) -> str:
+    """`text` (a pipeline-specific example, with its leading space) on reference runs."""
+    return text if is_reference_run(run) else ""
+
+
+def world_size(run) -> int:
+    """Processes in the run's distributed job (manifest `distributed.world_size`), 1 if none."""
+    info = run.manifest.get("distributed")
+    try:
+        return max(1, int(info.get("world_size", 1))) if isinstance(info, dict) else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def scaler_calibration(run, th) -> int:
+    """GradScaler skips that count as scale calibration: up to `scaler_calibration_skips`,
+    but none when the skipping lasted into the run's last interval with step attempts (NaN
+    on every step is not calibration)."""
+    nf = run.kind("nonfinite")
+    if nf.empty or "step_attempts" not in nf.columns or "attempts_skipped" not in nf.columns:
+        return 0
+    attempts = pd.to_numeric(nf["step_attempts"], errors="coerce").fillna(0).to_numpy()
+    skipped = pd.to_numeric(nf["attempts_skipped"], errors="coerce").fillna(0).to_numpy()
+    active = np.flatnonzero(attempts > 0)
+    if not len(active) or skipped[active[-1]] >= attempts[active[-1]]:
+        return 0
+    return int(th.scaler_calibration_skips)
 
 
 # -- evidence ------------------------------------------------------------------------------

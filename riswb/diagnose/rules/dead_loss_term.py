@@ -1,8 +1,10 @@
 """dead-loss-term: a loss term that sends no gradient to any parameter.
 
-Reads kind `loss_weight` (the weights actually used), kind `term_grad` (‖∂(w·term)/∂θ‖ on
-sampled steps), kind `loss` (term values), the manifest's `loss_terms`, and the weights the
-config asked for (`config.weights`).
+Reads kind `loss_weight` (the weights actually used), the `term_no_grad` event (a term with
+no path to any parameter, known at wb.loss time), kind `term_grad` (‖∂(w·term)/∂θ‖ on
+front-loaded sampled steps), kind `term_grad_out` (zero at the outputs too: no path at all,
+not a weight penalty), kind `loss` (term values), the manifest's `loss_terms`, and the
+weights the config asked for (`config.weights`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ import numpy as np
 
 from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, frame_of, last_values, span, step_ranges, steps_of
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    as_names,
+    events,
+    frame_of,
+    hint,
+    last_values,
+    span,
+    step_ranges,
+    steps_of,
+)
 from riswb.diagnose.text import fmt, pct
 
 ID = "dead-loss-term"
@@ -25,6 +37,56 @@ def _configured_weights(manifest: dict) -> dict[str, float]:
         return {}
     return {str(k): float(v) for k, v in weights.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _no_path_terms(run) -> dict[str, int]:
+    """Terms the loss saw with no path to any parameter (`term_no_grad`) -> first step."""
+    out: dict[str, int] = {}
+    for event in events(run, "term_no_grad"):
+        for name in as_names(event.get("names")):
+            out.setdefault(name, int(event.get("first_step", event.get("step", 0))))
+    return out
+
+
+def _zero_at_outputs(outputs, term: str, th: Thresholds) -> bool:
+    """A zero gradient at the model's outputs on at least `min_term_samples` samples (with a
+    zero parameter gradient: no path at all, not a weight penalty)."""
+    values = col(outputs, term) if term in outputs.columns else np.array([])
+    values = values[np.isfinite(values)]
+    return len(values) >= th.min_term_samples and bool(np.all(values <= th.dead_term_grad))
+
+
+def _dead_samples(run, term: str, gsteps, ok, no_grad, fraction: float, term_values,
+                  weight) -> Finding:
+    """The finding for a term whose sampled gradient is (nearly always) zero."""
+    n = int(ok.sum())
+    tv = term_values[np.isfinite(term_values)] if term_values is not None else np.array([])
+    evidence = {
+        "term": term,
+        "steps": span(gsteps[ok]),
+        "sampled_steps": n,
+        "no_grad_fraction": fraction,
+        "no_grad_ranges": step_ranges(gsteps, no_grad),
+        "weight": weight,
+    }
+    if len(tv):
+        evidence["median_value"] = float(np.median(tv))
+    if len(tv) and np.all(tv == 0):
+        cause = ("The term's value is itself 0 on every step: it is computed on the wrong "
+                 "scale or units, or a hinge is satisfied from the start."
+                 + hint(run, " Here angles already in radians converted with deg2rad again "
+                        "once left the subspace and contrast terms silently 0."))
+    else:
+        value = (f"The term's value is non-zero (median {fmt(evidence['median_value'])}) but n"
+                 if len(tv) else "N")
+        cause = (f"{value}o gradient reaches the parameters: it is built from detached "
+                 "tensors (.detach(), .item(), numpy, torch.no_grad) or only from targets.")
+    return Finding(
+        ID, "error" if fraction == 1 else "warning",
+        f"Loss term '{term}' sends no gradient on {pct(fraction)} of {n} sampled steps",
+        evidence,
+        cause + " Check that every term has a non-zero gradient at initialization"
+        + hint(run, " (riswb litmus)") + ".")
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -41,9 +103,10 @@ def check(run, th: Thresholds) -> list[Finding]:
         findings.append(Finding(
             ID, "error", f"Every loss weight is 0 ({len(weights)} terms): the loss is 0",
             {"weights_used": weights, "weights_configured": configured or None},
-            "The weights were never passed and defaulted to 0 (the main weight lam_cov was "
-            "never passed: the train loss printed 0.000000 for days). Pass them explicitly "
-            "and check the loss_weight records show the values you configured."))
+            "The weights were never passed and defaulted to 0." + hint(
+                run, " (The main weight lam_cov was never passed: the train loss printed "
+                "0.000000 for days.)") + " Pass them explicitly and check the loss_weight "
+            "records show the values you configured."))
         return findings
 
     # Weights the config asked for but the run did not use (constructor hard-coded them).
@@ -73,6 +136,20 @@ def check(run, th: Thresholds) -> list[Finding]:
             "computing it at weight 0."))
 
     silent = set(zero_weight) | set(mismatched)
+    no_path = _no_path_terms(run)
+    for term, first in no_path.items():
+        if term in silent:
+            continue
+        findings.append(Finding(
+            ID, "error",
+            f"Loss term '{term}' has no path to any parameter (seen at wb.loss, step {first})",
+            {"term": term, "first_step": first, "weight": weights.get(term)},
+            "The term passed to wb.loss() is not a tensor, or neither requires grad nor has a "
+            "graph: it is built from detached tensors (.detach(), .item(), numpy, "
+            "torch.no_grad) or from targets only, so it moves the logged loss and never the "
+            "model. Compute it from the live outputs."))
+    silent |= set(no_path)
+    outputs = frame_of(run, "term_grad_out")
     if not grads.empty:
         gsteps = steps_of(grads)
         for term in value_columns(grads):
@@ -81,44 +158,16 @@ def check(run, th: Thresholds) -> list[Finding]:
             values = col(grads, term)
             ok = np.isfinite(values)
             n = int(ok.sum())
-            if n < th.min_term_samples:
-                continue
             no_grad = ok & (values <= th.dead_term_grad)
-            fraction = no_grad.sum() / n
-            if fraction < th.dead_term_fraction:
-                continue
-            term_values = col(loss, term) if term in loss.columns else np.array([])
-            tv = term_values[np.isfinite(term_values)]
-            value_zero = bool(len(tv)) and bool(np.all(tv == 0))
-            evidence = {
-                "term": term,
-                "steps": span(gsteps[ok]),
-                "sampled_steps": n,
-                "no_grad_fraction": fraction,
-                "no_grad_ranges": step_ranges(gsteps, no_grad),
-                "weight": weights.get(term),
-            }
-            if len(tv):
-                evidence["median_value"] = float(np.median(tv))
-            if value_zero:
-                cause = (
-                    "The term's value is itself 0 on every step: it is computed on the wrong "
-                    "scale or units (angles already in radians converted with deg2rad again "
-                    "left the subspace and contrast terms silently 0), or a hinge that is "
-                    "satisfied from the start.")
-            else:
-                cause = (
-                    f"The term's value is non-zero (median {fmt(evidence.get('median_value'))})"
-                    " but no gradient reaches the parameters: it is built from detached "
-                    "tensors (.detach(), .item(), numpy, torch.no_grad) or only from targets."
-                    if len(tv) else
-                    "No gradient reaches the parameters: the term is built from detached "
-                    "tensors (.detach(), .item(), numpy, torch.no_grad) or only from targets.")
-            findings.append(Finding(
-                ID, "error" if fraction == 1 else "warning",
-                f"Loss term '{term}' sends no gradient on {pct(fraction)} of {n} sampled steps",
-                evidence,
-                cause + " Litmus checks that every term has a non-zero gradient at init."))
+            fraction = no_grad.sum() / n if n else 0.0
+            if n >= th.min_term_samples:
+                if fraction < th.dead_term_fraction:
+                    continue
+            elif not (n and fraction == 1 and _zero_at_outputs(outputs, term, th)):
+                continue  # too few parameter samples, and the outputs do not settle it
+            findings.append(_dead_samples(run, term, gsteps, ok, no_grad, fraction,
+                                          col(loss, term) if term in loss.columns else None,
+                                          weights.get(term)))
 
     # Terms the manifest declares but the loss never logged (key mismatch, docs/failures.md #7).
     declared = run.manifest.get("loss_terms") or []

@@ -16,6 +16,7 @@ from riswb.diagnose.rules._util import (
     as_names,
     events,
     frame_of,
+    hint,
     last_values,
     names_summary,
     span,
@@ -27,8 +28,8 @@ ID = "dead-params"
 
 FIX = (
     "These parameters get no gradient: their outputs never reach the loss. Likely causes: "
-    "a head whose output is overwritten or dropped before the loss (a dict-key mismatch left "
-    "soft-argmax heads holding half the model's parameters without any loss), a term that "
+    "a head whose output is overwritten or dropped before the loss (a dict-key mismatch{story}"
+    "), a term that "
     "goes through .detach()/.item()/numpy, or an argmax/clamp that blocks the gradient. "
     "Trace one batch: check out[name].requires_grad and grad_fn for each head; remove "
     "unused modules or freeze them with requires_grad_(False)."
@@ -108,7 +109,9 @@ def check(run, th: Thresholds) -> list[Finding]:
         findings.append(Finding(
             ID, "error" if severe else "warning",
             f"{count} trainable parameter tensor(s) never receive a gradient{share}: {what}",
-            evidence, FIX))
+            evidence, FIX.format(story=hint(
+                run, " left soft-argmax heads holding half the model's parameters without any "
+                "loss"))))
     elif (frac_last is not None and frac_last >= th.dead_elems_fraction) or any(
             v >= th.dead_elems_fraction for v in module_dead.values()):
         partial = {m: v for m, v in module_dead.items() if v >= th.dead_elems_fraction}

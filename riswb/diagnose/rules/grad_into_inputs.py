@@ -16,6 +16,7 @@ from riswb.diagnose.rules._util import (
     as_names,
     events,
     frame_of,
+    hint,
     probe_listed,
     span,
     step_ranges,
@@ -69,8 +70,9 @@ def check(run, th: Thresholds) -> list[Finding]:
         ID, "error",
         f"{named} required grad or carried a graph (first at step {evidence['first_step']})",
         evidence,
-        f"Detach {named} where they enter the loss: removing R_samp.detach() 'to let "
-        "gradients flow' sent gradients into the inputs and kept every step's graph alive "
-        "(memory grows, steps slow down). Build targets and baselines under "
+        f"Detach {named} where they enter the loss: gradients flowing into data keep "
+        "every step's graph alive (memory grows, steps slow down)."
+        + hint(run, " Here removing R_samp.detach() 'to let gradients flow' did that.")
+        + " Build targets and baselines under "
         "torch.no_grad() or .detach() them, and never set requires_grad on data.",
     )]

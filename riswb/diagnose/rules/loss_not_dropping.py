@@ -1,8 +1,11 @@
 """loss-not-dropping: the training loss does not fall.
 
 Reads kind `loss` (`total`) and, for the frozen-validation symptom, kind `eval`.
-Start = median of the first `loss_window` finite records; best = the lowest rolling median
-of that window; end = median of the last window. Relative drop = (start - best)/|start|.
+Start = median of the first `loss_window` finite records (or of the first five, or the first
+record, when it stands 3σ above it: a fall within the first window); best = the lowest
+rolling median of that window; end = median of the last window; σ = the per-record noise
+from successive differences. Relative drop = (start - best)/|start|; a drop (or a rebound)
+must also clear 4 standard errors of a window's median (1.25σ/√window each).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import pandas as pd
 
 from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, frame_of, need, span, steps_of
+from riswb.diagnose.rules._util import Unchecked, frame_of, hint, need, span, steps_of
 from riswb.diagnose.text import fmt, pct
 
 ID = "loss-not-dropping"
@@ -22,8 +25,7 @@ FIX = (
     "first. Known causes: optimizer.step() once per epoch instead of per batch "
     "(step-cadence), lr stuck at 0 in warm-up (lr-stalled), skipped steps (step-skipped), "
     "a main loss weight that defaulted to 0 (dead-loss-term), or loss scaling left inside a "
-    "debug-only `if` block. Confirm the loop can overfit a few hundred samples "
-    "(`riswb overfit`)."
+    "debug-only `if` block. Confirm the loop can overfit a few hundred samples{how}."
 )
 
 
@@ -35,11 +37,47 @@ def check(run, th: Thresholds) -> list[Finding]:
     n = len(values)
     if n < th.min_loss_records:
         raise Unchecked(f"only {n} finite loss records (need {th.min_loss_records} for a trend)")
+    objectives = _objectives(frame, finite)
+    findings = [] if objectives else _trend(run, values, vsteps, th)
+    findings += _frozen_eval(run)
+    if objectives and not findings:
+        raise Unchecked(f"the loss alternates between {len(objectives)} objectives "
+                        f"({'; '.join(objectives[:3])}), e.g. a GAN's discriminator and "
+                        "generator: their sum need not fall")
+    return findings
+
+
+def _objectives(frame: pd.DataFrame, finite: np.ndarray) -> list[str]:
+    """The term sets of loss calls that alternate between objectives (at least two sets,
+    each on a fifth of the records or more); [] for one objective."""
+    terms = [c for c in value_columns(frame) if c != "total"]
+    present = frame.loc[finite, terms].notna().to_numpy() if terms else np.zeros((0, 0))
+    if not len(present):
+        return []
+    sets, counts = np.unique(present, axis=0, return_counts=True)
+    common = sets[counts >= 0.2 * len(present)]
+    if len(common) < 2:
+        return []
+    return [", ".join(t for t, on in zip(terms, row, strict=True) if on) for row in common]
+
+
+def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds) -> list[Finding]:
+    """Constant, not falling, or rebounding: the total loss of one objective."""
+    n = len(values)
     findings: list[Finding] = []
+    fix = FIX.format(how=hint(run, " (`riswb overfit`)"))
     window = int(max(3, min(th.loss_window, n // 5)))
-    # the larger of the first window's median and the first few records' median: a loss
-    # that falls within the first window must not read as "started low"
-    start = float(max(np.median(values[:window]), np.median(values[:min(5, window)])))
+    # per-record noise (robust, from successive differences): a drop or a rebound must
+    # stand out of it, so a noisy minibatch loss is judged by its trend, not its jitter
+    noise = float(1.4826 * np.median(np.abs(np.diff(values))) / np.sqrt(2))
+    # the first window's median, or the first few records' median or the first record
+    # when it stands out of the noise (its own 3σ, σ/√m for a median of m): a loss that
+    # falls within the first window must not read as "started low", and a noisy start must
+    # not read as a drop
+    start = float(np.median(values[:window]))
+    for value, m in ((np.median(values[:min(5, window)]), min(5, window)), (values[0], 1)):
+        if value - start > 3 * 1.25 * noise / np.sqrt(m):
+            start = float(max(start, value))
     end = float(np.median(values[-window:]))
     rolling = pd.Series(values).rolling(window).median().to_numpy()[window - 1:]
     best_i = int(np.nanargmin(rolling))
@@ -53,6 +91,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         "best": best,
         "best_at_step": best_step,
         "end": end,
+        "noise": noise,
     }
     if np.ptp(values) == 0:
         evidence["constant_value"] = float(values[0])
@@ -67,23 +106,28 @@ def check(run, th: Thresholds) -> list[Finding]:
         else:
             findings.append(Finding(
                 ID, "error", f"The total loss is constant at {fmt(float(values[0]))} on all "
-                f"{n} logged steps", evidence, FIX))
+                f"{n} logged steps", evidence, fix))
     else:
         denom = max(abs(start), 1e-12)
         drop = (start - best) / denom
         evidence["relative_drop"] = drop
         evidence["min_loss_drop"] = th.min_loss_drop
-        if drop < th.min_loss_drop:
+        # the best of many rolling windows sits ~2 standard errors below a flat level by
+        # chance: a real drop also clears 4 standard errors of a window's median
+        within_noise = start - best <= 4 * 1.25 * noise / np.sqrt(window)
+        if drop < th.min_loss_drop or within_noise:
             verb = "rose" if end > start else "did not fall"
             findings.append(Finding(
                 ID, "error",
                 f"The training loss {verb}: {fmt(start)} at the start, best {fmt(best)}, "
                 f"{fmt(end)} at the end ({pct(max(drop, 0))} drop over {n} records)",
-                evidence, FIX))
+                evidence, fix))
         else:
             gain = start - best
             rebound = (end - best) / gain if gain > 0 else 0.0
-            if rebound > th.max_loss_rebound:
+            # the best rolling median is biased low by the noise: a real rise clears it
+            if rebound > th.max_loss_rebound and \
+                    end - best > 4 * 1.25 * noise / np.sqrt(window):
                 evidence["rebound_fraction"] = rebound
                 findings.append(Finding(
                     ID, "warning",
@@ -94,8 +138,12 @@ def check(run, th: Thresholds) -> list[Finding]:
                     "decay, check for non-finite gradients that sanitization hides "
                     "(nonfinite-grads), and check that EMA/SWA swaps restore the training "
                     "weights (weights-swapped)."))
+    return findings
 
-    # Frozen validation metric (docs/failures.md #1: "validation loss frozen at the same value").
+
+def _frozen_eval(run) -> list[Finding]:
+    """A validation metric frozen at one value (docs/failures.md #1)."""
+    findings: list[Finding] = []
     ev = frame_of(run, "eval")
     if len(ev) >= 3:
         for name in value_columns(ev):

@@ -1,7 +1,9 @@
 """nonfinite-grads: non-finite gradients appeared, masked by sanitization or not; which term.
 
 Reads kind `nonfinite` (`grad_elems` counted on the raw gradient before sanitization,
-`params`, `sanitized`), kind `term_nonfinite` (per term, sampled steps) to attribute the
+`params`, `sanitized` — wb.sanitize_'s count or the loop's own nan_to_num_ seen by
+grad_step —, and per optimizer-step attempt `step_attempts`, `attempts_nonfinite`,
+`attempts_skipped`), kind `term_nonfinite` (per term, sampled steps) to attribute the
 term, and `step_skipped` events with reason `scaler` (AMP overflow handled by GradScaler).
 """
 
@@ -14,12 +16,15 @@ from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     events,
     frame_of,
+    hint,
     matrix,
     n_ranges,
     need,
+    scaler_calibration,
     span,
     step_ranges,
     steps_of,
+    totals,
 )
 from riswb.diagnose.text import pct
 
@@ -54,6 +59,8 @@ def check(run, th: Thresholds) -> list[Finding]:
     n_bad = int(bad.sum())
     fraction = n_bad / max(1, len(nf))
     total_sanitized = int(sanitized.sum())
+    attempts = totals(nf, ("step_attempts", "attempts_nonfinite", "attempts_skipped"),
+                      cumulative=False)
     first_candidates = [int(steps[bad][0])] if bad.any() else []
     first_candidates += [t["first_step"] for t in terms.values()]
     first = min(first_candidates)
@@ -73,10 +80,14 @@ def check(run, th: Thresholds) -> list[Finding]:
     culprit = sorted(terms, key=lambda t: terms[t]["first_step"])
     named = f" from term(s) {', '.join(culprit)}" if culprit else ""
     source = (
-        f"Fix the source{named}. A classic: backprop through eigh on a rank-deficient R_pred "
-        "(degenerate noise eigenvalues make eigenvector gradients infinite) — use "
-        "eigvalsh/svdvals for eigenvalue-only terms, projectors UUᴴ or F(FᴴF+δI)⁻¹Fᴴ instead "
-        "of eigenvectors, and Hermitize before decomposing."
+        f"Fix the source{named}: a square root, division or logarithm at exactly 0, or a "
+        "backward through a decomposition with repeated eigenvalues (use eigenvalue-only "
+        "functions such as eigvalsh for eigenvalue terms, and projectors instead of "
+        "eigenvectors)."
+        + hint(run, " Here it was backprop through eigh on a rank-deficient R_pred "
+               "(degenerate noise eigenvalues make eigenvector gradients infinite): use "
+               "eigvalsh/svdvals, projectors UUᴴ or F(FᴴF+δI)⁻¹Fᴴ, and Hermitize before "
+               "decomposing.")
     )
     if total_sanitized > 0:
         return [Finding(
@@ -85,22 +96,35 @@ def check(run, th: Thresholds) -> list[Finding]:
             f"({total_sanitized} elements replaced; first at step {first})",
             evidence,
             "Sanitization hides the problem: the optimizer steps on zeroed gradients, and "
-            "replacing NaN by 0 and ±inf by ±1 also hid AMP overflow from the GradScaler, "
-            "which then never skipped the step. " + source)]
-    handled = scaler_skips >= n_bad and fraction <= th.max_nonfinite_grad_fraction
+            "replacing NaN by 0 and ±inf by ±1 also hides float16 overflow from a GradScaler, "
+            "which then never skips the step. " + source)]
+    if attempts["step_attempts"] > 0:
+        # per optimizer-step attempt: a few overflows the scaler skipped while calibrating
+        # its scale are normal AMP; non-finite gradients on every attempt are not
+        n_attempts, n_nonfinite = attempts["step_attempts"], attempts["attempts_nonfinite"]
+        excess = max(0.0, n_nonfinite - scaler_calibration(run, th))
+        evidence.update(step_attempts=int(n_attempts), attempts_nonfinite=int(n_nonfinite),
+                        attempts_skipped=int(attempts["attempts_skipped"]))
+        handled = (scaler_skips > 0 and attempts["attempts_skipped"] >= n_nonfinite
+                   and excess / n_attempts <= th.max_nonfinite_grad_fraction)
+        fraction = n_nonfinite / n_attempts
+        count = f"{int(n_nonfinite)} of {int(n_attempts)} optimizer-step attempts"
+    else:
+        handled = scaler_skips >= n_bad and fraction <= th.max_nonfinite_grad_fraction
+        count = f"{n_bad} logged steps"
     if handled:
         return [Finding(
             ID, "info",
-            f"Non-finite gradients on {n_bad} steps ({pct(fraction)}), each skipped by the "
-            "GradScaler (normal AMP overflow)",
+            f"Non-finite gradients on {count} ({pct(fraction)}), each skipped by the "
+            "GradScaler (scale calibration / normal AMP overflow)",
             evidence,
             "Nothing to do while the rate stays this low; if it grows, compute the "
-            "covariance losses in float32 (autocast(enabled=False))." )]
+            "overflowing part of the loss in float32 (autocast(enabled=False)).")]
     at_start = " at the first step" if first == int(steps.min()) else ""
     return [Finding(
         ID, "error",
-        f"Non-finite gradients on {n_bad} logged steps ({pct(fraction)}){named}; "
-        f"first at step {first}{at_start}",
+        f"Non-finite gradients on {count} ({pct(fraction)}){named}; first at step "
+        f"{first}{at_start}",
         evidence,
         ("Non-finite gradients at batch 0 with a finite loss point at a backward that is "
          "singular at init, not at divergence. " if at_start else "")

@@ -13,6 +13,7 @@ from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
     frame_of,
+    hint,
     matrix,
     n_ranges,
     span,
@@ -78,11 +79,12 @@ def check(run, th: Thresholds) -> list[Finding]:
         fix = (
             "Find the first non-finite term and its inputs at that step. "
             + ("The loss was already huge before it overflowed: " if growing else "")
-            + "Common causes: a covariance not trace-normalized (R_samp at ‖3e-4‖ against "
-            "R_blend at 3.5e12 gave a loss of 1.7e25), log/sqrt/division of a value that "
-            "reaches 0 (add an eps), a float16 loss under autocast (compute covariance losses "
-            "in float32), or exploding updates (lower the lr, clip). Non-finite gradients "
-            "usually follow: see nonfinite-grads."
+            + "Common causes: an input or target on the wrong scale (normalize it)"
+            + hint(run, " — a covariance not trace-normalized, R_samp at ‖3e-4‖ against "
+                   "R_blend at 3.5e12, gave a loss of 1.7e25 —")
+            + ", log/sqrt/division of a value that reaches 0 (add an eps), a float16 loss "
+            "under autocast (compute the loss in float32), or exploding updates (lower the "
+            "lr, clip). Non-finite gradients usually follow: see nonfinite-grads."
         )
         findings.append(Finding(ID, "error", title, evidence, fix))
     elif has_total:
@@ -97,8 +99,11 @@ def check(run, th: Thresholds) -> list[Finding]:
                     f"The loss reached {fmt(peak)} (step {at}): near float overflow",
                     {"max_abs_total": peak, "at_step": at, "huge_loss": th.huge_loss,
                      "steps": span(steps_of(loss))},
-                    "A loss this large is a scale bug, not a hard example: R_samp not "
-                    "trace-normalized (‖R_samp‖ = 3e-4 against ‖R_blend‖ = 3.5e12 gave "
-                    "1.7e25). Normalize every covariance to trace N before it enters a loss "
-                    "and check the loss at init is O(1) (litmus)."))
+                    "A loss this large is a scale bug, not a hard example: an input or "
+                    "target on the wrong scale."
+                    + hint(run, " Here R_samp was not trace-normalized (‖R_samp‖ = 3e-4 "
+                           "against ‖R_blend‖ = 3.5e12 gave 1.7e25): normalize every "
+                           "covariance to trace N before it enters a loss (riswb litmus).")
+                    + " Normalize inputs and targets and check that the loss at "
+                    "initialization is O(1)."))
     return findings

@@ -1,7 +1,8 @@
 """params-not-moving: Δparam is zero (relative to ‖param‖) on most optimizer steps.
 
 Reads kind `param_update` (`ratio`, `frac_moving`, `group/<g>/ratio`), measured at
-optimizer.step (not after an EMA update, which makes Δparam look tiny: docs/failures.md #19).
+optimizer.step (after an EMA update Δparam looks tiny: docs/failures.md #19), and the
+`coverage` / `dead_params` events that explain idle tensors.
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ import numpy as np
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, need, span, step_ranges, steps_of
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    as_names,
+    events,
+    need,
+    span,
+    step_ranges,
+    steps_of,
+)
 from riswb.diagnose.text import pct
 
 ID = "params-not-moving"
@@ -23,6 +32,19 @@ FIX = (
     "parameters (optimizer-coverage) and whether gradients arrive at all (dead-params). "
     "Measure Δparam at optimizer.step, not after an EMA update."
 )
+
+
+def _idle_explained(run) -> list[str]:
+    """Records that say why tensors stay still: tensors in no optimizer or in an lr-0 group
+    (`coverage`), or without gradient (`dead_params`)."""
+    found = []
+    for event in events(run, "coverage"):
+        for key in ("missing", "zero_lr_groups"):
+            if as_names(event.get(key)) and f"coverage.{key}" not in found:
+                found.append(f"coverage.{key}")
+    if any(as_names(e.get("names")) for e in events(run, "dead_params")):
+        found.append("dead_params")
+    return found
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -87,12 +109,18 @@ def check(run, th: Thresholds) -> list[Finding]:
     if moving.any():
         median_frac = float(np.median(frac[moving]))
         if median_frac < th.min_tensor_moving_fraction:
+            explained = _idle_explained(run)
             findings.append(Finding(
-                ID, "warning",
+                ID, "warning" if explained else "info",
                 f"Only {pct(median_frac)} of trainable tensors change per optimizer step",
                 {"steps": span(steps[moving]), "median_frac_moving": median_frac,
-                 "min_tensor_moving_fraction": th.min_tensor_moving_fraction},
+                 "min_tensor_moving_fraction": th.min_tensor_moving_fraction,
+                 "explained_by": explained or None},
                 "Some trainable tensors never change: they receive no gradient or sit in a "
                 "group with lr 0. See dead-params and optimizer-coverage for their names; "
-                "freeze intentionally idle modules with requires_grad_(False)."))
+                "freeze intentionally idle modules with requires_grad_(False)." if explained
+                else "Some trainable tensors change by less than float32 resolves, although "
+                "every tensor is in the optimizer and none is dead: their gradient is "
+                "tiny, not absent — typically a bias right before a BatchNorm, which the "
+                "normalization cancels (harmless; bias=False saves it)."))
     return findings

@@ -1,8 +1,12 @@
 """step-cadence: optimizer steps per training batch far from what the run intends.
 
-Reads kind `cadence` (cumulative `loss`, `backward`, `optimizer_step`, `scheduler_step`) and
-the manifest's `intent.accumulation` (optimizer steps expected per that many loss calls).
-ratio = optimizer_step × accumulation / loss: 1 is right; one step per epoch gives ≪ 1.
+Reads kind `cadence` (cumulative `loss`, `backward`, `optimizer_step` or `step_attempts`
+when larger, `scheduler_step`, `loss_without_backward`, `backward_accumulating`,
+`grads_carried_steps`) and the manifest's `intent.accumulation` (optimizer steps expected
+per that many loss calls). Without a declared intent, gradient accumulation is recognized
+from the counts. ratio = optimizer_step × accumulation / loss: 1 is right; one step per epoch gives ≪ 1 — whether
+the losses were summed and backpropagated once, or every batch's backward ran after
+clearing the gradients so that only the last one was stepped.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
+    hint,
     intent_accumulation,
     need,
     span,
     step_ranges,
     steps_of,
+    totals,
 )
 from riswb.diagnose.text import fmt
 
@@ -26,8 +32,8 @@ ID = "step-cadence"
 FIX_LOW = (
     "optimizer.step() runs once every ~{every} training batches. Likely cause: "
     "loss.backward() and optimizer.step() sit one indentation level too low, after the "
-    "batch loop — one update per epoch, on the last batch (this froze a validation loss for "
-    "three months). Move zero_grad/backward/step inside the batch loop. If you accumulate "
+    "batch loop — one update per epoch, on the last batch{story}. Move "
+    "zero_grad/backward/step inside the batch loop. If you accumulate "
     "gradients on purpose, declare it: Workbench(..., accumulation=N) records the intent "
     "(manifest intent.accumulation)."
 )
@@ -38,14 +44,42 @@ FIX_HIGH = (
 )
 
 
+COUNTS = ("loss", "backward", "optimizer_step", "loss_without_backward",
+          "backward_accumulating", "grads_carried_steps")
+
+
+def _inferred_accumulation(counts: dict[str, float], th: Thresholds) -> int | None:
+    """k when the loop accumulates k micro-batches per step: every loss is backpropagated,
+    k backwards per step with all but the first adding into the gradient, and gradients
+    cleared between steps (carried ones are grads-not-cleared's business)."""
+    steps, backward = counts["optimizer_step"], counts["backward"]
+    if steps < 1 or backward < 2 * steps:
+        return None
+    tol = th.cadence_tolerance
+    if (counts["loss_without_backward"] > tol * counts["loss"]
+            or counts["backward_accumulating"] < (1 - tol) * (backward - steps)
+            or counts["grads_carried_steps"] > tol * steps):
+        return None
+    return int(round(backward / steps))
+
+
 def check(run, th: Thresholds) -> list[Finding]:
     cadence = need(run, "cadence", any_of=("optimizer_step",), why="cumulative call counts")
     steps = steps_of(cadence)
     loss, opt = col(cadence, "loss"), col(cadence, "optimizer_step")
+    # a step a GradScaler skipped was still attempted: skips are step-skipped's business
+    attempts = col(cadence, "step_attempts")
+    opt = np.where(np.isfinite(attempts), np.fmax(attempts, opt), opt)
     ok = np.isfinite(loss) & np.isfinite(opt)
     if not ok.any():
         raise Unchecked("`cadence` records lack cumulative `loss` and `optimizer_step` counts")
     accumulation, stated = intent_accumulation(run)
+    counts = totals(cadence, COUNTS, cumulative=True)
+    # a declared accumulation (> 1) is checked as declared; without one (the Workbench
+    # records 1 by default), accumulation that the counts
+    # show (k backwards per step adding up, cleared between steps) is the intent
+    inferred = None if accumulation > 1 else _inferred_accumulation(counts, th)
+    accumulation = inferred or accumulation
     i = np.flatnonzero(ok)[-1]
     calls, steps_done = float(loss[i]), float(opt[i])
     if calls < th.min_cadence_batches * accumulation:
@@ -60,6 +94,10 @@ def check(run, th: Thresholds) -> list[Finding]:
         "optimizer_steps": int(steps_done),
         "accumulation_intent": accumulation,
         "intent_recorded": stated,
+        "accumulation_inferred": inferred,
+        "loss_without_backward": int(counts["loss_without_backward"]),
+        "backward_accumulating": int(counts["backward_accumulating"]),
+        "grads_carried_steps": int(counts["grads_carried_steps"]),
         "ratio": ratio,
         "batches_per_optimizer_step": calls / steps_done if steps_done else None,
     }
@@ -81,18 +119,23 @@ def check(run, th: Thresholds) -> list[Finding]:
         severity = "warning"
     else:
         return []
+    story = hint(run, " (this froze a validation loss for three months)")
     if steps_done == 0:
         title = f"optimizer.step() never ran in {int(calls)} training batches"
-        fix = FIX_LOW.format(every="∞")
+        fix = FIX_LOW.format(every="∞", story=story)
     elif ratio < 1:
         every = calls / steps_done
         title = (f"{int(steps_done)} optimizer steps for {int(calls)} training batches: one "
                  f"step every {fmt(every)} batches (intent: every {accumulation})")
-        fix = FIX_LOW.format(every=fmt(every))
+        fix = FIX_LOW.format(every=fmt(every), story=story)
     else:
         title = (f"{int(steps_done)} optimizer steps for {int(calls)} training batches "
                  f"({fmt(ratio)}× the intended cadence)")
         fix = FIX_HIGH.format(acc=accumulation)
     if "backward_calls" in evidence and evidence["backward_calls"] < calls / 2:
         title += f"; backward ran {evidence['backward_calls']} times"
+    elif steps_done and counts["backward"] >= 2 * steps_done and \
+            counts["backward_accumulating"] < 0.5 * (counts["backward"] - steps_done):
+        title += ("; gradients were cleared before every backward, so each step used only "
+                  "its last batch")
     return [Finding(ID, severity, title, evidence, fix)]

@@ -17,6 +17,7 @@ from riswb.diagnose.rules._util import (
     events,
     frame_of,
     intent_accumulation,
+    scaler_calibration,
     span,
     step_ranges,
     steps_of,
@@ -29,7 +30,7 @@ FIXES = {
     "scaler": (
         "GradScaler skipped these steps on inf/NaN gradients. A few at the start calibrate "
         "the scale; many mean real overflow in float16: find it (nonfinite-grads), compute "
-        "the covariance losses and decompositions in float32 (autocast(enabled=False)), and "
+        "the overflowing losses and decompositions in float32 (autocast(enabled=False)), and "
         "never sanitize gradients before scaler.step() (it hides the overflow)."),
     "gate": (
         "A step gate skipped these steps. Gates like 'only step when backbone and head "
@@ -42,11 +43,10 @@ FIXES = {
 
 
 def _severity(fraction: float, th: Thresholds, reason: str) -> str:
-    if fraction >= th.max_skip_fraction:
-        return "error"
+    """`fraction`: skips per intended step, less the scaler's calibration skips."""
     if reason == "scaler" and fraction <= th.max_scaler_skip_fraction:
         return "info"
-    return "warning"
+    return "error" if fraction >= th.max_skip_fraction else "warning"
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -71,16 +71,21 @@ def check(run, th: Thresholds) -> list[Finding]:
         entry["count"] += int(count) if isinstance(count, (int, float)) and count > 0 else 1
         entry["events"] += 1
         entry["steps"].append(int(event.get("step", 0)))
+    calibration = scaler_calibration(run, th)
     for reason, entry in by_reason.items():
         total = intended if intended else max(1.0, float(len(updates)) + entry["count"])
         fraction = entry["count"] / total
+        # a GradScaler that starts too high skips a few steps, then recovers: calibration
+        excused = min(entry["count"], calibration) if reason == "scaler" else 0
         steps = np.array(entry["steps"])
         findings.append(Finding(
-            ID, _severity(fraction, th, reason),
+            ID, _severity((entry["count"] - excused) / total, th, reason),
             f"{entry['count']} optimizer steps skipped ({reason}), {pct(fraction)} of "
-            f"{int(total)} intended",
+            f"{int(total)} intended" + (f"; {excused} of them scale calibration"
+                                        if excused else ""),
             {"reason": reason, "skipped": entry["count"], "events": entry["events"],
              "fraction_of_intended": fraction, "intended_steps": int(total),
+             "calibration_skips": excused,
              "steps": span(steps), "first_steps": sorted(entry["steps"])[:10]},
             FIXES.get(reason, FIXES["gate"])))
 

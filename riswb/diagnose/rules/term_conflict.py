@@ -1,7 +1,9 @@
 """term-conflict: two terms' gradients point in opposite directions.
 
-Reads kind `term_cosine` (`"<a>|<b>"`: cosine between the two terms' gradients on sampled
-steps) and, for context, kind `term_grad`.
+Reads the pair cosines of two views (pair keys escaped, docs/internals.md §3): kind
+`term_cosine` (parameter gradients, exact, front-loaded sampled steps) and kind
+`term_cosine_out` (gradients at the model's outputs, every log interval); for context,
+`term_grad` norms (cancel = similar norms at cosine ≤ -0.9).
 """
 
 from __future__ import annotations
@@ -10,35 +12,43 @@ import numpy as np
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, frame_of, matrix, nanmedian, need, span, steps_of
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    frame_of,
+    hint,
+    matrix,
+    nanmedian,
+    pair_columns,
+    span,
+    steps_of,
+)
 from riswb.diagnose.text import fmt, pct
 
 ID = "term-conflict"
+VIEWS = {"parameters": ("term_cosine", "term_grad"),
+         "outputs": ("term_cosine_out", "term_grad_out")}
 
 
-def check(run, th: Thresholds) -> list[Finding]:
-    cos = need(run, "term_cosine", why="gradient cosines between terms on sampled steps")
-    pairs = [c for c in cos.columns if "|" in c]
+def _conflicts(run, view: str, th: Thresholds) -> tuple[bool, list[dict], list[int]]:
+    """(whether any pair had enough samples, the conflicting pairs, the view's steps)."""
+    kind, norm_kind = VIEWS[view]
+    cos = frame_of(run, kind)
+    pairs = pair_columns(cos)
     if not pairs:
-        raise Unchecked("`term_cosine` records hold no '<a>|<b>' pairs")
-    values = matrix(cos, pairs)
+        return False, [], []
+    values = matrix(cos, [key for key, _, _ in pairs])
     ok = np.isfinite(values)
     counts = ok.sum(axis=0)
     with np.errstate(all="ignore"):
         medians = nanmedian(np.where(ok, values, np.nan), axis=0)
         below = (np.where(ok, values, np.inf) <= th.conflict_cosine).sum(axis=0)
     judged = counts >= th.min_term_samples
-    if not judged.any():
-        raise Unchecked(f"fewer than {th.min_term_samples} finite cosines for every pair")
     bad = judged & (medians <= th.conflict_cosine)
-    if not bad.any():
-        return []
-    grads = frame_of(run, "term_grad")
-    steps = steps_of(cos)
-    conflicts = []
-    for i in np.flatnonzero(bad)[np.argsort(medians[bad])]:
-        a, b = pairs[i].split("|", 1)
-        entry = {"pair": [a, b], "median_cosine": float(medians[i]),
+    grads = frame_of(run, norm_kind)
+    out = []
+    for i in np.flatnonzero(bad):
+        _, a, b = pairs[i]
+        entry = {"pair": [a, b], "view": view, "median_cosine": float(medians[i]),
                  "min_cosine": float(np.nanmin(values[:, i])),
                  "fraction_below": float(below[i] / counts[i]), "sampled_steps": int(counts[i])}
         norms = [col(grads, t) for t in (a, b)] if not grads.empty else []
@@ -47,20 +57,38 @@ def check(run, th: Thresholds) -> list[Finding]:
             entry["median_grad_norm"] = {a: na, b: nb}
             entry["cancel"] = bool(min(na, nb) > 0 and max(na, nb) / min(na, nb) < 3
                                    and medians[i] <= -0.9)
-        conflicts.append(entry)
+        out.append(entry)
+    return bool(judged.any()), out, span(steps_of(cos))
+
+
+def check(run, th: Thresholds) -> list[Finding]:
+    judged, conflicts, steps = False, [], []
+    for view in VIEWS:
+        view_judged, found, view_steps = _conflicts(run, view, th)
+        judged |= view_judged
+        conflicts += found
+        steps += view_steps
+    if not judged:
+        raise Unchecked(f"fewer than {th.min_term_samples} finite gradient cosines for every "
+                        "pair of terms (`term_cosine`, `term_cosine_out`)")
+    if not conflicts:
+        return []
+    conflicts.sort(key=lambda c: c["median_cosine"])
     worst = conflicts[0]
     a, b = worst["pair"]
     cancel = " and cancel each other" if worst.get("cancel") else ""
     return [Finding(
         ID, "warning",
         f"Terms '{a}' and '{b}' pull against each other{cancel} (median gradient cosine "
-        f"{fmt(worst['median_cosine'])}, ≤ {fmt(th.conflict_cosine)} on "
-        f"{pct(worst['fraction_below'])} of sampled steps)",
-        {"steps": span(steps), "conflicts": conflicts[:10], "n_conflicts": len(conflicts),
-         "conflict_cosine": th.conflict_cosine},
-        f"'{a}' and '{b}' push the shared parameters in opposite directions, so the net "
-        "gradient partly cancels. First check both target the same quantity with the same "
-        "sign and ordering (singular values flipped to ascending order made the eigengap "
-        "hinge push the wrong gap). If the conflict is real, ramp the weaker term in later, "
-        "lower its weight, or project out the conflicting component (PCGrad).",
+        f"{fmt(worst['median_cosine'])} at the {worst['view']}, ≤ {fmt(th.conflict_cosine)} "
+        f"on {pct(worst['fraction_below'])} of sampled steps)",
+        {"steps": [min(steps), max(steps)], "conflicts": conflicts[:10],
+         "n_conflicts": len(conflicts), "conflict_cosine": th.conflict_cosine},
+        f"'{a}' and '{b}' push the model in opposite directions, so the net gradient partly "
+        "cancels. First check both target the same quantity with the same sign and ordering "
+        "(a flipped sign, or values sorted in the opposite order, makes two terms fight)."
+        + hint(run, " Here singular values flipped to ascending order once made the eigengap "
+               "hinge push the wrong gap.")
+        + " If the conflict is real, ramp the weaker term in later, lower its weight, or project "
+        "out the conflicting component (PCGrad).",
     )]

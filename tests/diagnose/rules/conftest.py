@@ -132,9 +132,24 @@ def healthy(steps: int = 200, *, sample_every: int = 10, eval_every: int = 50,
                 f"{a}|{b}": float(0.2 + 0.1 * rng.standard_normal())
                 for i, a in enumerate(TERMS) for b in TERMS[i + 1:]})
             spec.add(step, "term_nonfinite", **{t: 0 for t in TERMS})
-            spec.add(step, "nonfinite", grad_elems=0, params=0, sanitized=0, loss=0)
+            spec.add(step, "nonfinite", grad_elems=0, params=0, sanitized=0, loss=0,
+                     step_attempts=sample_every, attempts_nonfinite=0, attempts_skipped=0)
+            spec.add(step, "term_grad_out", **{t: 0.3 * WEIGHTS[t] * terms[t] for t in TERMS})
+            spec.add(step, "term_cosine_out", **{
+                f"{a}|{b}": float(0.3 + 0.1 * rng.standard_normal())
+                for i, a in enumerate(TERMS) for b in TERMS[i + 1:]})
             spec.add(step, "cadence", forward=step + 1, loss=step + 1, backward=step + 1,
-                     optimizer_step=step + 1, scheduler_step=step + 1, eval=step // eval_every)
+                     optimizer_step=step + 1, scheduler_step=step + 1, eval=step // eval_every,
+                     step_attempts=step + 1, loss_without_backward=0,
+                     steps_without_backward=0, grads_cleared_steps=step + 1,
+                     grads_carried_steps=0, backward_accumulating=0,
+                     backward_per_step_min=1, backward_per_step_max=1)
+            spec.add(step, "grad_step", steps=sample_every, norm_backward=norm,
+                     norm_step=norm, ratio=1.0, rescaled=0.0, altered=0.0, zeroed=0.0,
+                     replaced=0.0, unscaled=0.0, nonfinite_backward=0.0, sanitized=0.0)
+            spec.add(step, "mode", modules=2, forwards=sample_every, forwards_eval_mode=0,
+                     nograd_forwards=0, nograd_forwards_train_mode=0, evals=0,
+                     evals_train_mode=0)
             spec.add(step, "dead", n_dead=0, frac_dead_elems=0.0)
             spec.add(step, "inputs", requires_grad=0, grad_fn=0)
         if step > 0 and step % eval_every == 0:
@@ -154,6 +169,14 @@ def healthy(steps: int = 200, *, sample_every: int = 10, eval_every: int = 50,
             spec.event(step, "checkpoint", kind="last", path="checkpoints/last.pt",
                        metric="val_loss", value=val)
     spec.event(steps - 1, "run_end", status="completed")
+    return spec
+
+
+def as_reference(spec: Spec) -> Spec:
+    """`spec` as a run of the reference pipeline (its TrainConfig in the manifest), where fix
+    texts may cite that pipeline's history."""
+    spec.manifest["config"] = {**spec.manifest.get("config", {}), "preset": "small",
+                               "train_scenes": 256}
     return spec
 
 

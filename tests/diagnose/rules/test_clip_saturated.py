@@ -27,3 +27,19 @@ def test_severe_clipping_is_an_error(make_run):
 def test_unchecked_without_clip_records(make_run):
     with pytest.raises(Unchecked, match="clip"):
         check(make_run(healthy().drop("clip")), ID)
+
+
+def test_mild_constant_trim_is_info(make_run):
+    spec = healthy().update("clip", lambda s, r: {**r, "norm": 1.15, "ratio": 0.87, "clipped": 1})
+    assert [f.severity for f in check(make_run(spec), ID)] == ["info"]
+
+
+def test_torch_clip_observed_at_step_is_weighted_by_steps(make_run):
+    # no wb.clip_grad_norm_ call: grad_step saw torch's own clip_grad_norm_(params, 1e-4)
+    spec = healthy().drop("clip")
+    for step in range(9, 200, 10):
+        spec.add(step, "clip", norm=1.2, max_norm=1e-4, ratio=1e-4 / 1.2, clipped=1.0,
+                 calls=10, observed=1, opt_step=step + 1)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["clip_steps"] == 200
+    assert finding.evidence["observed_at_step"] and "observed at optimizer.step" in finding.title

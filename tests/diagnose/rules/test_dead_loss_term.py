@@ -2,7 +2,7 @@ import pytest
 
 from riswb.diagnose.rules import Unchecked
 
-from .conftest import check, healthy, severities
+from .conftest import as_reference, check, healthy, severities
 
 ID = "dead-loss-term"
 
@@ -23,7 +23,29 @@ def test_term_whose_value_is_zero_points_at_units(make_run):
     spec = healthy().update("term_grad", lambda s, r: {**r, "gap": 0.0})
     spec.update("loss", lambda s, r: {**r, "gap": 0.0})
     [finding] = check(make_run(spec), ID)
-    assert "deg2rad" in finding.fix
+    assert "units" in finding.fix and "deg2rad" not in finding.fix  # a foreign loop
+    [finding] = check(make_run(as_reference(spec)), ID)
+    assert "deg2rad" in finding.fix  # the reference pipeline's own history
+
+
+def test_term_without_a_path_is_named_at_wb_loss_time(make_run):
+    spec = healthy().event(0, "term_no_grad", names=["gap"], first_step=0)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence == {
+        "term": "gap", "first_step": 0, "weight": 0.5}
+
+
+def test_few_parameter_samples_settled_by_zero_output_gradients(make_run):
+    # two parameter samples only (too few alone), zero like every output sample
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": 0.0} if s < 20 else None)
+    spec.drop("term_grad_out")
+    for step in range(0, 60, 10):
+        spec.add(step, "term_grad_out", nmse=0.3, ortho=0.1, gap=0.0)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["term"] == "gap"
+    # a weight penalty: zero at the outputs but a parameter gradient: alive
+    spec.update("term_grad", lambda s, r: {**r, "gap": 0.2})
+    assert check(make_run(spec), ID) == []
 
 
 def test_mostly_dead_term_warns(make_run):
@@ -51,7 +73,9 @@ def test_weight_zero_without_config_warns(make_run):
 def test_all_weights_zero(make_run):
     spec = healthy().drop("loss_weight").add(0, "loss_weight", nmse=0.0, ortho=0.0, gap=0.0)
     [finding] = check(make_run(spec), ID)
-    assert finding.severity == "error" and "lam_cov" in finding.fix
+    assert finding.severity == "error" and "lam_cov" not in finding.fix
+    [finding] = check(make_run(as_reference(spec)), ID)
+    assert "lam_cov" in finding.fix
 
 
 def test_declared_term_never_logged(make_run):

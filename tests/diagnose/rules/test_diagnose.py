@@ -16,6 +16,7 @@ DESIGN_IDS = [
     "dead-params", "dead-loss-term", "term-dominates", "term-conflict", "nonfinite-grads",
     "step-skipped", "step-cadence", "weights-swapped", "lr-stalled", "scheduler-order",
     "clip-saturated", "grad-into-inputs", "spectrum-mismatch", "stale-checkpoint",
+    "grads-altered", "grads-not-cleared", "train-mode",
 ]
 
 
@@ -63,7 +64,8 @@ def test_disabled_probe_is_named_in_unchecked(make_run):
 def test_ranking_errors_first_then_impact(make_run):
     spec = healthy()
     spec.update("loss", lambda s, r: {**r, "total": 1.0 + 0.01 * (s % 3)})  # loss-not-dropping
-    spec.update("cadence", lambda s, r: {**r, "optimizer_step": s // 50})  # step-cadence
+    spec.update("cadence", lambda s, r: {**r, "optimizer_step": s // 50,  # step-cadence
+                                         "step_attempts": s // 50})
     spec.update("term_grad", lambda s, r: {**r, "gap": r["gap"] * 1e4})  # term-dominates
     spec.event(0, "scheduler_order", scheduler_step=1)  # warning
     diagnosis = diagnose(make_run(spec), strict=True)
@@ -170,3 +172,25 @@ def test_shared_synthetic_runs(tmp_path, synthetic_run, perturbation, expected):
         assert diagnosis.errors == []
     else:
         assert expected in found, found
+
+
+def test_one_finding_per_id_at_the_highest_severity(make_run):
+    # a loss that falls, rebounds, and a frozen validation metric: error + warning → one
+    spec = healthy()
+    spec.update("loss", lambda s, r: {**r, "total": 1.0 + 0.01 * (s % 3)})
+    spec.update("eval", lambda s, r: {**r, "val_loss": 0.7})
+    diagnosis = diagnose(make_run(spec), strict=True)
+    [finding] = diagnosis.by_id("loss-not-dropping")
+    assert finding.severity == "error" and "frozen" in finding.title
+    [also] = finding.evidence["also"]
+    assert also["severity"] == "warning" and also["evidence"]["metric"] == "val_loss"
+    assert all(len(diagnosis.by_id(i)) <= 1 for i in RULES)
+
+
+def test_reference_runs_are_told_apart_from_foreign_loops(make_run):
+    from riswb.diagnose.rules._util import is_reference_run
+
+    from .conftest import as_reference
+
+    assert not is_reference_run(make_run())
+    assert is_reference_run(make_run(as_reference(healthy())))

@@ -57,3 +57,41 @@ def test_too_short_is_unchecked(make_run):
     spec = healthy().update("loss", lambda s, r: r if s < 5 else None)
     with pytest.raises(Unchecked, match="5 finite loss records"):
         check(make_run(spec), ID)
+
+
+def _noisy(values, seed: int = 0, scale: float = 0.1):
+    """`values` with multiplicative minibatch noise, one loss record per step."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    spec = healthy(steps=len(values)).drop("loss")
+    for step, value in enumerate(values):
+        total = float(value * (1 + scale * rng.standard_normal()))
+        spec.add(step, "loss", nmse=total, ortho=0.0, gap=0.0, total=total)
+    return spec
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noisy_fast_then_flat_loss_is_dropping(make_run, seed):
+    # the fall happens within the first two records, then a noisy plateau for 300
+    values = [2.3, 1.2] + [1.0] * 300
+    assert check(make_run(_noisy(values, seed)), ID) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flat_noisy_loss_is_still_an_error(make_run, seed):
+    assert severities(check(make_run(_noisy([1.0] * 300, seed)), ID)) == ["error"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_annealed_schedule_noise_is_not_a_rebound(make_run, seed):
+    # one-cycle: slow start at a low lr, fast fall at the peak, a flat noisy tail as the
+    # lr anneals; the tail's jitter is not divergence
+    values = [1.1 - 0.02 * s for s in range(20)] + [0.7 - 0.01 * s for s in range(40)] + \
+        [0.3] * 140
+    assert check(make_run(_noisy(values, seed, scale=0.3)), ID) == []
+
+
+def test_real_rebound_still_warns(make_run):
+    values = [2.0 - 0.015 * s for s in range(100)] + [0.5 + 0.012 * s for s in range(100)]
+    assert severities(check(make_run(_noisy(values, scale=0.02)), ID)) == ["warning"]

@@ -4,7 +4,7 @@ import pytest
 
 from riswb.diagnose.rules import Unchecked
 
-from .conftest import check, healthy
+from .conftest import as_reference, check, healthy
 
 ID = "nonfinite-loss"
 
@@ -38,6 +38,8 @@ def test_huge_finite_loss_warns(make_run):
     spec = healthy().update("loss", lambda s, r: {**r, "total": 1.7e25} if s == 3 else r)
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "warning" and finding.evidence["at_step"] == 3
+    assert "trace-normalized" not in finding.fix and "scale" in finding.fix
+    [finding] = check(make_run(as_reference(spec)), ID)
     assert "trace-normalized" in finding.fix
 
 

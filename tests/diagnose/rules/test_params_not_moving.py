@@ -35,8 +35,17 @@ def test_one_frozen_group_is_named(make_run):
 
 def test_partly_frozen_model_warns(make_run):
     spec = healthy().update("param_update", lambda s, r: {**r, "frac_moving": 0.5})
+    spec.event(10, "dead_params", names=["heads.k.weight"], steps=10)
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "warning" and finding.evidence["median_frac_moving"] == 0.5
+    assert finding.evidence["explained_by"] == ["dead_params"]
+
+
+def test_tensors_with_tiny_gradients_are_info(make_run):
+    # every tensor in the optimizer, none dead: a bias before BatchNorm, cancelled by it
+    spec = healthy().update("param_update", lambda s, r: {**r, "frac_moving": 5 / 6})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and "BatchNorm" in finding.fix
 
 
 def test_threshold_is_overridable(make_run):

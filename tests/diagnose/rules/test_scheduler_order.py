@@ -19,7 +19,8 @@ def test_event_is_reported(make_run):
 
 
 def test_scheduler_running_ahead_in_cadence(make_run):
-    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": (s + 2) // 2})
+    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": (s + 2) // 2,
+                                                     "step_attempts": (s + 2) // 2})
     findings = check(make_run(spec), ID)
     assert severities(findings) == ["warning"]
     assert findings[0].evidence["excess"] == 95

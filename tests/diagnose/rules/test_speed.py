@@ -54,7 +54,12 @@ def _run_100k(n: int = 100_000, sample: int = 10) -> Run:
         "nonfinite": pd.DataFrame({"step": s, "grad_elems": 0, "params": 0, "sanitized": 0,
                                    "loss": 0}),
         "cadence": pd.DataFrame({"step": s, "loss": s + 1, "backward": s + 1,
-                                 "optimizer_step": s + 1, "scheduler_step": s + 1}),
+                                 "optimizer_step": s + 1, "scheduler_step": s + 1,
+                                 "grads_cleared_steps": s + 1, "grads_carried_steps": 0}),
+        "grad_step": pd.DataFrame({"step": s, "steps": sample, "ratio": 1.0, "zeroed": 0.0,
+                                   "replaced": 0.0, "altered": 0.0, "sanitized": 0.0}),
+        "mode": pd.DataFrame({"step": s, "modules": 1, "forwards": sample,
+                              "forwards_eval_mode": 0}),
         "dead": pd.DataFrame({"step": s, "n_dead": 0, "frac_dead_elems": 0.0}),
         "inputs": pd.DataFrame({"step": s, "requires_grad": 0}),
     }

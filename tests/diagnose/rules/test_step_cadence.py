@@ -13,7 +13,8 @@ def test_one_step_per_batch(make_run):
 
 def test_one_step_per_epoch(make_run):
     spec = healthy(steps=500).update(
-        "cadence", lambda s, r: {**r, "optimizer_step": s // 100, "backward": s // 100})
+        "cadence", lambda s, r: {**r, "optimizer_step": s // 100, "step_attempts": s // 100,
+                                 "backward": s // 100})
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "error"
     ev = finding.evidence
@@ -23,7 +24,8 @@ def test_one_step_per_epoch(make_run):
 
 
 def test_accumulation_intent_is_respected(make_run):
-    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": (s + 1) // 4})
+    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": (s + 1) // 4,
+                                                     "step_attempts": (s + 1) // 4})
     run_without = make_run(spec)
     assert severities(check(run_without, ID)) == ["error"]
     spec.manifest["intent"] = {"accumulation": 4}
@@ -31,13 +33,15 @@ def test_accumulation_intent_is_respected(make_run):
 
 
 def test_two_steps_per_batch(make_run):
-    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": 3 * (s + 1)})
+    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": 3 * (s + 1),
+                                                     "step_attempts": 3 * (s + 1)})
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "error" and "second step()" in finding.fix
 
 
 def test_slightly_off_warns(make_run):
-    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": int(0.7 * (s + 1))})
+    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": int(0.7 * (s + 1)),
+                                                     "step_attempts": int(0.7 * (s + 1))})
     assert severities(check(make_run(spec), ID)) == ["warning"]
 
 
@@ -47,3 +51,40 @@ def test_unchecked(make_run):
     short = healthy().update("cadence", lambda s, r: r if s == 0 else None)
     with pytest.raises(Unchecked, match="loss calls"):
         check(make_run(short), ID)
+
+
+def _accumulating(k: int, cleared: bool = True, accumulate: bool = True):
+    """k backwards per optimizer step; the micro-batches add up unless `accumulate` is off
+    (zero_grad before every backward: only the last one is stepped)."""
+    def rewrite(s, r):
+        n, steps = s + 1, (s + 1) // k
+        return {**r, "optimizer_step": steps, "step_attempts": steps,
+                "grads_cleared_steps": steps if cleared else 1,
+                "grads_carried_steps": 0 if cleared else max(0, steps - 1),
+                "backward_accumulating": n - steps if accumulate else 0,
+                "backward_per_step_min": k, "backward_per_step_max": k}
+    return healthy().update("cadence", rewrite)
+
+
+def test_accumulation_is_recognised_from_the_counts(make_run):
+    assert check(make_run(_accumulating(4)), ID) == []
+
+
+def test_every_batch_backward_but_one_step_per_epoch_is_an_error(make_run):
+    [finding] = check(make_run(_accumulating(50, accumulate=False)), ID)
+    assert finding.severity == "error" and finding.evidence["accumulation_inferred"] is None
+    assert "only its last batch" in finding.title
+
+
+def test_losses_never_backpropagated_are_not_accumulation(make_run):
+    spec = healthy(steps=500).update("cadence", lambda s, r: {
+        **r, "optimizer_step": s // 100, "step_attempts": s // 100, "backward": s // 100,
+        "loss_without_backward": s + 1 - s // 100})
+    assert severities(check(make_run(spec), ID)) == ["error"]
+
+
+def test_declared_accumulation_that_did_not_happen_is_named(make_run):
+    spec = healthy()
+    spec.manifest["intent"] = {"accumulation": 4}
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["ratio"] == 4.0

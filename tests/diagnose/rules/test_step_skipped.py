@@ -26,6 +26,27 @@ def test_few_scaler_skips_are_info(make_run):
     assert severities(check(make_run(spec), ID)) == ["info"]
 
 
+def test_scaler_calibration_skips_are_info(make_run):
+    # 8 skips of 200 (4%) at the start, then the scaler recovered: calibration
+    spec = healthy().event(0, "step_skipped", reason="scaler", count=8)
+    spec.update("nonfinite", lambda s, r: {**r, "attempts_nonfinite": 8,
+                                           "attempts_skipped": 8} if s == 0 else r)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and finding.evidence["calibration_skips"] == 8
+    assert severities(check(make_run(spec), ID, scaler_calibration_skips=0)) == ["warning"]
+
+
+def test_scaler_skipping_to_the_end_is_an_error(make_run):
+    # every attempt of the last interval skipped: not calibration
+    spec = healthy()
+    for step in range(0, 200, 10):
+        spec.event(step, "step_skipped", reason="scaler", count=1)
+    spec.update("nonfinite", lambda s, r: {**r, "attempts_nonfinite": 10,
+                                           "attempts_skipped": 10} if s == 190 else r)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["calibration_skips"] == 0
+
+
 def test_silent_empty_steps_between_moving_ones(make_run):
     spec = healthy().update("param_update",
                             lambda s, r: {**r, "frac_moving": 0.0} if s % 5 == 0 else r)

@@ -23,4 +23,21 @@ def test_opposed_terms(make_run):
 
 def test_unchecked_without_cosines(make_run):
     with pytest.raises(Unchecked):
-        check(make_run(healthy().drop("term_cosine")), ID)
+        check(make_run(healthy().drop("term_cosine", "term_cosine_out")), ID)
+
+
+def test_moderate_opposition_is_competition_not_conflict(make_run):
+    # a GAN discriminator's real and fake terms sit near -0.6
+    spec = healthy().update("term_cosine", lambda s, r: {**r, "nmse|gap": -0.63})
+    assert check(make_run(spec), ID) == []
+
+
+def test_conflict_at_the_outputs_with_escaped_names(make_run):
+    # term names holding '|' and '\' (pair keys escaped: docs/internals.md §3)
+    spec = healthy().drop("term_cosine", "term_grad")
+    spec.drop("term_cosine_out")
+    for step in range(0, 60, 10):
+        spec.add(step, "term_cosine_out", **{"a\\|b|c\\\\d": -0.99})
+    [finding] = check(make_run(spec), ID)
+    worst = finding.evidence["conflicts"][0]
+    assert worst["pair"] == ["a|b", "c\\d"] and worst["view"] == "outputs"

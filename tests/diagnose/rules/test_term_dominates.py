@@ -2,7 +2,7 @@ import pytest
 
 from riswb.diagnose.rules import Unchecked
 
-from .conftest import check, healthy
+from .conftest import as_reference, check, healthy
 
 ID = "term-dominates"
 
@@ -35,5 +35,32 @@ def test_threshold_override(make_run):
 
 def test_needs_two_live_terms(make_run):
     spec = healthy().update("term_grad", lambda s, r: {"nmse": r["nmse"], "gap": 0.0})
+    spec.drop("term_grad_out")
     with pytest.raises(Unchecked):
         check(make_run(spec), ID)
+
+
+def test_parameter_penalty_outweighing_the_data_terms(make_run):
+    # gap does not depend on the outputs (zero output gradient), yet pulls ~8× harder
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": 8 * r["nmse"]})
+    spec.update("term_grad_out", lambda s, r: {**r, "gap": 0.0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.evidence["view"] == "penalty" and finding.evidence["term"] == "gap"
+    assert "parameter penalty" in finding.title and "weight_decay" in finding.fix
+    assert check(make_run(spec), ID, regularizer_dominance_ratio=20) == []
+
+
+def test_dominance_at_the_outputs_decides_from_the_first_samples(make_run):
+    spec = healthy().drop("term_grad").update(
+        "term_grad_out", lambda s, r: {**r, "ortho": r["nmse"] * 1e3} if s < 30 else None)
+    [finding] = check(make_run(spec), ID)
+    assert finding.evidence["view"] == "outputs" and finding.evidence["term"] == "ortho"
+    assert finding.evidence["steps"] == [0, 20]
+
+
+def test_reference_scale_story_only_on_reference_runs(make_run):
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": r["gap"] * 1e4})
+    [finding] = check(make_run(spec), ID)
+    assert "R_samp" not in finding.fix
+    [finding] = check(make_run(as_reference(spec)), ID)
+    assert "R_samp" in finding.fix
