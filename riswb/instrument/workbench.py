@@ -58,6 +58,7 @@ from riswb.instrument.hooks import Event, Registry
 from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list, scheduler_list
 from riswb.instrument.loss_weights import LossWeights
 from riswb.instrument.probe_resolution import resolve_probes
+from riswb.integrations.distributed import rank_info, run_name_for_rank
 from riswb.runlog import RunWriter
 
 DEFAULT_LOG_EVERY = 20
@@ -88,13 +89,18 @@ class Workbench:
         plugins: str | os.PathLike | None = None,
         seed: int | None = None,
         first_step: int = 0,
+        check_every: int | None = None,
+        on_finding: str | Callable[..., Any] = "raise",
     ):
         """`optimizer`: one optimizer or a list; `optimizers`: more of them (the union is
         watched, in that order: optimizer i is `opt/<i>` in the records). `log_every`: flush
         probes every N `wb.loss` calls. `accumulation`: loss calls per intended optimizer
         step (manifest intent). `plugins`: a directory of plugin probes to add to `probes`.
         `first_step`: the step number of the first `wb.loss` call — a resumed run passes
-        where its predecessor stopped, so both runs share one step axis."""
+        where its predecessor stopped, so both runs share one step axis. `check_every`:
+        diagnose the run in progress every N steps and act on the first error finding —
+        `on_finding` "raise" (fail_fast.FindingError), "warn", or a callable. Under torchrun
+        each rank writes its own run `<name>-rank<r>`, its rank in manifest `distributed`."""
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if log_every < 1:
@@ -120,6 +126,10 @@ class Workbench:
             from riswb.instrument.plugins import load_plugins
 
             probe_list.extend(load_plugins(plugins))
+        if check_every is not None:  # imported here: it loads the rules, which few runs need
+            from riswb.instrument.fail_fast import FailFastProbe
+
+            probe_list.append(FailFastProbe(check_every, on_finding))
 
         # counters (cadence)
         self.first_step = int(first_step)
@@ -152,8 +162,10 @@ class Workbench:
         self.scaler = scaler_hooks.ScalerWatch(
             self.optimizers, lambda i: self.opt_steps[i], self._on_scaler_skip
         )
-        self.writer = RunWriter(runs_dir, name, config=config, seed=seed, intent=self.intent,
-                                first_step=self.first_step, loss_terms=[], probes=[])
+        rank = rank_info()
+        self.writer = RunWriter(runs_dir, run_name_for_rank(name, rank), config=config,
+                                seed=seed, intent=self.intent, first_step=self.first_step,
+                                loss_terms=[], probes=[], distributed=rank)
         self.path: Path = self.writer.path
         try:
             self.loss_weights = LossWeights(self.writer)

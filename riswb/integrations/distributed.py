@@ -48,16 +48,11 @@ def should_log(rank_zero_only: bool, info: dict[str, Any] | None = None) -> bool
     return not rank_zero_only or (info or rank_info())["rank"] == 0
 
 
-def record_rank(wb: Any, info: dict[str, Any] | None = None) -> None:
-    """Store this process's rank, local rank and world size in the run's manifest
-    (top-level field `distributed`)."""
-    wb.writer.update_manifest(distributed=info or rank_info())
-
-
 def open_workbench(model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None, *,
                    rank_zero_only: bool = False, **kwargs: Any) -> Any:
     """A Workbench for this rank — its run named by rank, the rank in its manifest — or None
-    on ranks other than 0 when `rank_zero_only`. A DistributedDataParallel wrapper is
+    on ranks other than 0 when `rank_zero_only` (the Workbench itself names the run by rank
+    and records the rank in its manifest). A DistributedDataParallel wrapper is
     unwrapped, so module names in the records are the user's own."""
     from riswb.instrument.workbench import Workbench
 
@@ -66,7 +61,4 @@ def open_workbench(model: torch.nn.Module, optimizer: Any = None, scheduler: Any
         return None
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
-    kwargs["name"] = run_name_for_rank(kwargs.get("name"), info)
-    wb = Workbench(model, optimizer, scheduler, **kwargs)
-    record_rank(wb, info)
-    return wb
+    return Workbench(model, optimizer, scheduler, **kwargs)
