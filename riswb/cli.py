@@ -3,7 +3,9 @@
 Every command lives in `riswb/commands/<name>.py` (one module per command family) as a
 plain function with Typer annotations (shared options: riswb/commands/options.py); this
 file only names them and turns errors into exit codes (docs/design.md §6): 0 passed, 1 a
-check failed, 2 bad usage or unusable input, always with a one-line reason.
+check failed, 2 bad usage or unusable input, always with a one-line reason on stderr —
+whether the command body raised it (`exits_cleanly`) or Click refused the command line
+(`OneLineErrors`).
 """
 
 from __future__ import annotations
@@ -12,24 +14,57 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from riswb import __version__
 from riswb.errors import RiswbError
 
-app = typer.Typer(
-    name="riswb",
-    help="Training diagnostics and debugging workbench for PyTorch.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
 
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
+
+
+def fail(reason: str) -> NoReturn:
+    """Print `riswb: error: <reason>` as one line on stderr and exit 2."""
+    print(f"riswb: error: {_one_line(reason)}", file=sys.stderr)
+    sys.exit(2)
+
+
+# Click's base exception, whichever Click Typer runs on (recent Typer vendors its own).
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """Click's usage errors (a missing argument, an unknown option, a value Click cannot
+    convert) as the same one line: Click would print a usage block, Typer a box."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            # Not standalone, Typer returns the exit code instead of exiting, and lets Click's
+            # exceptions through to here.
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _CLICK_ERROR as error:
+            fail(error.format_message())
+        except typer.Abort:
+            print("riswb: aborted", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    name="riswb",
+    help="Training diagnostics and debugging workbench for PyTorch.",
+    cls=OneLineErrors,
+    invoke_without_command=True,  # a bare `riswb` prints the help (the callback)
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
 
 
 def exits_cleanly(command: Callable) -> Callable:
@@ -45,11 +80,8 @@ def exits_cleanly(command: Callable) -> Callable:
             if os.environ.get("RISWB_DEBUG") == "1":
                 raise
             if isinstance(error, RiswbError):
-                reason = str(error)
-            else:
-                reason = f"{type(error).__name__}: {error} (RISWB_DEBUG=1 shows the traceback)"
-            print(f"riswb: error: {_one_line(reason)}", file=sys.stderr)
-            raise typer.Exit(2) from None
+                fail(str(error))
+            fail(f"{type(error).__name__}: {error} (RISWB_DEBUG=1 shows the traceback)")
 
     return wrapper
 
@@ -66,6 +98,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -74,6 +107,8 @@ def _main(
     ] = False,
 ) -> None:
     """Training diagnostics and debugging workbench for PyTorch."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
 
 
 # Command registrations, in the order `riswb --help` lists them.

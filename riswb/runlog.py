@@ -1,17 +1,26 @@
-"""Run directories (docs/design.md §4): an append-only writer and a tolerant reader.
+"""Run directories (docs/design.md §4): the append-only writer, and the reader's public names.
 
-A run is a folder `<runs_dir>/<YYYYmmdd-HHMMSS>-<name>/` holding `manifest.json` (atomic,
-rewritten at start and end), and three JSONL streams written one flushed line per record:
-`scalars.jsonl`, `spectra.jsonl`, `events.jsonl`. Because every line is flushed as it is
-written, a run killed with SIGKILL keeps everything up to its last record; the reader drops
-a torn last line and says so in `Run.warnings`. NaN and ±Infinity survive the round trip
-(Python's json writes and reads `NaN`/`Infinity`).
+A run is a folder `<runs_dir>/<YYYYmmdd-HHMMSS>-<name>/` holding `manifest.json` (rewritten
+atomically), three JSONL streams written one flushed line per record (`scalars.jsonl`,
+`spectra.jsonl`, `events.jsonl`) and `run.lock`, held while the writer lives
+(riswb/runlog_disk.py). Because every line is flushed as it is written, a run killed with
+SIGKILL keeps everything up to its last record. NaN and ±Infinity survive the round trip.
+The reader (riswb/runlog_read.py) drops and counts whatever it cannot use.
+
+Logging never stops training. The first OSError the writer meets (a full disk, an I/O
+error, a read-only remount) turns logging off: one `warnings.warn("riswb: logging stopped:
+<reason>; training continues")`, a `log_error` event where the disk still takes one, and a
+manifest that keeps the failure in `log_error` ({"reason", "errno", "step", "time"}) and in
+`warnings`. Every later record is dropped silently; `close` still writes the final manifest
+(in place if there is no room for a temporary copy) with the status the caller gives, so a
+loop that finished reads "completed" and says its log is incomplete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import platform
@@ -20,26 +29,28 @@ import socket
 import subprocess
 import sys
 import time
-from collections import defaultdict
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
-from operator import itemgetter
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import Any, BinaryIO
 
 from riswb.errors import RiswbError
+from riswb.runlog_disk import (
+    MANIFEST,
+    STREAMS,
+    _pid_alive,  # noqa: F401  (riswb/reference/checkpoints.py imports it from here)
+    default_runs_dir,
+    hold_lock,
+    release_lock,
+    sweep_runs_dir,
+    write_manifest,
+)
+from riswb.runlog_read import Run, list_runs, read_run, resolve_run
+
+__all__ = ["SCHEMA_VERSION", "Run", "RunWriter", "default_runs_dir", "list_runs", "read_run",
+           "resolve_run"]
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-STREAMS = ("scalars", "spectra", "events")
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("RISWB_RUNS_DIR") or "runs")
 
 
 def _plain(value: Any) -> Any:
@@ -55,15 +66,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, allow_nan=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _git_sha() -> str | None:
@@ -90,8 +92,17 @@ def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def describe_error(error: BaseException) -> dict[str, str]:
+    """The manifest's `error` of a crashed run: the exception's type and message."""
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else \
+        f"{kind.__module__}.{kind.__qualname__}"
+    return {"type": name, "message": str(error)[:2000]}
+
+
 class RunWriter:
-    """Creates a run directory and appends records to it; never overwrites a run."""
+    """Creates a run directory and appends records to it; never overwrites a run, and never
+    raises an OSError (module docstring)."""
 
     def __init__(
         self,
@@ -104,10 +115,14 @@ class RunWriter:
         **manifest_fields: Any,
     ):
         root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-        root.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name or "run").strip("-") or "run"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.path = self._claim(root, f"{stamp}-{slug}")
+        self.path = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"  # until claimed
+        self.failure: dict[str, Any] | None = None  # why logging stopped
+        self.closed = False
+        self._streams: dict[str, Any] = {}
+        self._deferred: set[str] | None = None  # streams written inside `batched()`
+        self._lock: BinaryIO | None = None
+        self._step = 0  # of the last record, for the log_error event
         self.manifest: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "id": self.path.name,
@@ -125,13 +140,16 @@ class RunWriter:
             "ended_at": None,
         }
         self.manifest.update(_plain(manifest_fields))
+        with self._guard(root):
+            root.mkdir(parents=True, exist_ok=True)
+            sweep_runs_dir(root)
+            self.path = self._claim(root, self.path.name)
+            self.manifest["id"] = self.path.name
+            self._lock = hold_lock(self.path)  # before "running" is on disk (runlog_disk.py)
         self.write_manifest()
-        self._streams = {
-            stream: open(self.path / f"{stream}.jsonl", "a", encoding="utf-8")
-            for stream in STREAMS
-        }
-        self._deferred: set[str] | None = None  # streams written inside `batched()`
-        self.closed = False
+        for stream in STREAMS if self.failure is None else ():
+            with self._guard(self.path / f"{stream}.jsonl"):
+                self._streams[stream] = open(self.path / f"{stream}.jsonl", "a", encoding="utf-8")
 
     @staticmethod
     def _claim(root: Path, base: str) -> Path:
@@ -145,8 +163,57 @@ class RunWriter:
             return candidate
         raise RiswbError(f"could not create a fresh run directory under {root}")
 
+    @contextlib.contextmanager
+    def _guard(self, target: Path) -> Iterator[None]:
+        """Run a write to `target`; its OSError stops logging instead of propagating."""
+        try:
+            yield
+        except OSError as error:
+            if self.failure is None:
+                self._stop(error, target)
+
+    def _stop(self, error: OSError, target: Path) -> None:
+        name = errno.errorcode.get(error.errno or 0)
+        reason = f"{error.strerror or error}{f' ({name})' if name else ''} writing {target}"
+        self.failure = {"reason": reason, "errno": name, "step": self._step, "time": _now()}
+        with contextlib.suppress(Warning):  # under -W error the warning must not raise either
+            warnings.warn(f"riswb: logging stopped: {reason}; training continues",
+                          RuntimeWarning, stacklevel=1)  # callers vary: point at the writer
+        self._close_streams()
+        self._append_alone({"step": self._step, "event": "log_error", "time": time.time(),
+                            "reason": reason, "errno": name})
+        self.manifest["log_error"] = self.failure
+        self.manifest["warnings"].append(
+            f"logging stopped at step {self._step}: {reason}; later records are missing")
+        self._save_manifest(last=True)
+
+    def _append_alone(self, record: dict) -> None:
+        """Append one events.jsonl line through a descriptor of its own, after a newline: the
+        failed stream's buffer may hold a torn line (the reader skips blank lines)."""
+        data = ("\n" + json.dumps(record, allow_nan=True) + "\n").encode("utf-8")
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+    def _close_streams(self) -> None:
+        streams, self._streams = self._streams, {}
+        for stream, handle in streams.items():
+            with self._guard(self.path / f"{stream}.jsonl"):  # closing flushes: it can fail
+                handle.close()
+
+    def _save_manifest(self, last: bool = False) -> None:
+        """Rewrite manifest.json atomically; `last` (the failure's and close's final word)
+        also tries in place when a full disk has no room for the temporary copy."""
+        with self._guard(self.path / MANIFEST):
+            write_manifest(self.path, self.manifest, in_place_fallback=last)
+
     def write_manifest(self) -> None:
-        _write_json_atomic(self.path / MANIFEST, self.manifest)
+        """Rewrite manifest.json (atomically); a no-op once logging has stopped."""
+        if self.failure is None:
+            self._save_manifest()
 
     def update_manifest(self, **fields: Any) -> None:
         self.manifest.update(_plain(fields))
@@ -157,14 +224,17 @@ class RunWriter:
         self.write_manifest()
 
     def _append(self, stream: str, record: dict) -> None:
-        if self.closed:
+        if self.closed or self.failure is not None:
             return
-        handle = self._streams[stream]
-        handle.write(json.dumps(_plain(record), allow_nan=True) + "\n")
-        if self._deferred is None:
-            handle.flush()
-        else:
-            self._deferred.add(stream)
+        line = json.dumps(_plain(record), allow_nan=True) + "\n"
+        self._step = record["step"]
+        with self._guard(self.path / f"{stream}.jsonl"):
+            handle = self._streams[stream]
+            handle.write(line)
+            if self._deferred is None:
+                handle.flush()
+            else:
+                self._deferred.add(stream)
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
@@ -181,8 +251,9 @@ class RunWriter:
         finally:
             deferred, self._deferred = self._deferred, None
             for stream in deferred:
-                if not self.closed:
-                    self._streams[stream].flush()
+                if stream in self._streams:  # gone once closed or logging stopped
+                    with self._guard(self.path / f"{stream}.jsonl"):
+                        self._streams[stream].flush()
 
     def scalars(self, step: int, kind: str, values: dict[str, Any]) -> None:
         self._append("scalars", {"step": int(step), "kind": kind, **values})
@@ -193,205 +264,21 @@ class RunWriter:
     def event(self, step: int, event: str, **payload: Any) -> None:
         self._append("events", {"step": int(step), "event": event, "time": time.time(), **payload})
 
-    def close(self, status: str = "completed") -> None:
+    def close(self, status: str = "completed", error: BaseException | None = None) -> None:
+        """Finish the run: `status` ("completed", "crashed", ...) and, for a crash, `error`
+        ({"type", "message"} in the manifest; default: the exception being handled, so
+        `close("crashed")` in an `except` block or `__exit__` records it). The final
+        manifest is written even after logging stopped, since the disk may have room
+        again; then the lock goes."""
         if self.closed:
             return
-        for handle in self._streams.values():
-            handle.close()
+        if error is None and status == "crashed":
+            error = sys.exc_info()[1]
         self.closed = True
-        self.update_manifest(status=status, ended_at=_now())
-
-
-def _parse_lines(path: Path, warnings: list[str]) -> list[dict]:
-    """Parse a JSONL file; drop undecodable lines (a torn last line is the usual one)."""
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = [line for line in text.split("\n") if line.strip()]
-    if not lines:
-        return []
-    try:  # fast path: one C-level parse of the whole file
-        return json.loads("[" + ",".join(lines) + "]")
-    except json.JSONDecodeError:
-        pass
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            where = "torn last line" if number == len(lines) else f"line {number}"
-            warnings.append(f"{path.name}: dropped {where} (not valid JSON)")
-    return records
-
-
-def _frame(records: list[dict]) -> pd.DataFrame:
-    """Records → DataFrame. A probe writes the same keys in the same order every time, so
-    records are grouped by key signature and each group becomes one numeric block (an
-    order of magnitude faster than from_records on 100k-step runs); anything that is not
-    numeric falls back to pandas' general path."""
-    by_signature: dict[tuple, list[dict]] = defaultdict(list)
-    for record in records:
-        by_signature[tuple(record)].append(record)
-    blocks = []
-    for signature, group in by_signature.items():
-        columns = [key for key in signature if key != "kind"]
-        pick = itemgetter(*columns)
-        try:
-            values = np.array([pick(r) for r in group], dtype=np.float64).reshape(len(group), -1)
-        except (TypeError, ValueError):
-            blocks.append(pd.DataFrame.from_records(group))
-            continue
-        block = pd.DataFrame(values, columns=columns)
-        block["kind"] = group[0].get("kind", "")
-        block["step"] = block["step"].astype(np.int64)
-        blocks.append(block)
-    if len(blocks) == 1:
-        return blocks[0]
-    return pd.concat(blocks, ignore_index=True, sort=False)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass
-class Run:
-    """A loaded run: the manifest and the three streams as DataFrames."""
-
-    path: Path
-    manifest: dict
-    warnings: list[str] = field(default_factory=list)
-    _scalar_records: list[dict] = field(default_factory=list, repr=False)
-    _spectra_records: list[dict] = field(default_factory=list, repr=False)
-    _event_records: list[dict] = field(default_factory=list, repr=False)
-
-    @property
-    def id(self) -> str:
-        return self.manifest.get("id", self.path.name)
-
-    @property
-    def status(self) -> str:
-        """The manifest's status; a "running" run whose process is gone reads "killed"."""
-        status = self.manifest.get("status", "unknown")
-        pid = self.manifest.get("pid")
-        same_host = self.manifest.get("host") == socket.gethostname()
-        if status == "running" and same_host and isinstance(pid, int) and not _pid_alive(pid):
-            return "killed"
-        return status
-
-    @cached_property
-    def _by_kind(self) -> dict[str, pd.DataFrame]:
-        grouped: dict[str, list[dict]] = defaultdict(list)
-        for record in self._scalar_records:
-            grouped[record.get("kind", "")].append(record)
-        frames = {}
-        for kind, records in grouped.items():
-            frame = _frame(records).drop(columns="kind")
-            frames[kind] = frame.sort_values("step", kind="stable").reset_index(drop=True)
-        return frames
-
-    def kinds(self) -> list[str]:
-        return sorted(self._by_kind)
-
-    def kind(self, name: str) -> pd.DataFrame:
-        """Scalars of one kind: a `step` column and one column per key, sorted by step."""
-        frame = self._by_kind.get(name)
-        return frame.copy() if frame is not None else pd.DataFrame({"step": []})
-
-    @cached_property
-    def scalars(self) -> pd.DataFrame:
-        frames = [frame.assign(kind=kind) for kind, frame in self._by_kind.items()]
-        if not frames:
-            return pd.DataFrame({"step": [], "kind": []})
-        combined = pd.concat(frames, ignore_index=True, sort=False)
-        ordered = ["step", "kind"] + [c for c in combined.columns if c not in ("step", "kind")]
-        return combined[ordered]
-
-    @cached_property
-    def spectra(self) -> pd.DataFrame:
-        if not self._spectra_records:
-            return pd.DataFrame({"step": [], "name": [], "values": []})
-        return pd.DataFrame.from_records(self._spectra_records)
-
-    @cached_property
-    def events(self) -> pd.DataFrame:
-        if not self._event_records:
-            return pd.DataFrame({"step": [], "event": [], "time": []})
-        return pd.DataFrame.from_records(self._event_records)
-
-    @property
-    def event_records(self) -> list[dict]:
-        """Every events.jsonl record in file order, as plain dicts (payloads differ by event,
-        so a frame would pad each with NaN)."""
-        return self._event_records
-
-    @property
-    def spectrum_records(self) -> list[dict]:
-        """Every spectra.jsonl record in file order (`values` stays a list)."""
-        return self._spectra_records
-
-    def events_of(self, name: str) -> list[dict]:
-        """The payloads of one event type, in order, as plain dicts."""
-        return [record for record in self._event_records if record.get("event") == name]
-
-
-def read_run(path: str | os.PathLike) -> Run:
-    """Load a run directory; tolerant of torn lines and of runs still in progress."""
-    root = Path(path)
-    if not root.is_dir():
-        raise RiswbError(f"no run directory at {root}")
-    warnings: list[str] = []
-    manifest_path = root / MANIFEST
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise RiswbError(f"{manifest_path} is not valid JSON: {error}") from None
-    elif any((root / f"{stream}.jsonl").exists() for stream in STREAMS):
-        manifest = {"id": root.name, "status": "unknown"}
-        warnings.append("manifest.json is missing")
-    else:
-        raise RiswbError(f"{root} is not a riswb run directory (no manifest.json)")
-    return Run(
-        path=root,
-        manifest=manifest,
-        warnings=warnings,
-        _scalar_records=_parse_lines(root / "scalars.jsonl", warnings),
-        _spectra_records=_parse_lines(root / "spectra.jsonl", warnings),
-        _event_records=_parse_lines(root / "events.jsonl", warnings),
-    )
-
-
-def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Run directories under `runs_dir`, oldest first (names start with a timestamp)."""
-    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / MANIFEST).is_file())
-
-
-def resolve_run(reference: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> Path:
-    """A run from a path, a run id under `runs_dir`, or "latest"."""
-    candidate = Path(reference)
-    if candidate.is_dir():
-        return candidate
-    runs = list_runs(runs_dir)
-    if str(reference) == "latest":
-        if not runs:
-            raise RiswbError("no runs yet (riswb overfit creates one)")
-        return runs[-1]
-    matches = [run for run in runs if run.name == str(reference)]
-    if not matches:
-        matches = [run for run in runs if run.name.startswith(str(reference))]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise RiswbError(f"run reference {reference!r} is ambiguous ({len(matches)} runs match)")
-    raise RiswbError(f"no run directory at {reference}")
-
+        self._close_streams()
+        self.manifest.update(status=status, ended_at=_now())
+        if error is not None:
+            self.manifest["error"] = describe_error(error)
+        self._save_manifest(last=True)
+        release_lock(self.path, self._lock)
+        self._lock = None

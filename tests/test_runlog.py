@@ -112,3 +112,78 @@ def test_resolve_run_by_id_prefix_and_latest(tmp_path):
     assert resolve_run(first.name, tmp_path) == first
     with pytest.raises(RiswbError):
         resolve_run("nope", tmp_path)
+
+
+def _child_writer(tmp_path):
+    """A RunWriter in another process, alive until the caller kills it: (process, run path)."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from riswb.runlog import RunWriter
+        w = RunWriter({str(tmp_path)!r}, "child")
+        print(w.path, flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def test_a_dead_run_reads_killed_whatever_its_pid_and_host_became(tmp_path):
+    """The writer's lock decides (riswb/runlog_disk.py): a live writer in another process
+    reads "running"; once it is killed, the run reads "killed" even when its PID now names
+    a live process (reuse) or its host is another machine."""
+    proc, path = _child_writer(tmp_path)
+    assert read_run(path).status == "running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    manifest_path = os.path.join(path, "manifest.json")
+    manifest = json.loads(open(manifest_path).read())
+    for pid, host in ((os.getppid(), manifest["host"]), (proc.pid, "another-host")):
+        manifest.update(pid=pid, host=host)
+        with open(manifest_path, "w") as handle:
+            json.dump(manifest, handle)
+        assert read_run(path).status == "killed"
+
+
+def test_without_a_lock_file_the_pid_decides(tmp_path):
+    """Runs written before the lock (or where flock is unsupported) fall back to the PID."""
+    proc, path = _child_writer(tmp_path)
+    os.unlink(os.path.join(path, "run.lock"))
+    assert read_run(path).status == "running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert read_run(path).status == "killed"
+
+
+def test_a_crash_stores_the_exception(tmp_path):
+    writer = RunWriter(tmp_path, "explicit")
+    writer.close("crashed", error=KeyError("lr"))
+    assert read_run(writer.path).manifest["error"] == {"type": "KeyError", "message": "'lr'"}
+
+    writer = RunWriter(tmp_path, "handled")
+    try:
+        raise ValueError("loss went NaN")
+    except ValueError:
+        writer.close("crashed")  # the exception being handled, as Workbench.__exit__ does
+    run = read_run(writer.path)
+    assert run.status == "crashed"
+    assert run.manifest["error"] == {"type": "ValueError", "message": "loss went NaN"}
+    assert "crashed: ValueError: loss went NaN" in run.warnings
+
+
+def test_a_crashed_workbench_loop_records_its_exception(tmp_path):
+    import torch
+
+    import riswb
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="data loader died"), \
+            riswb.Workbench(model, opt, runs_dir=tmp_path, name="crash") as wb:
+        wb.loss({"mse": model(torch.ones(2, 3)).square().mean()}).backward()
+        raise RuntimeError("data loader died")
+    run = read_run(wb.path)
+    assert run.status == "crashed"
+    assert run.manifest["error"] == {"type": "RuntimeError", "message": "data loader died"}
+    assert not (wb.path / "run.lock").exists()

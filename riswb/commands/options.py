@@ -3,7 +3,8 @@
 Every command with output as data takes `format: Format = "table"` (or `DocumentFormat`
 where markdown is offered too) and checks it first with `check_format(format)` /
 `check_format(format, DOCUMENT_FORMATS)`. Choices are checked in the command body, not by
-click, so that a bad value is the CLI's one-line usage error (exit 2, riswb.cli).
+click, so that a bad value is the CLI's one-line usage error (exit 2, riswb.cli). A RUN
+argument completes in the shell to "latest" and the run ids (`complete_run`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 
 from riswb.errors import RiswbError
-from riswb.runlog import Run, read_run, resolve_run
+from riswb.runlog import Run, list_runs, read_run, resolve_run
 
 FORMATS = ("table", "json")
 DOCUMENT_FORMATS = ("table", "json", "markdown")
@@ -31,7 +32,20 @@ def check_format(value: str, allowed: tuple[str, ...] = FORMATS) -> str:
     return value
 
 
-RunArgument = Annotated[str, typer.Argument(help='Run directory, run id, or "latest".')]
+def complete_run(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of a RUN: "latest", then the run ids under the runs dir (the
+    command's --runs-dir when already typed), newest first."""
+    try:
+        ids = [path.name for path in reversed(list_runs(ctx.params.get("runs_dir")))]
+    except RiswbError:  # an unreadable runs dir completes to nothing, silently
+        ids = []
+    return [name for name in ("latest", *ids) if name.startswith(incomplete)]
+
+
+RunArgument = Annotated[
+    str,
+    typer.Argument(help='Run directory, run id, or "latest".', autocompletion=complete_run),
+]
 RunsDirOption = Annotated[
     Path | None,
     typer.Option("--runs-dir", help="Where run ids resolve (default $RISWB_RUNS_DIR or ./runs)."),

@@ -19,31 +19,43 @@ from riswb.errors import RiswbError
 from riswb.runlog import list_runs, read_run
 
 COLUMNS = ("id", "status", "steps", "opt steps", "final loss", "errors", "warnings", "top finding")
-STATUS_STYLE = {"completed": "green", "crashed": "red", "killed": "red", "unreadable": "red"}
+STATUS_STYLE = {"completed": "green", "crashed": "red", "killed": "red", "unreadable": "red",
+                "corrupt": "red"}
 
 
 def _row(path: Path, diagnosed: bool) -> dict[str, Any]:
-    """One run's row (the JSON output's element); an unreadable run is a row, not an error."""
+    """One run's row (the JSON output's element). A run that cannot be read or diagnosed is
+    a row marked "unreadable" with the reason, never the end of the listing: one bad run
+    must not hide the good ones."""
     row: dict[str, Any] = {"id": path.name, "path": str(path)}
     try:
         loaded = read_run(path)
         summary = summarize(loaded)
-    except RiswbError as error:
-        row.update(status="unreadable", error=str(error))
-        return row
-    row.update(
-        status=summary.status,
-        steps=summary.steps,
-        opt_steps=summary.opt_steps,
-        final_loss=summary.final_loss,
-        warnings_log=len(summary.warnings),
-    )
-    if diagnosed:
-        diagnosis = diagnose(loaded)
-        row["errors"] = diagnosis.counts["error"]
-        row["warnings"] = diagnosis.counts["warning"]
-        row["top"] = diagnosis.findings[0].id if diagnosis.findings else None
+        row.update(
+            status=summary.status,
+            steps=summary.steps,
+            opt_steps=summary.opt_steps,
+            final_loss=summary.final_loss,
+            warnings_log=len(summary.warnings),
+            dropped_lines=sum(loaded.dropped.values()),
+        )
+        if diagnosed:
+            diagnosis = diagnose(loaded)
+            row["errors"] = diagnosis.counts["error"]
+            row["warnings"] = diagnosis.counts["warning"]
+            row["top"] = diagnosis.findings[0].id if diagnosis.findings else None
+    except Exception as error:  # whatever the run holds, the listing goes on
+        reason = str(error) if isinstance(error, RiswbError) else f"{type(error).__name__}: {error}"
+        return {"id": path.name, "path": str(path), "status": "unreadable",
+                "error": " ".join(reason.split())}
     return row
+
+
+def _status(row: dict[str, Any]) -> Text:
+    text = Text(row["status"], style=STATUS_STYLE.get(row["status"], "yellow"))
+    if row.get("dropped_lines"):
+        text.append(f" ({row['dropped_lines']} bad lines)", style="yellow")
+    return text
 
 
 def _print(rows: list[dict[str, Any]], quick: bool, seconds: float) -> None:
@@ -55,7 +67,7 @@ def _print(rows: list[dict[str, Any]], quick: bool, seconds: float) -> None:
         errors = row.get("errors")
         table.add_row(
             Text(row["id"]),
-            Text(row["status"], style=STATUS_STYLE.get(row["status"], "yellow")),
+            _status(row),
             fmt(row.get("steps")),
             fmt(row.get("opt_steps")),
             fmt(row.get("final_loss")),

@@ -49,3 +49,64 @@ def test_every_json_output_is_strict_json(nan_runs, invoke, strict_loads, args):
     if args[0] in ("report", "runs", "compare"):
         assert "NaN" in result.output  # the NaN loss, spelled as a string
     assert data is not None
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["gate"], "Missing argument"),
+        (["report"], "Missing argument"),
+        (["gate", "x", "--bogus"], "No such option: --bogus"),
+        (["runs", "--format"], "requires an argument"),
+        (["runs", "--limit", "nan"], "--limit"),
+        (["runs", "--limit", "1.5"], "--limit"),
+        (["runs", "--limit", "-3"], "--limit"),
+        (["gate", "x", "--min-moving", "inf"], "min_moving_fraction"),
+        (["gate", "x", "--min-loss-drop", "nan"], "min_loss_drop"),
+        (["gate", "x", "--min-loss-drop", "zero"], "--min-loss-drop"),
+        (["nosuch"], "No such command"),
+        (["runs", "--formt", "json"], "No such option"),
+    ],
+)
+def test_usage_errors_are_one_line(args, needle, invoke, one_line_error, tmp_path, monkeypatch):
+    """Click's own usage errors get the CLI's one line too: no usage block, no box."""
+    monkeypatch.setenv("RISWB_RUNS_DIR", str(tmp_path))
+    assert needle in one_line_error(invoke(*args))
+
+
+def test_usage_errors_are_one_line_from_the_real_entry_point(tmp_path):
+    """`python -m riswb` in a subprocess: stderr is exactly one line, the exit code 2."""
+    import subprocess
+    import sys
+
+    for args in (["gate"], ["runs", "--limit", "x"], ["report", "r", "--nope"]):
+        done = subprocess.run([sys.executable, "-m", "riswb", *args], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.startswith("riswb: error: ") and done.stderr.count("\n") == 1
+
+
+def test_bare_riswb_prints_the_help(invoke):
+    result = invoke()
+    assert result.exit_code == 0 and "Usage: riswb" in result.output and "gate" in result.output
+
+
+def test_run_arguments_complete_to_latest_and_run_ids(tmp_path, monkeypatch):
+    import typer
+
+    from riswb.cli import app
+    from riswb.commands.options import complete_run
+    from riswb.runlog import RunWriter
+
+    old, new = RunWriter(tmp_path, "a").path.name, RunWriter(tmp_path, "b").path.name
+    ctx = typer.Context(typer.main.get_command(app))
+    ctx.params["runs_dir"] = tmp_path
+    assert complete_run(ctx, "") == ["latest", new, old]
+    assert complete_run(ctx, "la") == ["latest"]
+    assert complete_run(ctx, old[:-1]) == [new, old] and complete_run(ctx, old) == [old]
+    monkeypatch.setenv("RISWB_RUNS_DIR", str(tmp_path / "missing"))
+    assert complete_run(typer.Context(ctx.command), "") == ["latest"]
+
+
+def test_shell_completion_is_installed(invoke):
+    assert "--install-completion" in invoke("--help").output
