@@ -98,7 +98,7 @@ def test_file_size_limit_in_a_child_process(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.RLIM_INFINITY))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            wb, done = _train({str(tmp_path)!r})
+            wb, done = _train({str(tmp_path)!r}, steps=100)
         print(json.dumps({{"path": str(wb.path), "done": done, "stopped": _stopped(caught)}}))
         """
     )
@@ -106,7 +106,7 @@ def test_file_size_limit_in_a_child_process(tmp_path):
                            timeout=120)
     assert child.returncode == 0, child.stderr
     out = json.loads(child.stdout.splitlines()[-1])
-    assert out["done"] == 300 and len(out["stopped"]) == 1 and "EFBIG" in out["stopped"][0]
+    assert out["done"] == 100 and len(out["stopped"]) == 1 and "EFBIG" in out["stopped"][0]
     run = read_run(out["path"])
     assert run.status == "completed" and run.manifest["log_error"]["errno"] == "EFBIG"
     assert not (run.path / MANIFEST_TMP).exists()
