@@ -124,6 +124,7 @@ def _register_all() -> None:
         report,
         runs,
         training,
+        watch,
     )
 
     for name, command in (
@@ -134,6 +135,7 @@ def _register_all() -> None:
         ("litmus", litmus.litmus_command),
         ("runs", runs.runs_command),
         ("compare", compare.compare_command),
+        ("watch", watch.watch_command),
         ("export", export.export_command),
         ("bench", bench.bench_command),
         ("faults", faults.faults_command),
