@@ -12,8 +12,9 @@ wb.close()
 
 What the Workbench sees, and how (no other call in the loop is needed):
 
-* forward    — a forward hook on the root module: grad-enabled forwards are counted and
-  emit AFTER_FORWARD; grad-disabled ones emit NOGRAD_FORWARD;
+* forward    — a forward hook on the root module (with keyword arguments): grad-enabled
+  forwards are counted and emit AFTER_FORWARD; grad-disabled ones emit NOGRAD_FORWARD
+  (payload `inputs`, `kwargs`, `output`);
 * loss       — `wb.loss(terms, weights)`; `step` is the 0-based index of the latest call
   (plus `first_step`, which a resumed run sets to continue its predecessor's step axis);
 * backward   — riswb.instrument.backward: AFTER_BACKWARD once per OUTERMOST backward, at
@@ -26,6 +27,8 @@ What the Workbench sees, and how (no other call in the loop is needed):
   and skipped steps (written as `step_skipped` reason "scaler", emitted as STEP_SKIPPED);
 * clearing   — riswb.instrument.grad_clearing: whether each step's gradients were cleared;
 * scheduler  — `scheduler.step` wrapped on the instance (riswb.instrument.loop_hooks).
+
+The hook callbacks live in riswb.instrument.loop_events (a mixin of this class).
 
 Counters: `n_forward`, `n_loss`, `n_backward`, `opt_step` (all optimizers), `opt_steps[i]`,
 `n_scheduler`, `n_eval` (`wb.counts()` returns them under the `cadence` record's keys).
@@ -55,7 +58,8 @@ from riswb.instrument import scaler as scaler_hooks
 from riswb.instrument.backward import BackwardEnd
 from riswb.instrument.grad_clearing import GradClearWatch
 from riswb.instrument.hooks import Event, Registry
-from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list, scheduler_list
+from riswb.instrument.loop_events import LoopEvents
+from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list
 from riswb.instrument.loss_weights import LossWeights
 from riswb.instrument.probe_resolution import resolve_probes
 from riswb.integrations.distributed import rank_info, run_name_for_rank
@@ -68,7 +72,7 @@ _RESERVED_TERMS = frozenset({"total", "step", "kind"})
 # -- the Workbench ------------------------------------------------------------------------
 
 
-class Workbench:
+class Workbench(LoopEvents):
     """Instruments a model, its optimizer(s) and (optionally) scheduler(s); writes one run."""
 
     def __init__(
@@ -183,89 +187,7 @@ class Workbench:
             self.writer.close("failed")
             raise
 
-    # -- attachment -------------------------------------------------------------------------
-
-    def _attach(self) -> None:
-        self._handles.append(self.model.register_forward_hook(self._on_forward))
-        self._backward = BackwardEnd(self.params, self._on_backward_end)
-        self.grad_clearing = GradClearWatch(self.optimizers, self.params)
-        for index, optimizer in enumerate(self.optimizers):
-            self._handles.append(optimizer.register_step_pre_hook(
-                lambda opt, args, kwargs, i=index: self._on_pre_step(i, _closure(args, kwargs))))
-            self._handles.append(optimizer.register_step_post_hook(
-                lambda opt, args, kwargs, i=index: self._on_post_step(i, _closure(args, kwargs))))
-        for scheduler in scheduler_list(self.scheduler):
-            self._patches.append(SchedulerPatch(scheduler, self._on_scheduler_step))
-        scaler_hooks.attach(self.scaler)
-
-    def _detach(self) -> None:
-        scaler_hooks.detach(self.scaler)
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for watch in (self._backward, self.grad_clearing):
-            if watch is not None:
-                watch.remove()
-        for patch in self._patches:
-            patch.restore()
-        self._patches.clear()
-
-    # -- hook callbacks ---------------------------------------------------------------------
-
-    def _on_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if not torch.is_grad_enabled():
-            self.n_nograd_forward += 1
-            if self.registry.subscribed(Event.NOGRAD_FORWARD):
-                self._emit(Event.NOGRAD_FORWARD, self.step, inputs=args, output=output)
-            return
-        self.n_forward += 1
-        if self.registry.subscribed(Event.AFTER_FORWARD):
-            self._emit(Event.AFTER_FORWARD, self.step, inputs=args, output=output)
-
-    def _on_backward_end(self) -> None:
-        self.n_backward += 1
-        self._bw_since_loss = True
-        self._bw_since_step += 1
-        self._cache.clear()
-        self._emit(Event.AFTER_BACKWARD, self.step, backward=self.n_backward)
-
-    def _on_pre_step(self, index: int, closure: bool) -> None:
-        self._backward.reset()  # a backward that raised never ran its callback
-        self._emit(Event.BEFORE_OPTIMIZER_STEP, self.step, opt_step=self.opt_step + 1,
-                   optimizer=index, optimizer_step=self.opt_steps[index] + 1, closure=closure)
-
-    def _on_post_step(self, index: int, closure: bool) -> None:
-        # counted after the step: a closure (Lightning) runs its backward inside step()
-        self.grad_clearing.on_step(index)
-        if self._bw_since_step:
-            self._bw_per_step.append(self._bw_since_step)
-        else:
-            self.steps_without_backward += 1
-        self._bw_since_step = 0
-        self.opt_step += 1
-        self.opt_steps[index] += 1
-        self._cache.clear()
-        self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step,
-                   optimizer=index, optimizer_step=self.opt_steps[index], closure=closure)
-        # loops that step without wb.loss (or between loss calls) still flush
-        if (
-            self.n_loss == self._flushed_loss
-            and self.opt_step - self._flushed_opt >= self.log_every
-        ):
-            self.flush()
-
-    def _on_scaler_skip(self, index: int) -> None:
-        self.step_skipped("scaler", optimizer=index)
-
-    def _on_scheduler_step(self, scheduler: Any) -> None:
-        self.n_scheduler += 1
-        self._emit(
-            Event.AFTER_SCHEDULER_STEP,
-            self.step,
-            scheduler=scheduler,
-            scheduler_step=self.n_scheduler,
-            opt_step=self.opt_step,
-        )
+    # -- dispatch ---------------------------------------------------------------------------
 
     def _emit(self, event: Event, step: int, **payload: Any) -> None:
         if self._closed and event is not Event.RUN_END:
@@ -494,7 +416,3 @@ class Workbench:
             described.append(entry)
         return described
 
-
-def _closure(args: tuple, kwargs: dict) -> bool:
-    """Whether `optimizer.step` got a closure: its backward then runs inside the step."""
-    return bool(args and callable(args[0])) or callable(kwargs.get("closure"))

@@ -2,7 +2,9 @@
 
 Data tensors should be leaves without `requires_grad`: an R_samp whose `.detach()` was
 removed "to let gradients flow" makes backward walk into the data pipeline and keeps every
-batch's graph alive. Watched tensors: the model's forward arguments, and the named tensors
+batch's graph alive. Watched tensors: the model's forward arguments, positional
+(`forward[0]`, ...) and keyword (`forward.input_ids`: Hugging Face models take their
+inputs and labels as keywords), and the named tensors
 a loop announces with `wb.emit(Event.BATCH_START, inputs={"R_samp": ..., ...})`. Checking
 `requires_grad`/`grad_fn` reads Python attributes only: no host sync.
 """
@@ -46,6 +48,7 @@ class InputsProbe(Probe):
 
     def on_after_forward(self, ctx: StepContext) -> None:
         self._watch(ctx, ctx.payload.get("inputs"), "forward")
+        self._watch(ctx, ctx.payload.get("kwargs"), "forward")
 
     def flush(self, ctx: StepContext) -> None:
         if not self._flagged:

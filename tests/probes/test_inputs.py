@@ -1,0 +1,43 @@
+"""Event `grad_into_inputs`: forward arguments that carry gradient, positional or keyword."""
+
+import torch
+
+from riswb.instrument.workbench import Workbench
+from riswb.probes.inputs import InputsProbe
+from riswb.runlog import read_run
+
+
+class KeywordModel(torch.nn.Module):
+    """Called as Hugging Face models are: `model(input_ids=..., labels=...)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, x, *, features, labels=None):
+        out = self.linear(x + features)
+        return out if labels is None else (out - labels).square().mean()
+
+
+def grad_into_inputs(tmp_path, features_grad: bool) -> list[dict]:
+    model = KeywordModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=[InputsProbe()], log_every=2,
+                   strict=True) as wb:
+        for _ in range(4):
+            features = torch.randn(3, 4, requires_grad=features_grad)
+            loss = model(torch.randn(3, 4), features=features, labels=torch.zeros(3, 1))
+            opt.zero_grad()
+            wb.loss({"mse": loss}).backward()
+            opt.step()
+    return read_run(wb.path).events_of("grad_into_inputs")
+
+
+def test_keyword_input_requiring_grad_is_named(tmp_path):
+    found = grad_into_inputs(tmp_path, features_grad=True)
+    assert found and all(e["tensors"] == ["forward.features"] for e in found)
+    assert sum(e["count"] for e in found) == 4 and found[0]["first_step"] == 0
+
+
+def test_keyword_inputs_without_grad_are_quiet(tmp_path):
+    assert grad_into_inputs(tmp_path, features_grad=False) == []
