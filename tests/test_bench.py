@@ -40,9 +40,24 @@ def test_amortized_step_equals_the_plain_mean_over_whole_intervals():
 
 
 def test_term_sampling_is_pinned_into_short_rounds():
-    """After warm-up the probe has chosen N; rounds shorter than N still time samples."""
+    """After warm-up the probe has chosen N; rounds shorter than N still time samples, and
+    the front-loaded samples in the window are counted as samples by the probe's own
+    schedule, their one-off cost amortized over the stated run length."""
+    from riswb.probes.term_gradients import FRONT
+
     result = run_bench(width=16, depth=3, batch=8, steps=4, rounds=2, warmup=12, log_every=2,
-                       per_probe=False)
+                       per_probe=False, fail_fast=False, run_length=1000)
     assert result.config["term_grad_every"] >= 10  # chosen by the probe's own schedule
     assert result.config["steps"] == 8 and result.total_ratio > 0
-    assert result.config["term_grad_samples_timed"] == 2  # one per 4-step round
+    timed = range(12, 20)  # pinned to 4: steps 12 and 16, and step 13 is front-loaded
+    expected = sum(1 for step in timed if step in FRONT or step % 4 == 0)
+    assert result.config["term_grad_samples_timed"] == expected == 3
+    assert result.config["run_length"] == 1000 and result.one_off_ms["default"] >= 0
+    assert result.fail_fast_ratio is None and "one-off front-loaded" in format_table(result)
+
+
+def test_fail_fast_variant_and_the_host_bound_model():
+    result = run_bench(model="tiny", steps=2, rounds=1, warmup=2, per_probe=False)
+    assert result.config["model"] == "tiny" and result.config["width"] == 16 * 4
+    assert result.fail_fast_ratio > 0 and result.budget == 1.25
+    assert "default+fail_fast" in format_table(result)

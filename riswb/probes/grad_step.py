@@ -139,7 +139,8 @@ class GradStepProbe(Probe):
             return  # no backward since this optimizer's last step: nothing to compare
         self._pending.discard(index)
         device = bw.norms.device
-        at = device_index(chosen, device)
+        # one optimizer over every trainable tensor (the usual loop) needs no index_select
+        at = None if len(chosen) == len(wb.named_params) else device_index(chosen, device)
         grads = [wb.named_params[i][1].grad for i in chosen]
         before = [bw.grads[i] for i in chosen]
         if any(b is not None and g is not b for g, b in zip(grads, before, strict=True)):
@@ -149,18 +150,18 @@ class GradStepProbe(Probe):
         self._unscaled += inverse is not None
         with torch.no_grad():
             step = tensor_norms(grads, device)
-            expected = bw.norms.index_select(0, at)
+            expected = _select(bw.norms, at)
             if inverse is not None:
                 expected = expected * inverse.to(device)
-            bad = None if self._bw_bad is None else self._bw_bad.index_select(0, at)
+            bad = None if self._bw_bad is None else _select(self._bw_bad, at)
             if bad is not None:  # non-finite at backward, all finite at step: sanitized
                 sanitized = torch.where(torch.isfinite(step), bad, bad.new_zeros(())).sum()
                 wb.observed_sanitized += sanitized.to(wb.observed_sanitized)
             if self._copied:
                 self._compare(chosen, grads, inverse)
         # the arithmetic waits for the flush, batched over the interval's steps
-        self._rows.append((index, ctx.step, expected, step, bw.unscaled.index_select(0, at),
-                           bad, not wb.clip_log))
+        self._rows.append((index, ctx.step, expected, step, _select(bw.unscaled, at), bad,
+                           not wb.clip_log))
 
     def _table(self, rows: list[tuple]) -> torch.Tensor:
         """(S, 9) float64 per observed step, in `_FIELDS` order, for steps of one optimizer."""
@@ -266,3 +267,7 @@ class GradStepProbe(Probe):
             for index, (count, first) in table.items():
                 ctx.wb.writer.event(ctx.step, "grad_step_change", change=change, steps=count,
                                     first_step=first, optimizer=index)
+
+
+def _select(values: torch.Tensor, at: torch.Tensor | None) -> torch.Tensor:
+    return values if at is None else values.index_select(0, at)
