@@ -92,6 +92,7 @@ RULES: dict[str, Rule] = {
     "name": Rule("str"),
     "preset": Rule("str"),
     "train_scenes": Rule("int", lo=1),
+    "resample_scenes": Rule("bool"),
     "val_scenes": Rule("int", lo=0, note="0: validate on the training scenes"),
     "seed": Rule("int", lo=0, hi=_SEED_MAX),
     "snr_db": Rule("snr", nullable=True),
@@ -112,6 +113,7 @@ RULES: dict[str, Rule] = {
     "beta_end": Rule("real", **_FRACTION),
     "beta_ramp_epochs": Rule("int", lo=0),
     "weights": Rule("weights"),
+    "contrast": Rule("choice", choices=("probes", "range")),
     "device": Rule("choice", choices=("auto", "cpu", "cuda")),
     "amp": Rule("choice", choices=("none", "bf16", "fp16")),
     "threads": Rule("int", lo=0, hi=1024, note="0: torch's default"),
@@ -125,10 +127,10 @@ RULES: dict[str, Rule] = {
 # only names, places or reports the run (name, device, threads, log_every, eval_every), and
 # epochs, which a resume may raise to train on.
 TRAJECTORY_FIELDS = (
-    "preset", "train_scenes", "val_scenes", "seed", "snr_db", "batch_size", "lr", "head_lr",
-    "weight_decay", "warmup_steps", "warmup_start", "lr_floor", "ema_decay", "swa_start_epoch",
-    "clip_norm", "sanitize", "beta_start", "beta_end", "beta_ramp_epochs", "weights", "amp",
-    "inject",
+    "preset", "train_scenes", "resample_scenes", "val_scenes", "seed", "snr_db", "batch_size",
+    "lr", "head_lr", "weight_decay", "warmup_steps", "warmup_start", "lr_floor", "ema_decay",
+    "swa_start_epoch", "clip_norm", "sanitize", "beta_start", "beta_end", "beta_ramp_epochs",
+    "weights", "contrast", "amp", "inject",
 )
 
 
@@ -146,6 +148,9 @@ class TrainConfig:
     name: str = "train"
     preset: str = "small"
     train_scenes: int = 512
+    # draw fresh training scenes every epoch (seeded by epoch, so resume sees the same ones):
+    # the simulator is ~0.5 ms a scene, and a fixed set of 8192 overfits (docs/case-study.md)
+    resample_scenes: bool = False
     val_scenes: int = 128  # 0: validate on the training scenes (the overfit test)
     seed: int = 0
     snr_db: float | list[float] | None = None  # None: the preset's default; [lo, hi]: a range
@@ -165,6 +170,9 @@ class TrainConfig:
     beta_end: float = 0.0
     beta_ramp_epochs: int = 10
     weights: dict[str, float] = field(default_factory=dict)
+    # the reference of the peak_contrast term (riswb.reference.losses.loss_terms): "probes"
+    # (fixed directions) or "range" (each source's range twin: range is what MUSIC misses)
+    contrast: str = "probes"
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA and uses a GradScaler)
     # CPU threads for torch (0: torch's default). One by default: batched eigh of the small

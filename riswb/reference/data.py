@@ -64,6 +64,12 @@ def scene_dataset(
     return batch
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The scene seed of epoch `epoch` ≥ 1 when training scenes are redrawn every epoch
+    (epoch 0 uses `seed` itself); never seed + 1 or seed + 2 (validation, `riswb eval`)."""
+    return seed * 1_000_003 + 1_000 + epoch
+
+
 def batch_indices(
     n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True
 ) -> Iterator[torch.Tensor]:

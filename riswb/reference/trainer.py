@@ -43,7 +43,7 @@ from riswb.reference import checkpoints
 from riswb.reference.averaging import WeightAverage
 from riswb.reference.checkpoints import BEST_FILE, STATE_FILE
 from riswb.reference.config import TrainConfig
-from riswb.reference.data import batch_indices, scene_dataset
+from riswb.reference.data import batch_indices, epoch_seed, scene_dataset
 from riswb.reference.divergence import diverged, nonfinite
 from riswb.reference.losses import DEFAULT_WEIGHTS, loss_terms, weighted_total
 from riswb.reference.model import CovarianceNet, ModelOutput, backbone_and_heads
@@ -202,7 +202,8 @@ class Trainer:
             return self.model(batch.y)
 
     def compute_terms(self, out: ModelOutput, batch: SceneBatch) -> dict[str, torch.Tensor]:
-        return loss_terms(out, batch, self.preset, beta=self.beta(self.epoch))
+        return loss_terms(out, batch, self.preset, beta=self.beta(self.epoch),
+                          contrast=self.cfg.contrast)
 
     def forward_loss(self, batch: SceneBatch) -> torch.Tensor:
         self.wb.emit(Event.BATCH_START, inputs={"y": batch.y, "R_samp": batch.R_samp,
@@ -251,6 +252,14 @@ class Trainer:
             return False
         return True
 
+    def refresh_train_set(self) -> None:
+        """With `resample_scenes`, this epoch's fresh training scenes (not cached: drawing
+        them costs less than reading them back)."""
+        if self.cfg.resample_scenes and self.epoch > 0:
+            self.train_set = scene_dataset(self.preset.name, self.cfg.train_scenes,
+                                           epoch_seed(self.cfg.seed, self.epoch), self._snr(),
+                                           use_cache=False).to(self.device)
+
     def train_epoch(self) -> None:
         self.model.train()
         for index in batch_indices(len(self.train_set), self.cfg.batch_size,
@@ -269,7 +278,7 @@ class Trainer:
         for index in batch_indices(len(self.val_set), 256, seed=0, epoch=0, shuffle=False):
             batch = self.val_set[index]
             out = self.forward(batch)
-            terms = loss_terms(out, batch, self.preset, beta=0.0)
+            terms = loss_terms(out, batch, self.preset, beta=0.0, contrast=self.cfg.contrast)
             scores = {"val_loss": weighted_total(terms, self.weights),
                       **{f"val_{name}": value for name, value in terms.items()}}
             for name, value in scores.items():
@@ -364,6 +373,7 @@ class Trainer:
                              f"set epochs above {self.epoch} in the config to continue it")
         with self.instrument():
             while self.epoch < self.cfg.epochs:
+                self.refresh_train_set()
                 self.train_epoch()
                 if self.swa is not None and self.epoch >= self.cfg.swa_start_epoch:
                     self.swa.update()

@@ -76,3 +76,32 @@ def test_batch_order_depends_only_on_seed_and_epoch():
     assert sizes == [32, 32, 32, 4]
     assert torch.equal(torch.cat(list(batch_indices(10, 4, seed=0, epoch=0, shuffle=False))),
                        torch.arange(10))
+
+
+def test_epoch_seeds_never_draw_the_validation_or_eval_scenes():
+    for seed in (0, 1, 7, 2**32 - 1):
+        seeds = {data.epoch_seed(seed, epoch) for epoch in range(1, 200)}
+        assert len(seeds) == 199 and not seeds & {seed, seed + 1, seed + 2}
+
+
+def test_resample_scenes_draws_fresh_seeded_scenes_every_epoch(tmp_path):
+    """Each epoch trains on epoch_seed's scenes (epoch 0: the seed's own), so a resumed run
+    sees the same ones; validation stays the fixed seed + 1 set."""
+    from riswb.reference.config import TrainConfig
+    from riswb.reference.trainer import Trainer
+
+    seen = []
+
+    class Recording(Trainer):
+        def train_epoch(self):
+            seen.append(self.train_set.phi.clone())
+
+    cfg = TrainConfig(train_scenes=8, val_scenes=4, batch_size=8, epochs=3, warmup_steps=0,
+                      device="cpu", resample_scenes=True)
+    trainer = Recording(cfg, runs_dir=tmp_path / "runs", probes=[])
+    val = trainer.val_set.phi.clone()
+    trainer.run()
+    expect = [scene_dataset("small", 8, s, use_cache=False).phi
+              for s in (0, data.epoch_seed(0, 1), data.epoch_seed(0, 2))]
+    assert all(torch.equal(a, b) for a, b in zip(seen, expect, strict=True))
+    assert torch.equal(trainer.val_set.phi, val)

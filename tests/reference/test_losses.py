@@ -302,3 +302,28 @@ def test_reduced_formulas_match_their_dense_definitions():
     Pn = eye - Pk
     depth = torch.einsum("bnj,bnm,bmj->bj", A.conj(), Pn, A).real
     torch.testing.assert_close(L.peak(spec, A, mask), ((depth * mask).sum(-1) / kf).mean())
+
+
+def test_range_contrast_reads_range_that_the_subspace_terms_barely_see(batch, geo, model):
+    """contrast="range": 0 at the truth, ≈ 1 for a covariance of the sources' range twins
+    (right directions, wrong ranges), which subspace_align scores as almost right; finite
+    nonzero gradients at init."""
+    twins = L.range_twins(batch.phi, batch.theta, batch.r, batch.mask, geo)
+    assert torch.equal(twins.abs().sum(1) > 0, batch.mask)
+    at_truth = L.loss_terms(oracle_output(batch, geo), batch, geo, contrast="range")
+    assert at_truth["peak_contrast"].item() < 1e-3
+    A, Q_t = L.truth_basis(batch.phi, batch.theta, batch.r, batch.mask, geo)
+    p = batch.power[:, None, :].to(twins.dtype)
+    R = (twins * p) @ twins.mH
+    R = R + 1e-4 * torch.eye(R.shape[-1])
+    spec = spectral_decompose(R, batch.k)
+    assert L.subspace_align(spec, Q_t, batch.k).item() < 0.1
+    assert L.peak_contrast(spec, A, batch.mask, geo.probe, twins).item() > 0.9
+    out = model(batch.y)
+    term = L.loss_terms(out, batch, geo, contrast="range")["peak_contrast"]
+    grads = torch.autograd.grad(term, [p for p in model.parameters() if p.requires_grad],
+                                allow_unused=True)
+    flat = torch.cat([g.flatten() for g in grads if g is not None])
+    assert torch.isfinite(flat).all() and flat.norm() > 1e-6
+    with pytest.raises(ValueError, match="contrast"):
+        L.loss_terms(out, batch, geo, contrast="angles")
