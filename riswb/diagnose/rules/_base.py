@@ -76,6 +76,10 @@ class Thresholds:
     # loss-not-dropping / nonfinite-loss
     min_loss_records: int = _t(
         10, "fewest finite loss records needed to judge a trend (fewer: unchecked)", lo=1)
+    min_loss_steps: int = _t(
+        100, "loss-not-dropping calls a loss that did not fall an error only over at least "
+        "this many training batches; a shorter run gets info (a correct loop may not have "
+        "moved the loss yet: warm-up, a hard task)", lo=1)
     loss_window: int = _t(
         50, "records at the start (and end) whose median is compared; capped at a fifth "
         "of the run, at least 3", lo=1)

@@ -5,7 +5,8 @@ Start = median of the first `loss_window` finite records (or of the first five, 
 record, when it stands 3σ above it: a fall within the first window); best = the lowest
 rolling median of that window; end = median of the last window; σ = the per-record noise
 from successive differences. Relative drop = (start - best)/|start|; a drop (or a rebound)
-must also clear 4 standard errors of a window's median (1.25σ/√window each).
+must also clear 4 standard errors of a window's median (1.25σ/√window each). A loss that
+did not fall over fewer than `min_loss_steps` batches is info: too early to call.
 """
 
 from __future__ import annotations
@@ -117,10 +118,16 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds) -> list[
         within_noise = start - best <= 4 * 1.25 * noise / np.sqrt(window)
         if drop < th.min_loss_drop or within_noise:
             verb = "rose" if end > start else "did not fall"
+            # a short run of a correct loop may not have moved the loss yet (a warm-up, a
+            # hard task): too early to call it broken
+            batches = int(vsteps[-1] - vsteps[0] + 1)
+            early = batches < th.min_loss_steps
+            evidence["batches"] = batches
             findings.append(Finding(
-                ID, "error",
+                ID, "info" if early else "error",
                 f"The training loss {verb}: {fmt(start)} at the start, best {fmt(best)}, "
-                f"{fmt(end)} at the end ({pct(max(drop, 0))} drop over {n} records)",
+                f"{fmt(end)} at the end ({pct(max(drop, 0))} drop over {n} records)"
+                + (f"; only {batches} batches, too early to call" if early else ""),
                 evidence, fix))
         else:
             gain = start - best

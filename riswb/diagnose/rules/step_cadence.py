@@ -4,9 +4,9 @@ Reads kind `cadence` (cumulative `loss`, `backward`, `optimizer_step` or `step_a
 when larger, `scheduler_step`, `loss_without_backward`, `backward_accumulating`,
 `grads_carried_steps`) and the manifest's `intent.accumulation` (optimizer steps expected
 per that many loss calls). Without a declared intent, gradient accumulation is recognized
-from the counts. ratio = optimizer_step × accumulation / loss: 1 is right; one step per epoch gives ≪ 1 — whether
-the losses were summed and backpropagated once, or every batch's backward ran after
-clearing the gradients so that only the last one was stepped.
+from the counts. ratio = optimizer_step × accumulation / loss: 1 is right; one step per
+epoch gives ≪ 1 — whether the losses were summed and backpropagated once, or every batch's
+backward ran after clearing the gradients so that only the last one was stepped.
 """
 
 from __future__ import annotations

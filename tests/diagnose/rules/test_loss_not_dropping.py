@@ -95,3 +95,13 @@ def test_annealed_schedule_noise_is_not_a_rebound(make_run, seed):
 def test_real_rebound_still_warns(make_run):
     values = [2.0 - 0.015 * s for s in range(100)] + [0.5 + 0.012 * s for s in range(100)]
     assert severities(check(make_run(_noisy(values, scale=0.02)), ID)) == ["warning"]
+
+
+def test_short_run_at_chance_level_is_too_early_to_call(make_run):
+    # the zoo's CNN logged every batch: 40 steps of OneCycle on 3 classes, CE near ln 3
+    values = [1.1] * 40
+    [finding] = check(make_run(_noisy(values, scale=0.02)), ID)
+    assert finding.severity == "info" and finding.evidence["batches"] == 40
+    assert "too early" in finding.title
+    assert severities(check(make_run(_noisy(values, scale=0.02)), ID, min_loss_steps=40)) == \
+        ["error"]
