@@ -2,11 +2,13 @@
 
     python benchmarks/fault_matrix.py                 # every training fault + the clean run
     python benchmarks/fault_matrix.py --faults step-gate,detached-term --format json
+    python benchmarks/fault_matrix.py --samples 256   # as `riswb overfit --samples 256 --inject`
 
 Each training fault (and the clean trainer) is trained with the zoo recipe
 (`riswb.reference.faults.zoo_config`: small preset, 128 scenes, batch 32, 48 steps, every probe on),
-then diagnosed. Printed: a markdown table fault → expected finding(s) → what was found →
-detection latency, and the rules' recall and precision.
+then diagnosed (with --samples N: the `riswb overfit --samples N` recipe instead, default
+epochs and default probes — 200 steps at 256). Printed: a markdown table fault → expected
+finding(s) → what was found → detection latency, and the rules' recall and precision.
 
 Detection latency, two numbers per expected finding:
 
@@ -37,9 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from riswb.commands.training import overfit_config
 from riswb.diagnose.gate import gate
 from riswb.diagnose.rules import diagnose
-from riswb.reference.faults import FAULTS, run_fault
+from riswb.reference.faults import FAULTS, build_trainer, run_fault
 from riswb.runlog import Run, read_run
 
 SEVERE = ("error", "warning")
@@ -118,9 +121,14 @@ def diagnosable_at(run: Run, rule_id: str) -> int | None:
 
 
 # --------------------------------------------------------------------------- the zoo
-def evaluate(name: str | None, runs_dir: Path) -> dict[str, Any]:
+def evaluate(name: str | None, runs_dir: Path, samples: int | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    result = run_fault(name, runs_dir)
+    if samples is None:
+        result = run_fault(name, runs_dir)
+    else:
+        config = overfit_config(samples=samples, epochs=None, preset="small", seed=0,
+                                inject=name, device="cpu")
+        result = build_trainer(config, runs_dir=runs_dir).run()
     seconds = time.perf_counter() - started
     return judge(name, read_run(result.path), seconds, result.steps)
 
@@ -224,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-clean", action="store_true", help="skip the clean run")
     parser.add_argument("--runs-dir", type=Path, help="keep the runs here (default: a "
                         "temporary directory)")
+    parser.add_argument("--samples", type=int, help="train as `riswb overfit --samples N` "
+                        "(default epochs and probes) instead of the 48-step zoo recipe")
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
     args = parser.parse_args(argv)
     names = ([n.strip() for n in args.faults.split(",") if n.strip()] if args.faults
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name in order:
             print(f"running {name or '(clean)'} ...", file=sys.stderr, flush=True)
-            rows.append(evaluate(name, runs_dir))
+            rows.append(evaluate(name, runs_dir, args.samples))
     stats = summary(rows)
     if args.format == "json":
         print(json.dumps({"rows": rows, "summary": stats}, indent=2))

@@ -3,21 +3,19 @@ reference trainer, each with the findings (or litmus checks) that must name it.
 
 A fault is a `Trainer` subclass that overrides one method, the way the bug sat in the
 original code, plus optional config overrides. `build_trainer(config)` builds the clean
-trainer, or the faulty one when `config.inject` names a fault; `riswb overfit --inject`
-and `riswb litmus --inject` go through it, so the zoo exercises the real pipeline.
+trainer, or the faulty one when `config.inject` names a fault (`riswb overfit --inject`,
+`riswb litmus --inject`), so the zoo exercises the real pipeline. Two kinds of faults:
 
-Two kinds of faults:
-
-* training faults (`expects` non-empty): a short run with all probes on must fail the gate
-  (unless `gate_fails=False`: the bug is real but harmless to this run, and the finding is a
-  warning by design) and `diagnose` must name every id in `expects` (error or warning);
+* training faults (`expects` non-empty): a run with all probes on (the 48-step zoo recipe
+  and `riswb overfit --samples 256`) must fail the gate (unless `gate_fails=False`: the
+  finding is a warning by design) and `diagnose` must name every id in `expects`;
 * crash signatures (`litmus` non-empty, `expects` empty): the bug raises or turns NaN at the
   first backward (on a small batch); the litmus checks in `litmus` must fail on the bare
   pipeline (`build_trainer(config)` without `run()`). They are not trained in the zoo.
 
-`zoo_config()` / `zoo_probes()` / `run_fault()` are the reduced recipe the tests and
-`benchmarks/fault_matrix.py` share: 128 scenes, batch 32, 12 epochs (48 steps), every
-probe on, per-term gradients sampled every 6th step.
+`zoo_config()` / `zoo_probes()` / `run_fault()`: the reduced recipe of the tests and
+`benchmarks/fault_matrix.py` (128 scenes, batch 32, 48 steps, every probe on, per-term
+gradients sampled every 6th step).
 """
 
 from __future__ import annotations
@@ -107,8 +105,7 @@ def build_trainer(config: TrainConfig, **kwargs: Any) -> Trainer:
 
 # ---------------------------------------------------------------- optimizer and schedule
 class HeadsNotInOptimizer(Trainer):
-    """docs/failures.md #6: groups built from a hard-coded list of head names that predates the
-    factor and aux heads; their parameters land in no group."""
+    """docs/failures.md #6: groups from a head-name list older than the factor and aux heads."""
 
     HEAD_NAMES = ("k_head",)  # BUG: written when k_head was the only head
 
@@ -177,9 +174,8 @@ class StepPerEpoch(Trainer):
 
 
 class StepGate(Trainer):
-    """docs/failures.md #5: a step gate that requires both the backbone's and the heads' gradient
-    norms above an absolute floor: as training converges and gradients shrink it skips
-    more and more valid steps. It logs the skip the way the trainer logs a scaler skip."""
+    """docs/failures.md #5: a step gate requiring the backbone's and the heads' gradient norms above
+    an absolute floor skips more valid steps as gradients shrink (logged: wb.step_skipped)."""
 
     MIN_NORM = 0.5  # BUG: an absolute floor; healthy late-training norms fall below it
 
@@ -188,8 +184,44 @@ class StepGate(Trainer):
             grads = [p.grad.norm() for p in group["params"] if p.grad is not None]
             norm = float(torch.stack(grads).norm()) if grads else 0.0
             if not norm > self.MIN_NORM:  # BUG: the gate
-                self.wb.writer.event(self.wb.step, "step_skipped", reason="gate", count=1)
+                self.wb.step_skipped("gate")  # an attempt the loop skipped on purpose
                 return False
+        return super().optimizer_step()
+
+
+class ZeroGradNever(Trainer):
+    """zero_grad() lost from the step: each update re-applies every earlier gradient."""
+
+    def backward_and_step(self, loss: torch.Tensor) -> bool:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        loss.backward()  # BUG: no optimizer.zero_grad() before it
+        if self.cfg.sanitize:
+            self.wb.sanitize_(params)
+        if self.cfg.clip_norm:
+            self.wb.clip_grad_norm_(params, self.cfg.clip_norm)
+        stepped = self.optimizer_step()
+        if stepped:
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update()
+        return stepped
+
+
+class ZeroGradBeforeStep(Trainer):
+    """zero_grad() moved into the step helper, between backward and step: no update."""
+
+    def optimizer_step(self) -> bool:
+        self.optimizer.zero_grad(set_to_none=True)  # BUG: after backward, before step
+        return super().optimizer_step()
+
+
+class TorchClipTiny(Trainer):
+    """The step helper clips with torch's own clip_grad_norm_ (not wb's) at 1e-4."""
+
+    MAX_NORM = 1e-4  # BUG: a per-element bound used as a global norm
+
+    def optimizer_step(self) -> bool:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.MAX_NORM)  # BUG
         return super().optimizer_step()
 
 
@@ -206,8 +238,7 @@ class HeadWithoutLoss(Trainer):
 
 
 class DetachedRPred(Trainer):
-    """R_pred detached before the loss ("the loss is only for monitoring" leftover): every
-    covariance and spectral term sends no gradient."""
+    """R_pred detached before the loss (a monitoring leftover): its terms send no gradient."""
 
     def compute_terms(self, out: ModelOutput, batch: SceneBatch) -> dict[str, torch.Tensor]:
         out = replace(out, R_pred=out.R_pred.detach())  # BUG
@@ -253,10 +284,8 @@ class NanTermSanitized(Trainer):
 
 class PhaseDependentEigvecLoss(Trainer):
     """docs/failures.md #11: subspace_align compares eigh eigenvectors with the true basis entry by
-    entry: the loss depends on each eigenvector's arbitrary phase e^{iφ}. Backward raises
-    'linalg_eigh_backward: ... specified up to e^{iφ}' once the phase-dependent part of the
-    gradient exceeds eigh's tolerance (small batches, large weights); below it, training
-    goes on with a wrong gradient. Litmus' phase-invariance check names it either way."""
+    entry, so it depends on their arbitrary phase: backward raises once that part of the
+    gradient exceeds eigh's tolerance, else trains on a wrong gradient (litmus names both)."""
 
     def compute_terms(self, out: ModelOutput, batch: SceneBatch) -> dict[str, torch.Tensor]:
         terms = loss_terms(out, batch, self.preset, beta=self.beta(self.epoch))
@@ -358,7 +387,8 @@ for _fault in (
     Fault("step-per-epoch",
           "backward and optimizer.step after the batch loop: one update per epoch",
           f"{_F} 1", StepPerEpoch, expects=("step-cadence",),
-          also=("scheduler-order", "loss-not-dropping", "spectrum-mismatch", "lr-stalled")),
+          also=("scheduler-order", "loss-not-dropping", "spectrum-mismatch", "lr-stalled",
+                "term-conflict")),
     Fault("ema-not-restored",
           "EMA weights swapped in for validation and never swapped back",
           f"{_F} 19", EmaNotRestored, config={"ema_decay": 0.9},
@@ -367,7 +397,7 @@ for _fault in (
           "warm-up lr·step/warmup from step 0 on a step counter that never advances: lr "
           "starts at 0 and the warm-up outlasts the run",
           f"{_F} 2", WarmupFromZero, expects=("lr-stalled",),
-          also=("loss-not-dropping", "params-not-moving", "spectrum-mismatch")),
+          also=("loss-not-dropping", "params-not-moving", "spectrum-mismatch", "term-conflict")),
     Fault("scheduler-before-optimizer",
           "scheduler.step() called before optimizer.step() (the schedule is one step "
           "ahead; the gate may pass: scheduler-order is a warning)",
@@ -378,7 +408,7 @@ for _fault in (
           "gradient sanitization",
           f"{_F} 10, 12", NanTermSanitized, expects=("nonfinite-grads",),
           also=("loss-not-dropping", "params-not-moving", "spectrum-mismatch",
-                "dead-params", "dead-loss-term")),
+                "dead-params", "dead-loss-term", "term-conflict")),
     Fault("zero-lr-head-group",
           "the heads param group gets lr 0 (an optional head lr that defaults to 0)",
           f"{_F} 6", ZeroLrHeadGroup, expects=("optimizer-coverage", "params-not-moving"),
@@ -396,8 +426,7 @@ for _fault in (
           f"{_F} 22", RSampNotDetached, config={"beta_start": 0.3, "beta_end": 0.3},
           expects=("grad-into-inputs",)),
     Fault("best-never-updated",
-          "best_val set at the first evaluation and never updated: best.pt stays at "
-          "epoch 0",
+          "best_val set at the first evaluation and never updated: best.pt stays at epoch 0",
           f"{_F} 21", BestNeverUpdated, expects=("stale-checkpoint",)),
     Fault("rank1-covariance",
           "R_pred built from the factor's first column only: a rank-1 covariance head",
@@ -408,7 +437,21 @@ for _fault in (
           "and the loss prints 0.000000",
           f"{_F} 8", WeightsNeverPassed, expects=("dead-loss-term",),
           also=("loss-not-dropping", "params-not-moving", "spectrum-mismatch",
-                "dead-params")),
+                "dead-params", "step-skipped")),
+    Fault("zero-grad-never",
+          "optimizer.zero_grad() never called: every step re-applies all earlier gradients",
+          f"{_F} 1, 9", ZeroGradNever, expects=("grads-not-cleared",),
+          also=("loss-not-dropping", "spectrum-mismatch", "clip-saturated", "term-conflict")),
+    Fault("zero-grad-before-step",
+          "optimizer.zero_grad() between backward and optimizer.step: every update is zero",
+          f"{_F} 12", ZeroGradBeforeStep, expects=("grads-altered",),
+          also=("params-not-moving", "step-skipped", "loss-not-dropping",
+                "spectrum-mismatch", "term-conflict")),
+    Fault("torch-clip-tiny",
+          "torch.nn.utils.clip_grad_norm_ at max_norm 1e-4 inside the step helper (no "
+          "wb.clip_grad_norm_): clip-saturated from the step-time observation",
+          "docs/design.md §5 clip-saturated", TorchClipTiny, config={"clip_norm": 0.0},
+          expects=("clip-saturated",), also=("loss-not-dropping", "spectrum-mismatch")),
     Fault("step-gate",
           "a step gate requiring backbone and head gradient norms above a floor skips "
           "valid steps as gradients shrink",

@@ -38,7 +38,7 @@ REQUIRED = {
     "optimizer-coverage", "dead-params", "dead-loss-term", "step-cadence", "weights-swapped",
     "lr-stalled", "scheduler-order", "nonfinite-grads", "params-not-moving",
     "clip-saturated", "grad-into-inputs", "stale-checkpoint", "spectrum-mismatch",
-    "step-skipped",
+    "step-skipped", "grads-not-cleared", "grads-altered",
 }
 TRAINER_METHODS = {name for name, value in vars(Trainer).items() if callable(value)}
 
@@ -58,7 +58,7 @@ def _severe_ids(diagnosis) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the registry
 def test_zoo_has_the_required_faults():
-    assert len(FAULTS) >= 14
+    assert len(FAULTS) >= 17
     named = {i for f in FAULTS.values() for i in f.expects}
     assert REQUIRED <= named, f"no fault expects {sorted(REQUIRED - named)}"
     assert any("phase-invariance" in f.litmus for f in FAULTS.values())
