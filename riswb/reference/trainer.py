@@ -247,10 +247,9 @@ class Trainer:
         scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scaler.get_scale() < scale:  # the scaler found inf/NaN and skipped the step
-            self.wb.writer.event(self.wb.step, "step_skipped", reason="scaler", count=1)
-            return False
-        return True
+        # a drop in scale = the scaler found inf/NaN and skipped the step (the Workbench's
+        # GradScaler watch logs the skip itself)
+        return self.scaler.get_scale() >= scale
 
     def refresh_train_set(self) -> None:
         """With `resample_scenes`, this epoch's fresh training scenes (not cached: drawing
