@@ -67,6 +67,7 @@ class LoopEvents:
         self._bw_since_loss = True
         self._bw_since_step += 1
         self._cache.clear()
+        self.last_clip = None  # a clip before this backward says nothing about its gradients
         if self.registry.subscribed(Event.AFTER_BACKWARD):
             self._emit(Event.AFTER_BACKWARD, self.step, backward=self.n_backward)
 

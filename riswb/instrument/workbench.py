@@ -69,6 +69,13 @@ DEFAULT_LOG_EVERY = 20
 _RESERVED_TERMS = frozenset({"total", "step", "kind"})
 
 
+def grad_versions(params: list[torch.Tensor]) -> list[int]:
+    """Each `.grad`'s in-place version counter (-1 without one): equal lists mean no
+    in-place op and no replacement reached the gradients in between — except through
+    `.data`, which bumps no counter."""
+    return [-1 if p.grad is None else p.grad._version for p in params]
+
+
 # -- the Workbench ------------------------------------------------------------------------
 
 
@@ -153,6 +160,8 @@ class Workbench(LoopEvents):
         self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
         self.observed_clip_log: list[tuple[torch.Tensor, torch.Tensor]] = []  # grad_step's
         self.observed_sanitized = torch.zeros((), dtype=torch.float64, device=self.device)
+        # the latest whole-model wb.clip_grad_norm_: (grad versions before, after, factor)
+        self.last_clip: tuple[list[int], list[int], torch.Tensor] | None = None
         self._cache: dict[Any, Any] = {}
         self._skip_log: dict[str, list[int]] = {}  # reason -> [count, first step, optimizer]
 
@@ -344,10 +353,14 @@ class Workbench(LoopEvents):
         if max_norm is None:
             raise TypeError("clip_grad_norm_() needs max_norm")
         chosen = self.params if params is None else list(params)
+        before = grad_versions(chosen) if params is None else None
         norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
+        limit = max_norm.detach() if isinstance(max_norm, torch.Tensor) else float(max_norm)
         if not self._closed:
-            limit = max_norm.detach() if isinstance(max_norm, torch.Tensor) else float(max_norm)
             self.clip_log.append((norm.detach(), limit))
+        # torch's factor, for grad_step to rescale its backward-end norms instead of a pass
+        self.last_clip = None if before is None else (
+            before, grad_versions(chosen), (limit / (norm.detach() + 1e-6)).clamp(max=1.0))
         self._cache.clear()
         return norm
 

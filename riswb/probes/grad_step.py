@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
+from riswb.instrument.workbench import grad_versions
 from riswb.probes.bits import as_bits, magnitude_bits
 from riswb.probes.gradients import GradStats, device_index, raw_grad_stats, tensor_norms
 from riswb.probes.nonfinite import raw_nonfinite
@@ -69,6 +70,7 @@ class GradStepProbe(Probe):
         self.tol, self.elem_first, self.elem_every = tol, elem_first, elem_every
         self._bw: GradStats | None = None
         self._bw_bad: torch.Tensor | None = None
+        self._bw_versions: list[int] = []
         self._copies: list[torch.Tensor | None] = []
         self._copied = False
         self._pending: set[int] = set()  # optimizers not yet stepped since the backward
@@ -93,6 +95,7 @@ class GradStepProbe(Probe):
             return
         self._bw = raw_grad_stats(wb)
         self._bw_bad = raw_nonfinite(wb)
+        self._bw_versions = grad_versions(wb.params)
         self._pending = set(range(len(wb.optimizers)))
         self._copied = self._elem_due(wb.opt_step + 1)
         if self._copied:
@@ -143,13 +146,17 @@ class GradStepProbe(Probe):
         at = None if len(chosen) == len(wb.named_params) else device_index(chosen, device)
         grads = [wb.named_params[i][1].grad for i in chosen]
         before = [bw.grads[i] for i in chosen]
-        if any(b is not None and g is not b for g, b in zip(grads, before, strict=True)):
+        same = all(g is b for g, b in zip(grads, before, strict=True))
+        if not same and any(b is not None and g is not b
+                            for g, b in zip(grads, before, strict=True)):
             entry = self._replaced.setdefault(index, [0, ctx.step])
             entry[0] += 1
         inverse = wb.scaler.unscaled.get(index)
         self._unscaled += inverse is not None
         with torch.no_grad():
-            step = tensor_norms(grads, device)
+            step = None if self._copied or not same else self._unchanged(wb, chosen, at)
+            if step is None:
+                step = tensor_norms(grads, device)
             expected = _select(bw.norms, at)
             if inverse is not None:
                 expected = expected * inverse.to(device)
@@ -162,6 +169,21 @@ class GradStepProbe(Probe):
         # the arithmetic waits for the flush, batched over the interval's steps
         self._rows.append((index, ctx.step, expected, step, _select(bw.unscaled, at), bad,
                            not wb.clip_log))
+
+    def _unchanged(self, wb: Any, chosen: tuple[int, ...],
+                   at: torch.Tensor | None) -> torch.Tensor | None:
+        """The step's norms without a pass over the gradients when no version counter moved
+        since the backward's end (its norms), or only a whole-model `wb.clip_grad_norm_` did
+        (its norms × torch's clip factor); None when anything else touched them."""
+        versions = grad_versions(wb.params)
+        now = [versions[i] for i in chosen]
+        if now == [self._bw_versions[i] for i in chosen]:
+            return _select(self._bw.norms, at)
+        clip = wb.last_clip
+        if (clip is not None and clip[0] == self._bw_versions
+                and now == [clip[1][i] for i in chosen]):
+            return _select(self._bw.norms, at) * clip[2].to(self._bw.norms)
+        return None
 
     def _table(self, rows: list[tuple]) -> torch.Tensor:
         """(S, 9) float64 per observed step, in `_FIELDS` order, for steps of one optimizer."""
