@@ -14,15 +14,22 @@ from __future__ import annotations
 import torch
 
 from riswb.reference.physics.baselines._common import (
+    Estimate,
     bounds,
     coded_steering,
+    count_picks,
     explained,
+    first_slots,
+    grid_atoms,
     grid_coords,
     grid_steps,
+    in_chunks,
+    operators,
     orthonormal_basis,
     pattern_search,
     project_out,
     suppress_near,
+    to_pos,
     unit_directions,
 )
 from riswb.reference.physics.music import MusicGrid
@@ -65,3 +72,22 @@ def greedy_path(preset: Preset, y: torch.Tensor, stages: int, g_ops: torch.Tenso
         q = orthonormal_basis(torch.cat([q, coded_steering(preset, g_ops, x)[..., None]], -1))
         res = project_out(q, y.to(torch.complex128))
     return picks, share
+
+
+def greedy_estimate(preset: Preset, y: torch.Tensor, h: torch.Tensor, codes: torch.Tensor,
+                    k: torch.Tensor | None, grid: MusicGrid | None, chunk: int,
+                    refine_iterations: int) -> Estimate:
+    """Estimates read off the greedy path (Bartlett with refinement, SOMP without): K given
+    (k (B,)) or counted from the residual share each pick explains."""
+    grid = grid or MusicGrid.for_preset(preset)
+    g_ops = operators(h, codes)
+    atoms = grid_atoms(preset, g_ops, grid)
+
+    def run(yc, kc):
+        stages = preset.k_max if kc is None else int(kc.max())
+        x, share = greedy_path(preset, yc, stages, g_ops, atoms, grid, refine_iterations)
+        x = torch.cat([x, x.new_ones(len(yc), preset.k_max - stages, 3)], 1)
+        kk = count_picks(share, preset.m) if kc is None else kc
+        return Estimate.from_slots(to_pos(x), first_slots(kk, preset.k_max))
+
+    return in_chunks(run, y, k, chunk)

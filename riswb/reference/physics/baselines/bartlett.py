@@ -14,14 +14,10 @@ import torch
 
 from riswb.reference.physics.baselines._common import (
     Estimate,
-    count_picks,
-    first_slots,
     grid_atoms,
-    in_chunks,
     operators,
-    to_pos,
 )
-from riswb.reference.physics.baselines._greedy import greedy_path, grid_spectrum
+from riswb.reference.physics.baselines._greedy import greedy_estimate, grid_spectrum
 from riswb.reference.physics.music import MusicGrid
 from riswb.reference.physics.presets import Preset
 
@@ -41,15 +37,4 @@ def estimate(preset: Preset, y: torch.Tensor, h: torch.Tensor, codes: torch.Tens
              k: torch.Tensor | None = None, grid: MusicGrid | None = None,
              chunk: int = 16) -> Estimate:
     """Greedy Bartlett estimates for y (B, L, M); K given (k (B,)) or estimated."""
-    grid = grid or MusicGrid.for_preset(preset)
-    g_ops = operators(h, codes)
-    atoms = grid_atoms(preset, g_ops, grid)
-
-    def run(yc, kc):
-        stages = preset.k_max if kc is None else int(kc.max())
-        x, share = greedy_path(preset, yc, stages, g_ops, atoms, grid, REFINE_ITERATIONS)
-        x = torch.cat([x, x.new_ones(len(yc), preset.k_max - stages, 3)], 1)
-        kk = count_picks(share, preset.m) if kc is None else kc
-        return Estimate.from_slots(to_pos(x), first_slots(kk, preset.k_max))
-
-    return in_chunks(run, y, k, chunk)
+    return greedy_estimate(preset, y, h, codes, k, grid, chunk, refine_iterations=REFINE_ITERATIONS)
