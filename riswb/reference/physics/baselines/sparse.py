@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from riswb.reference.physics.baselines._common import (
-    Estimate,
-)
+from riswb.reference.physics.baselines._common import Estimate
 from riswb.reference.physics.baselines._greedy import greedy_estimate
 from riswb.reference.physics.music import MusicGrid
 from riswb.reference.physics.presets import Preset
