@@ -5,12 +5,15 @@ Whatever the loop's own code does between `loss.backward()` and `optimizer.step(
 `p.grad = None` — is measured here without any `wb.*` helper: AFTER_BACKWARD keeps the raw
 gradient norms of the backward (with accumulation: of the LAST backward, whose `.grad` holds
 the accumulated sum), and the optimizer's step pre-hook takes the norms of the gradients it
-is about to apply (one `_foreach_norm` over that optimizer's tensors; with a closure —
-`optimizer.step(closure)`, as Lightning steps — the backward runs inside the step, so the
-comparison moves to the post-hook, the optimizer leaving `.grad` as it used it). Per tensor p,
-e_p = ‖g_p‖ at backward × (1/scale when a GradScaler's `unscale_` ran for this optimizer in
-between, riswb.instrument.scaler) and s_p = ‖g_p‖ at step; over tensors where both are
-finite and e_p > 0, the step's ratio r = √(Σ s_p² / Σ e_p²), and:
+is about to apply (one `_foreach_norm` over that optimizer's tensors — skipped when the
+same `.grad` tensors' version counters have not moved since the backward's end, its norms
+then being the step's, or moved only by a whole-model `wb.clip_grad_norm_`, its norms × the
+clip factor; an edit through `.data` bumps no counter and shows on sampled steps only;
+with a closure — `optimizer.step(closure)`, as Lightning steps — the backward runs inside
+the step, so the comparison moves to the post-hook, the optimizer leaving `.grad` as it
+used it). Per tensor p, e_p = ‖g_p‖ at backward × (1/scale when a GradScaler's `unscale_`
+ran for this optimizer in between, riswb.instrument.scaler) and s_p = ‖g_p‖ at step; over
+tensors where both are finite and e_p > 0, the step's ratio r = √(Σ s_p² / Σ e_p²), and:
 
 * rescaled — every r_p = s_p/e_p within `tol` of r, r ≠ 1 and r > 0: one factor for all
   tensors, i.e. clipping (an unscale alone gives r = 1: it is not an alteration);
