@@ -1,19 +1,16 @@
-"""Which probes a Workbench runs: `probes="default"`, None, or names, classes and instances."""
+"""Which probes a Workbench runs: `probes="default"`, None, or names, classes and instances.
+
+Every built-in probe class names itself after its module in riswb/probes/ ("grad_norms"),
+the name the manifest records and the rules look for.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from riswb.errors import RiswbError
-from riswb.instrument.hooks import Probe, _snake
+from riswb.instrument.hooks import Probe
 from riswb.probes import BUILTIN, builtin_class
-
-
-def _name_builtin(probe: Probe, module: str) -> Probe:
-    """Built-ins are named after their module ("grad_norms"), unless the class names itself."""
-    if type(probe).name is None and probe.name == _snake(type(probe).__name__):
-        probe.name = module
-    return probe
 
 
 def resolve_probes(spec: Any) -> list[Probe]:
@@ -25,24 +22,20 @@ def resolve_probes(spec: Any) -> list[Probe]:
     if spec is None:
         return []
     items = [spec] if isinstance(spec, (str, Probe, type)) else list(spec)
-    table = list(BUILTIN)
     probes: list[Probe] = []
-    modules = {(f"riswb.probes.{m}", c): m for m, c in table}
     for item in items:
         if isinstance(item, Probe):
-            module = modules.get((type(item).__module__, type(item).__name__))
-            probes.append(item if module is None else _name_builtin(item, module))
+            probes.append(item)
         elif isinstance(item, type) and issubclass(item, Probe):
             probes.append(item())
         elif item == "default":
-            for module, _ in table:
-                probes.append(_name_builtin(builtin_class(module)(), module))
+            probes.extend(builtin_class(module)() for module, _ in BUILTIN)
         elif isinstance(item, str):
-            match = next(((m, c) for m, c in table if item in (m, c)), None)
-            if match is None:
-                names = ", ".join(m for m, _ in table)
+            module = next((m for m, c in BUILTIN if item in (m, c)), None)
+            if module is None:
+                names = ", ".join(m for m, _ in BUILTIN)
                 raise RiswbError(f"unknown probe {item!r} (built-ins: {names}, or 'default')")
-            probes.append(_name_builtin(builtin_class(match[0])(), match[0]))
+            probes.append(builtin_class(module)())
         else:
             raise TypeError(f"probes must be 'default', names or Probe instances, got {item!r}")
     return probes

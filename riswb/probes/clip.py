@@ -72,6 +72,8 @@ def clip_summary(entries: list[tuple[Any, Any]]) -> dict[str, float]:
 class ClipProbe(Probe):
     """Summarises `wb.clip_grad_norm_` calls once per flush."""
 
+    name = "clip"
+
     def flush(self, ctx: StepContext) -> None:
         wb = ctx.wb
         explicit, observed = list(wb.clip_log), list(wb.observed_clip_log)

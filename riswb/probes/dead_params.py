@@ -45,6 +45,8 @@ from riswb.probes.gradients import ModuleIndex, device_index, raw_grad_stats
 class DeadParamsProbe(Probe):
     """Tensors whose gradient stays None/zero over a window, and zero-gradient fractions."""
 
+    name = "dead_params"
+
     def __init__(self, every: int | None = None, *, window: int = 50, elem_every: int = 20):
         super().__init__(every)
         if window < 1 or elem_every < 1:

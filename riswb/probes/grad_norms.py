@@ -30,6 +30,8 @@ from riswb.probes.gradients import ModuleIndex, raw_grad_stats
 class GradNormsProbe(Probe):
     """Total and per-top-level-module raw gradient norms, RMS over each flush interval."""
 
+    name = "grad_norms"
+
     def __init__(self, every: int | None = None):
         super().__init__(every)
         self._index: ModuleIndex | None = None

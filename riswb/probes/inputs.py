@@ -31,6 +31,8 @@ class InputsProbe(Probe):
     """Writes a `grad_into_inputs` event ({"tensors", "count", "first_step"}) per interval
     in which some watched input required grad or hung off a graph."""
 
+    name = "inputs"
+
     def __init__(self, every: int | None = None):
         super().__init__(every)
         self._flagged: dict[str, int] = {}

@@ -108,6 +108,8 @@ def _nonfinite_elements(grads: list[torch.Tensor]) -> list[torch.Tensor]:
 class NonFiniteProbe(Probe):
     """Counts raw non-finite gradient elements, masked ones and non-finite losses."""
 
+    name = "nonfinite"
+
     def __init__(self, every: int | None = None):
         super().__init__(every)
         self._counts: torch.Tensor | None = None  # (P,) float64 elements, summed over backwards

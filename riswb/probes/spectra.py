@@ -120,6 +120,8 @@ def spectrum_record(
 class SpectraProbe(Probe):
     """Mean descending eigenvalues and spectrum statistics of R_pred vs R_true at eval."""
 
+    name = "spectra"
+
     def on_eval(self, ctx: StepContext) -> None:
         payload = ctx.payload
         metrics = payload.get("metrics") or {}

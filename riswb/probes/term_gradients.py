@@ -99,6 +99,8 @@ def nice_interval(raw: float, lo: int = 10, hi: int = 1000) -> int:
 class TermGradientsProbe(Probe):
     """Norms, pairwise cosines and non-finite counts of per-term gradients (sampled)."""
 
+    name = "term_gradients"
+
     def __init__(
         self,
         every: int | None = None,

@@ -24,3 +24,10 @@ def test_names_classes_and_instances_resolve():
     assert [p.name for p in named] == [p.name for p in default]
     with pytest.raises(RiswbError, match="unknown probe"):
         resolve_probes(["nope"])
+
+
+def test_every_builtin_is_named_after_its_module():
+    """The manifest name is what the rules look for: one name per built-in, its module's."""
+    from riswb.probes import BUILTIN
+
+    assert [p.name for p in default_probes()] == [module for module, _ in BUILTIN]
