@@ -15,6 +15,49 @@ import torch
 
 from riswb.runlog import RunWriter
 
+RESERVED_TERMS = frozenset({"total", "step", "kind"})
+RESERVED_METRICS = frozenset({"step", "kind", "time"})
+
+
+def checked_terms(
+    terms: Mapping[str, Any], device: torch.device
+) -> tuple[dict[str, torch.Tensor], frozenset[str]]:
+    """(the terms as scalar tensors, the names of constant ones) — or a ValueError that names
+    the term. A Python number is a constant term: recorded, with no gradient to check; a
+    tensor must hold one element (a batch of losses averaged in silence hides a bug)."""
+    if not isinstance(terms, Mapping) or not terms:
+        raise ValueError("wb.loss takes a non-empty dict of named scalar terms")
+    clash = RESERVED_TERMS.intersection(terms)
+    if clash:
+        raise ValueError(f"loss term names {sorted(clash)} are reserved")
+    out: dict[str, torch.Tensor] = {}
+    constants = []
+    for name, term in terms.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"loss term names must be non-empty strings, got {name!r}")
+        if isinstance(term, torch.Tensor):
+            if term.numel() != 1:
+                raise ValueError(f"loss term {name!r} has shape {tuple(term.shape)}: wb.loss "
+                                 "takes scalars (reduce it first, e.g. .mean())")
+            out[name] = term.reshape(())
+        elif isinstance(term, (int, float)) and not isinstance(term, bool):
+            out[name] = torch.tensor(float(term), device=device)
+            constants.append(name)
+        else:
+            raise ValueError(f"loss term {name!r} is a {type(term).__name__}: wb.loss takes "
+                             "scalar tensors or Python numbers")
+    return out, frozenset(constants)
+
+
+def checked_metrics(metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`metrics` for `wb.evaluate`, refusing keys that would forge the record itself."""
+    if not isinstance(metrics, Mapping):
+        raise ValueError("wb.evaluate takes a dict of named metrics")
+    clash = RESERVED_METRICS.intersection(metrics)
+    if clash:
+        raise ValueError(f"metric names {sorted(clash)} are reserved")
+    return metrics
+
 
 def weighted_sum(terms: Mapping[str, torch.Tensor], weights: Mapping[str, Any]) -> torch.Tensor:
     """Σ weight·term over `terms`, a missing weight counting as 1 (the graph stays intact)."""

@@ -60,13 +60,12 @@ from riswb.instrument.grad_clearing import GradClearWatch
 from riswb.instrument.hooks import Event, Registry
 from riswb.instrument.loop_events import LoopEvents
 from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list
-from riswb.instrument.loss_weights import LossWeights
+from riswb.instrument.loss_weights import LossWeights, checked_metrics, checked_terms
 from riswb.instrument.probe_resolution import resolve_probes
 from riswb.integrations.distributed import rank_info, run_name_for_rank
 from riswb.runlog import RunWriter
 
 DEFAULT_LOG_EVERY = 20
-_RESERVED_TERMS = frozenset({"total", "step", "kind"})
 
 
 def grad_versions(params: list[torch.Tensor]) -> list[int]:
@@ -210,16 +209,13 @@ class Workbench(LoopEvents):
     ) -> torch.Tensor:
         """Record named loss terms; return Σ weight·term with its graph intact.
 
+        Terms are scalar tensors or Python numbers (constants: recorded, no gradient).
         Missing weights default to 1.0. The AFTER_LOSS payload holds `terms`, `weights`
-        (the weights used, one per term), `total` and `values` (detached float32 vector:
-        the unweighted terms in order, then the total).
+        (the weights used, one per term), `total`, `values` (detached float32 vector:
+        the unweighted terms in order, then the total) and `constants` (names).
         """
-        if not terms:
-            raise ValueError("wb.loss needs at least one named term")
+        terms, constants = checked_terms(terms, self.device)
         names = tuple(terms)
-        clash = _RESERVED_TERMS.intersection(names)
-        if clash:
-            raise ValueError(f"loss term names {sorted(clash)} are reserved")
         used = {n: (1.0 if weights is None else weights.get(n, 1.0)) for n in names}
         total, values = self.loss_weights.total(names, terms, used)
         if self._closed:
@@ -235,8 +231,8 @@ class Workbench(LoopEvents):
         self._cache.clear()
         self.loss_weights.note(self.step, names, used)
         self._emit(
-            Event.AFTER_LOSS, self.step, terms=dict(terms), weights=used, total=total,
-            values=values,
+            Event.AFTER_LOSS, self.step, terms=terms, weights=used, total=total,
+            values=values, constants=constants,
         )
         return total
 
@@ -249,6 +245,7 @@ class Workbench(LoopEvents):
         K: Any = None,
     ) -> None:
         """Write kind `eval` (the metrics as floats) and emit Event.EVAL to the probes."""
+        metrics = checked_metrics(metrics)
         values = {}
         for key, value in metrics.items():
             if isinstance(value, torch.Tensor):

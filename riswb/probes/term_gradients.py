@@ -169,7 +169,8 @@ class TermGradientsProbe(Probe):
         self.interval = nice_interval(self._cost / (self.budget * step_time))
 
     def _sample(self, ctx: StepContext) -> None:
-        terms = ctx.payload.get("terms") or {}
+        constants = ctx.payload.get("constants") or ()
+        terms = {n: t for n, t in (ctx.payload.get("terms") or {}).items() if n not in constants}
         if not terms or self.unavailable:
             return
         weights = ctx.payload.get("weights")

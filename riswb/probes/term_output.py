@@ -105,7 +105,8 @@ class TermOutputProbe(Probe):
 
     def _observe(self, ctx: StepContext) -> bool:
         """Report terms without a graph; sample if forwards were captured (True then)."""
-        terms = ctx.payload.get("terms") or {}
+        constants = ctx.payload.get("constants") or ()
+        terms = {n: t for n, t in (ctx.payload.get("terms") or {}).items() if n not in constants}
         dead = [n for n, t in terms.items() if n not in self._no_grad and not (
             isinstance(t, torch.Tensor) and (t.requires_grad or t.grad_fn is not None))]
         if dead:
