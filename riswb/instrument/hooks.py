@@ -13,9 +13,12 @@ events.jsonl (`probe_error`) and the manifest's warnings; training goes on. With
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+
+from riswb.instrument.probe_cost import ProbeCostWatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from riswb.instrument.workbench import Workbench
@@ -158,6 +161,7 @@ class Registry:
         # per event, the enabled subscribers' bound methods: emit runs several times per
         # step, so the lookups happen once here (and again whenever a probe is disabled)
         self._handlers: dict[Event, list[tuple[Probe, Any]]] = {event: [] for event in Event}
+        self.cost = ProbeCostWatch(lambda message: self.wb.writer.warn(message))
 
     def add(self, probe: Probe) -> Probe:
         if any(existing.name == probe.name for existing in self.probes):
@@ -197,13 +201,21 @@ class Registry:
             if probe.name not in self.disabled:  # disabled by an earlier handler just now
                 self._call(probe, method, ctx)
 
+    def _call(self, probe: Probe, method, ctx: StepContext) -> None:
+        if not self.cost.active:
+            self._contained(probe, method, ctx)
+            return
+        start = time.perf_counter()
+        self._contained(probe, method, ctx)
+        self.cost.add(probe.name, time.perf_counter() - start)
+
     def flush(self, step: int) -> None:
         ctx = StepContext(self.wb, Event.RUN_END, step)
         for probe in self._flushers:
             if probe.name not in self.disabled:
                 self._call(probe, probe.flush, ctx)
 
-    def _call(self, probe: Probe, method, ctx: StepContext) -> None:
+    def _contained(self, probe: Probe, method, ctx: StepContext) -> None:
         try:
             method(ctx)
         except Exception as error:

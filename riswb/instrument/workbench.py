@@ -215,6 +215,8 @@ class Workbench(LoopEvents):
         the unweighted terms in order, then the total) and `constants` (names).
         """
         terms, constants = checked_terms(terms, self.device)
+        if not self._closed:
+            self.registry.cost.on_loss(self.n_loss)
         names = tuple(terms)
         used = {n: (1.0 if weights is None else weights.get(n, 1.0)) for n in names}
         total, values = self.loss_weights.total(names, terms, used)
