@@ -196,7 +196,7 @@ def _step(value: int | None) -> str:
 
 def markdown(rows: list[dict[str, Any]], stats: dict[str, Any]) -> str:
     lines = [
-        "| fault | FAILURES | expected finding(s) | found (severity) | first evidence at step "
+        "| fault | failures | expected finding(s) | found (severity) | first evidence at step "
         "| diagnosable at step | other findings | gate |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -192,19 +192,8 @@ class StepGate(Trainer):
 class ZeroGradNever(Trainer):
     """zero_grad() lost from the step: each update re-applies every earlier gradient."""
 
-    def backward_and_step(self, loss: torch.Tensor) -> bool:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        loss.backward()  # BUG: no optimizer.zero_grad() before it
-        if self.cfg.sanitize:
-            self.wb.sanitize_(params)
-        if self.cfg.clip_norm:
-            self.wb.clip_grad_norm_(params, self.cfg.clip_norm)
-        stepped = self.optimizer_step()
-        if stepped:
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update()
-        return stepped
+    def clear_grads(self) -> None:
+        pass  # BUG: optimizer.zero_grad() lost: backward adds onto every earlier gradient
 
 
 class ZeroGradBeforeStep(Trainer):

@@ -222,7 +222,7 @@ class Trainer:
 
     def backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward, sanitize, clip, step; True when the optimizer really stepped."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self.clear_grads()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.scaler is None:
             loss.backward()
@@ -239,6 +239,10 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update()
         return stepped
+
+    def clear_grads(self) -> None:
+        """Drop the previous step's gradients before this step's backward."""
+        self.optimizer.zero_grad(set_to_none=True)
 
     def optimizer_step(self) -> bool:
         if self.scaler is None:
