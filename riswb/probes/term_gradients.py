@@ -61,7 +61,7 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
-from riswb.probes.term_keys import pair_key
+from riswb.probes.term_keys import gradient_terms, pair_key
 
 
 def _scalar(term: torch.Tensor) -> torch.Tensor:
@@ -169,8 +169,7 @@ class TermGradientsProbe(Probe):
         self.interval = nice_interval(self._cost / (self.budget * step_time))
 
     def _sample(self, ctx: StepContext) -> None:
-        constants = ctx.payload.get("constants") or ()
-        terms = {n: t for n, t in (ctx.payload.get("terms") or {}).items() if n not in constants}
+        terms = gradient_terms(ctx.payload)
         if not terms or self.unavailable:
             return
         weights = ctx.payload.get("weights")

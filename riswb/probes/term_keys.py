@@ -1,4 +1,5 @@
-"""Unambiguous composite keys for pairs of loss terms ("a|b" in `term_cosine*` records).
+"""Loss terms as the per-term probes see them: which terms carry a gradient to check, and
+unambiguous composite keys for pairs of them ("a|b" in `term_cosine*` records).
 
 Term names may contain any character. In a pair key each name is escaped — `\\` becomes
 `\\\\` and `|` becomes `\\|` — and the two are joined by one unescaped `|`: a name without
@@ -7,6 +8,18 @@ pair (split at the only `|` not preceded by an odd run of backslashes).
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+
+def gradient_terms(payload: dict[str, Any]) -> dict[str, Any]:
+    """The AFTER_LOSS terms whose gradients the probes check: all but the constant ones
+    (Python numbers passed to `wb.loss`, which have no gradient by design)."""
+    terms = payload.get("terms") or {}
+    constants = payload.get("constants")
+    if not constants:
+        return terms
+    return {name: term for name, term in terms.items() if name not in constants}
 
 
 def escape(name: str) -> str:

@@ -39,7 +39,7 @@ import torch
 
 from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.term_gradients import _scalar, _weight
-from riswb.probes.term_keys import pair_key
+from riswb.probes.term_keys import gradient_terms, pair_key
 
 _MAX_CAPTURED = 8  # forwards kept between two wb.loss calls (eval forwards with grad on)
 
@@ -105,8 +105,7 @@ class TermOutputProbe(Probe):
 
     def _observe(self, ctx: StepContext) -> bool:
         """Report terms without a graph; sample if forwards were captured (True then)."""
-        constants = ctx.payload.get("constants") or ()
-        terms = {n: t for n, t in (ctx.payload.get("terms") or {}).items() if n not in constants}
+        terms = gradient_terms(ctx.payload)
         dead = [n for n, t in terms.items() if n not in self._no_grad and not (
             isinstance(t, torch.Tensor) and (t.requires_grad or t.grad_fn is not None))]
         if dead:
