@@ -202,26 +202,23 @@ class Registry:
                 self._call(probe, method, ctx)
 
     def _call(self, probe: Probe, method, ctx: StepContext) -> None:
-        if not self.cost.active:
-            self._contained(probe, method, ctx)
-            return
-        start = time.perf_counter()
-        self._contained(probe, method, ctx)
-        self.cost.add(probe.name, time.perf_counter() - start)
-
-    def flush(self, step: int) -> None:
-        ctx = StepContext(self.wb, Event.RUN_END, step)
-        for probe in self._flushers:
-            if probe.name not in self.disabled:
-                self._call(probe, probe.flush, ctx)
-
-    def _contained(self, probe: Probe, method, ctx: StepContext) -> None:
+        """Run one probe method; its Exception disables the probe (or raises when strict).
+        On the steps the cost watch samples, the call is timed."""
+        start = time.perf_counter() if self.cost.active else None
         try:
             method(ctx)
         except Exception as error:
             if self.strict:
                 raise strict_error(probe, ctx, error) from error
             self._disable(probe, ctx, error)
+        if start is not None:
+            self.cost.add(probe.name, time.perf_counter() - start)
+
+    def flush(self, step: int) -> None:
+        ctx = StepContext(self.wb, Event.RUN_END, step)
+        for probe in self._flushers:
+            if probe.name not in self.disabled:
+                self._call(probe, probe.flush, ctx)
 
     def _disable(self, probe: Probe, ctx: StepContext, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"

@@ -39,7 +39,7 @@ def checked_terms(
             if term.numel() != 1:
                 raise ValueError(f"loss term {name!r} has shape {tuple(term.shape)}: wb.loss "
                                  "takes scalars (reduce it first, e.g. .mean())")
-            out[name] = term.reshape(())
+            out[name] = term if term.dim() == 0 else term.reshape(())
         elif isinstance(term, (int, float)) and not isinstance(term, bool):
             out[name] = torch.tensor(float(term), device=device)
             constants.append(name)

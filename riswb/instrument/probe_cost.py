@@ -34,13 +34,12 @@ class ProbeCostWatch:
     def on_loss(self, n_loss: int) -> None:
         """Called at each `wb.loss`, before the step it opens: closes a timed step, and
         decides whether the step now starting is timed."""
-        now = time.perf_counter()
         if self.active:
-            self._judge(now - self._start)
+            self._judge(time.perf_counter() - self._start)
         self.active = n_loss >= FIRST and n_loss % EVERY == 0
         if self.active:
-            self._start = now
             self._spent.clear()
+            self._start = time.perf_counter()
 
     def add(self, probe: str, seconds: float) -> None:
         self._spent[probe] += seconds
