@@ -62,7 +62,7 @@ from riswb.instrument.loop_events import LoopEvents
 from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list
 from riswb.instrument.loss_weights import LossWeights, checked_metrics, checked_terms
 from riswb.instrument.probe_resolution import resolve_probes
-from riswb.integrations.distributed import rank_info, run_name_for_rank
+from riswb.instrument.ranks import rank_info, run_name_for_rank
 from riswb.runlog import RunWriter
 
 DEFAULT_LOG_EVERY = 20

@@ -4,5 +4,5 @@ rank-aware runs under torchrun/DDP. Each submodule imports its framework on impo
 
 * riswb.integrations.lightning.RiswbCallback (and `log_terms`)
 * riswb.integrations.transformers.RiswbCallback
-* riswb.integrations.distributed: rank_info, run_name_for_rank, open_workbench
+* riswb.integrations.distributed: open_workbench (rank 0 only, DDP unwrapped)
 """

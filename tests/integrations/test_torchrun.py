@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from riswb.integrations.distributed import rank_info, run_name_for_rank, should_log
+from riswb.instrument.ranks import rank_info, run_name_for_rank
+from riswb.integrations.distributed import should_log
 from riswb.runlog import read_run
 
 DDP_SCRIPT = '''
