@@ -53,12 +53,18 @@ __all__ = ["SCHEMA_VERSION", "Run", "RunWriter", "default_runs_dir", "list_runs"
 SCHEMA_VERSION = 1
 
 
+_JSON_READY = frozenset({bool, int, float, str, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """Turn numpy/torch scalars and tuples into JSON-ready Python values."""
+    if type(value) in _JSON_READY:  # the usual record value: no isinstance chain
+        return value
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _JSON_READY else _plain(v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
@@ -228,13 +234,16 @@ class RunWriter:
             return
         line = json.dumps(_plain(record), allow_nan=True) + "\n"
         self._step = record["step"]
-        with self._guard(self.path / f"{stream}.jsonl"):
+        try:  # `_guard` inline: this runs for every record, a context manager per line costs
             handle = self._streams[stream]
             handle.write(line)
             if self._deferred is None:
                 handle.flush()
             else:
                 self._deferred.add(stream)
+        except OSError as error:
+            if self.failure is None:
+                self._stop(error, self.path / f"{stream}.jsonl")
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:

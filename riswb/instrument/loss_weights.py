@@ -85,7 +85,7 @@ class LossWeights:
         self.terms: list[str] = []
         self.used: dict[str, Any] = {}
         self._written: dict[str, float] | None = None
-        self._vectors: dict[Any, torch.Tensor] = {}
+        self._vectors: dict[Any, torch.Tensor | None] = {}
 
     def total(
         self, names: tuple[str, ...], terms: Mapping[str, torch.Tensor], used: dict[str, Any]
@@ -108,19 +108,21 @@ class LossWeights:
     def _vector(
         self, names: tuple[str, ...], used: dict[str, Any], like: torch.Tensor
     ) -> torch.Tensor | None:
-        raw = [used[n] for n in names]
+        raw = tuple(used[n] for n in names)
         if any(isinstance(w, torch.Tensor) for w in raw):
             return torch.stack(
                 [torch.as_tensor(w, dtype=like.dtype, device=like.device).reshape(()) for w in raw]
             )
-        if all(w == 1.0 for w in raw):
-            return None
-        key = (tuple(float(w) for w in raw), like.dtype, like.device)
-        vector = self._vectors.get(key)
-        if vector is None:
-            if len(self._vectors) > 64:
-                self._vectors.clear()
-            vector = self._vectors[key] = torch.tensor(key[0], dtype=like.dtype, device=like.device)
+        key = (raw, like.dtype, like.device)  # Python numbers: one dict lookup per call
+        try:
+            return self._vectors[key]
+        except KeyError:
+            pass
+        if len(self._vectors) > 64:
+            self._vectors.clear()
+        vector = None if all(w == 1.0 for w in raw) else torch.tensor(
+            [float(w) for w in raw], dtype=like.dtype, device=like.device)
+        self._vectors[key] = vector
         return vector
 
     def note(self, step: int, names: tuple[str, ...], used: dict[str, Any]) -> None:

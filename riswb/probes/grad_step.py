@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
@@ -188,29 +189,34 @@ class GradStepProbe(Probe):
             return _select(self._bw.norms, at) * clip[2].to(self._bw.norms)
         return None
 
-    def _table(self, rows: list[tuple]) -> torch.Tensor:
-        """(S, 9) float64 per observed step, in `_FIELDS` order, for steps of one optimizer."""
-        expected = torch.stack([r[2] for r in rows]).to(torch.float64)
-        step = torch.stack([r[3] for r in rows]).to(torch.float64)
-        unscaled = torch.stack([r[4] for r in rows]).to(torch.float64)
-        bad = torch.stack([torch.zeros_like(r[3], dtype=torch.float64) if r[5] is None
-                           else r[5].to(torch.float64) for r in rows])
-        usable = torch.isfinite(expected) & torch.isfinite(step) & (expected > 0)
-        zero = expected.new_zeros(())
-        e2 = torch.where(usable, expected.square(), zero).sum(1)
-        s2 = torch.where(usable, step.square(), zero).sum(1)
-        ratio = (s2 / e2).sqrt()
-        per = torch.where(usable, step / expected.clamp_min(1e-300), ratio[:, None])
-        uniform = ((per - ratio[:, None]).abs() <= self.tol * ratio[:, None]).all(1)
-        defined = usable.any(1)
-        moved = (ratio - 1).abs() > self.tol
-        return torch.stack([
-            unscaled.square().sum(1), torch.where(ratio.isfinite(), s2, zero),
-            torch.where(defined, ratio, torch.full_like(ratio, math.nan)), defined.double(),
-            (defined & uniform & moved & (ratio > 0)).double(), (defined & ~uniform).double(),
-            ((step.square().nan_to_num(1.0).sum(1) == 0) & (e2 > 0)).double(), bad.sum(1),
-            torch.where(torch.isfinite(step), bad, zero).sum(1),
-        ], 1)
+    def _table(self, rows: list[tuple]) -> np.ndarray:
+        """(S, 9) float64 per observed step, in `_FIELDS` order, for steps of one optimizer.
+
+        The flush reads the norms to the host anyway: one stack and one copy, then numpy,
+        whose small-array ops cost a fraction of torch's per-op dispatch."""
+        norms = torch.stack([t for r in rows for t in (r[2], r[3], r[4])]).to(torch.float64)
+        norms = norms.cpu().numpy().reshape(len(rows), 3, -1)
+        expected, step, unscaled = norms[:, 0], norms[:, 1], norms[:, 2]
+        bad = np.zeros_like(step)
+        flagged = [i for i, r in enumerate(rows) if r[5] is not None]
+        if flagged:
+            bad[flagged] = torch.stack([rows[i][5] for i in flagged]).to(torch.float64).cpu()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            usable = np.isfinite(expected) & np.isfinite(step) & (expected > 0)
+            e2 = np.where(usable, np.square(expected), 0.0).sum(1)
+            s2 = np.where(usable, np.square(step), 0.0).sum(1)
+            ratio = np.sqrt(s2 / e2)
+            per = np.where(usable, step / np.maximum(expected, 1e-300), ratio[:, None])
+            uniform = (np.abs(per - ratio[:, None]) <= self.tol * ratio[:, None]).all(1)
+            defined = usable.any(1)
+            moved = np.abs(ratio - 1) > self.tol
+            zeroed = (np.nan_to_num(np.square(step), nan=1.0).sum(1) == 0) & (e2 > 0)
+            return np.stack([
+                np.square(unscaled).sum(1), np.where(np.isfinite(ratio), s2, 0.0),
+                np.where(defined, ratio, math.nan), defined,
+                defined & uniform & moved & (ratio > 0), defined & ~uniform, zeroed,
+                bad.sum(1), np.where(np.isfinite(step), bad, 0.0).sum(1),
+            ], 1).astype(np.float64)
 
     def _compare(self, chosen: tuple[int, ...], grads: list[torch.Tensor | None],
                  inverse: torch.Tensor | None) -> None:
@@ -242,9 +248,9 @@ class GradStepProbe(Probe):
             for index in dict.fromkeys(r[0] for r in rows):
                 tables[index] = self._table([r for r in rows if r[0] == index])
             order = {index: iter(range(len(t))) for index, t in tables.items()}
-            table = torch.stack([tables[r[0]][next(order[r[0]])] for r in rows])
+            table = np.stack([tables[r[0]][next(order[r[0]])] for r in rows])
             self._feed(wb, rows, table)
-            sums = dict(zip(_FIELDS, table.nan_to_num(0.0).sum(0).tolist(), strict=True))
+            sums = dict(zip(_FIELDS, np.nan_to_num(table, nan=0.0).sum(0).tolist(), strict=True))
             n = len(rows)
             defined = sums["defined"]
             record = {
@@ -265,14 +271,14 @@ class GradStepProbe(Probe):
         self._unscaled = 0
 
     @staticmethod
-    def _feed(wb: Any, rows: list[tuple], table: torch.Tensor) -> None:
+    def _feed(wb: Any, rows: list[tuple], table: np.ndarray) -> None:
         """Observed clips (steps without a wb.clip_grad_norm_ call) for ClipProbe, which
         flushes after this probe in the default order."""
-        pre, post = table[:, 0].sqrt(), table[:, 1].sqrt()
+        pre, post = np.sqrt(table[:, 0]), np.sqrt(table[:, 1])
         clipped = (table[:, 4] > 0) & (table[:, 2] < 1)
-        limit = torch.where(clipped, post, torch.full_like(post, math.inf))
+        limit = np.where(clipped, post, math.inf)
         wb.observed_clip_log.extend(
-            (pre[i], limit[i]) for i, row in enumerate(rows) if row[6])
+            (float(pre[i]), float(limit[i])) for i, row in enumerate(rows) if row[6])
 
     def _elem_record(self) -> dict[str, Any]:
         elems, self._elems = self._elems, []

@@ -10,8 +10,9 @@ dicts and dataclasses of the output, requiring grad), with `torch.autograd.grad(
 retain_graph=True, allow_unused=True)`: the backward walks only the loss head between the
 outputs and the terms, never the network. When the loss head itself is costly
 (eigendecompositions in the reference model's loss) the probe keeps to `budget` (2%) of the
-loop's time: after each sample it sets `stride`, the number of log intervals between samples
-(1 when cheap; in the manifest). Records (at the sampled step):
+loop's busy time (from a step's first forward to its optimizer step, samples excluded): at
+the optimizer step after each sample it sets `stride`, the number of log intervals between
+samples (1 when cheap; in the manifest). Records (at the sampled step):
 
 * `term_grad_out`   {term: ‖g_t‖ over all captured outputs}; 0 for a term that does not
   depend on the outputs (detached, a constant, a regulariser of the weights alone);
@@ -73,8 +74,11 @@ class TermOutputProbe(Probe):
             raise ValueError("front must be >= 0 and budget > 0")
         self.front, self.budget = front, budget
         self.stride = 1  # log intervals between samples (grows when a sample is costly)
-        self._period: float | None = None  # smoothed wb.loss-to-wb.loss time
-        self._last: float | None = None
+        self._period: float | None = None  # smoothed busy time of the loop per wb.loss call
+        self._opened: float | None = None  # first forward (or wb.loss) since the last step
+        self._losses = 0  # wb.loss calls since then
+        self._sampling = 0.0  # seconds of samples since then
+        self._sample_cost: float | None = None  # the last sample's, until the stride is set
         self._captured: list[Any] = []
         self._pending: list[tuple[int, list[str], torch.Tensor]] = []
         self._no_grad: set[str] = set()
@@ -88,20 +92,34 @@ class TermOutputProbe(Probe):
         return calls <= self.front or (calls - 1) % (wb.log_every * self.stride) == 0
 
     def on_after_forward(self, ctx: StepContext) -> None:
+        if self._opened is None:
+            self._opened = time.perf_counter()
         if self._due(ctx.wb) and len(self._captured) < _MAX_CAPTURED:
             self._captured.append(ctx.payload.get("output"))
 
     def on_after_loss(self, ctx: StepContext) -> None:
         start = time.perf_counter()
-        if self._last is not None:
-            period = start - self._last
-            self._period = period if self._period is None else 0.9 * self._period + 0.1 * period
-        sampled = self._observe(ctx)
-        end = time.perf_counter()
-        if sampled and self._period:  # keep the samples within the budget
-            per_step = (end - start) / (ctx.wb.log_every * self._period)
+        if self._opened is None:  # a forward the Workbench does not see: time from here
+            self._opened = start
+        self._losses += 1
+        if self._observe(ctx):
+            self._sample_cost = time.perf_counter() - start
+            self._sampling += self._sample_cost
+
+    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        """Close the loop's own busy time (first forward to step end, less the samples) and
+        keep the samples within the budget of it. Wall time between two `wb.loss` calls
+        would also count data loading and, in an interleaved benchmark, the other loops'
+        turns, and set the stride too low."""
+        if self._opened is None or not self._losses:
+            return
+        busy = (time.perf_counter() - self._opened - self._sampling) / self._losses
+        self._period = busy if self._period is None else 0.9 * self._period + 0.1 * busy
+        self._opened, self._losses, self._sampling = None, 0, 0.0
+        if self._sample_cost is not None and self._period > 0:
+            per_step = self._sample_cost / (ctx.wb.log_every * self._period)
             self.stride = max(1, math.ceil(per_step / self.budget))
-        self._last = end
+            self._sample_cost = None
 
     def _observe(self, ctx: StepContext) -> bool:
         """Report terms without a graph; sample if forwards were captured (True then)."""

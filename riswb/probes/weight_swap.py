@@ -130,8 +130,11 @@ class WeightSwapProbe(Probe):
         if self._pending is not None:
             self._resolve(ctx, "optimizer_step")
             return
+        now = self._fingerprint()
+        if now.device.type == "cpu" and torch.equal(now, self._ref):
+            return  # a host read costs nothing on CPU: keep masks for changes only
         # element masks, reduced to changed-tensor counts in batches (no per-step reduction)
-        self._masks.append((ctx.step, self._fingerprint() != self._ref))
+        self._masks.append((ctx.step, now != self._ref))
         if len(self._masks) >= _MASK_BATCH:
             self._reduce_masks()
 
