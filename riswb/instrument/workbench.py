@@ -61,6 +61,7 @@ from riswb.instrument.hooks import Event, Registry
 from riswb.instrument.loop_events import LoopEvents
 from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list
 from riswb.instrument.loss_weights import LossWeights, checked_metrics, checked_terms
+from riswb.instrument.optimizer_info import describe_optimizer
 from riswb.instrument.probe_resolution import resolve_probes
 from riswb.instrument.ranks import rank_info, run_name_for_rank
 from riswb.runlog import RunWriter
@@ -167,6 +168,7 @@ class Workbench(LoopEvents):
         self.intent = {"accumulation": int(accumulation), **(intent or {})}
         self._closed = False
         self._flushed_loss = self._flushed_opt = 0
+        self._optimizers_noted = False
         self._handles: list[Any] = []
         self._patches: list[SchedulerPatch] = []
         self._backward: BackwardEnd | None = None
@@ -377,6 +379,15 @@ class Workbench(LoopEvents):
             self._skip_log.clear()
             self.loss_weights.flush(self.step)
             self.registry.flush(self.step)
+        if not self._optimizers_noted and self.opt_step:
+            self._note_optimizers()
+
+    def _note_optimizers(self) -> None:
+        """Manifest `optimizers`: class and kind of each, once all of them hold state."""
+        described = [describe_optimizer(opt, stepped=steps > 0)
+                     for opt, steps in zip(self.optimizers, self.opt_steps, strict=True)]
+        self._optimizers_noted = all(self.opt_steps)
+        self.writer.update_manifest(optimizers=described)
 
     def close(self, status: str = "completed") -> None:
         """Detach all hooks, flush the probes and finish the run (idempotent)."""

@@ -68,7 +68,7 @@ class TermOutputProbe(Probe):
 
     name = "term_output"
 
-    def __init__(self, every: int | None = None, *, front: int = 3, budget: float = 0.02):
+    def __init__(self, every: int | None = None, *, front: int = 3, budget: float = 0.01):
         super().__init__(every)
         if front < 0 or budget <= 0:
             raise ValueError("front must be >= 0 and budget > 0")

@@ -89,6 +89,18 @@ def intent_accumulation(run) -> tuple[int, bool]:
     return 1, False
 
 
+def scale_invariant_optimizers(run) -> list[str]:
+    """Short class names of the run's optimizers when every one divides its update by a
+    running gradient magnitude (manifest `optimizers`, riswb/instrument/optimizer_info.py:
+    Adam-type, RMSprop, Adagrad, ...), else []: a constant gradient rescale barely moves
+    such an update."""
+    described = run.manifest.get("optimizers")
+    if not isinstance(described, list) or not described or not all(
+            isinstance(d, dict) and d.get("scale_invariant") is True for d in described):
+        return []
+    return list(dict.fromkeys(str(d.get("class", "?")).rsplit(".", 1)[-1] for d in described))
+
+
 def pair_columns(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(key, a, b) for every term-pair column of a `term_cosine*` frame. Keys are escaped
     (docs/internals.md §3: a `|` inside a name is `\\|`), so they are split by the probes'

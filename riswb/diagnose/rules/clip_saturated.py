@@ -1,5 +1,8 @@
 """clip-saturated: gradient clipping active on nearly every step (info while it only trims
-the updates: median ratio above `clip_warn_ratio`).
+the updates: median ratio above `clip_warn_ratio`; info too under optimizers whose update
+divides by a running gradient magnitude — Adam-type, RMSprop, Adagrad: manifest
+`optimizers` — unless the ratio is severe, since a steady rescale leaves their step size
+about lr).
 
 Reads kind `clip`: from `wb.clip_grad_norm_` calls (`observed` 0), or observed at
 optimizer.step by grad_step when the loop clips by itself (`observed` 1: torch's own
@@ -13,7 +16,13 @@ import numpy as np
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, need, span, steps_of
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    need,
+    scale_invariant_optimizers,
+    span,
+    steps_of,
+)
 from riswb.diagnose.text import fmt, pct
 
 ID = "clip-saturated"
@@ -56,8 +65,23 @@ def check(run, th: Thresholds) -> list[Finding]:
     }
     severe = median_ratio is not None and median_ratio <= th.clip_severe_ratio
     mild = median_ratio is not None and median_ratio > th.clip_warn_ratio
-    scale = f"; updates shrunk ~{fmt(1 / median_ratio)}×" if median_ratio else ""
     how = " (observed at optimizer.step)" if evidence["observed_at_step"] else ""
+    adaptive = scale_invariant_optimizers(run)
+    if adaptive and not severe:
+        evidence["optimizers"] = adaptive
+        return [Finding(
+            ID, "info",
+            f"Gradient clipping is active on {pct(fraction)} of {n} steps{how}, under "
+            f"{', '.join(adaptive)}: the update barely changes",
+            evidence,
+            f"{', '.join(adaptive)} divides each update by a running gradient magnitude, so "
+            "a clip that rescales every step by a similar factor leaves the step size at "
+            f"about lr (pre-clip norm typically {fmt(evidence['median_norm'])} against "
+            f"max_norm {fmt(evidence['max_norm'])}). The clip no longer singles out "
+            "spikes, though: to keep that protection, set max_norm near the pre-clip norm "
+            "of healthy steps.",
+        )]
+    scale = f"; updates shrunk ~{fmt(1 / median_ratio)}×" if median_ratio else ""
     return [Finding(
         ID, "error" if severe else "info" if mild else "warning",
         f"Gradient clipping is active on {pct(fraction)} of {n} steps{how}{scale}",

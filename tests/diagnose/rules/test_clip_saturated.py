@@ -43,3 +43,32 @@ def test_torch_clip_observed_at_step_is_weighted_by_steps(make_run):
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "error" and finding.evidence["clip_steps"] == 200
     assert finding.evidence["observed_at_step"] and "observed at optimizer.step" in finding.title
+
+
+def _optimizers(*described):
+    return [{"class": f"torch.optim.{name.lower()}.{name}", "state": [], "scale_invariant": inv}
+            for name, inv in described]
+
+
+def test_saturated_clipping_under_adam_is_info(make_run):
+    # Adam's update m/(√v+ε) is unchanged by a steady gradient rescale: no lr is lost
+    spec = healthy().update("clip", lambda s, r: {**r, "norm": 20.0, "ratio": 0.05, "clipped": 1})
+    spec.manifest["optimizers"] = _optimizers(("AdamW", True))
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and finding.evidence["optimizers"] == ["AdamW"]
+    assert "AdamW" in finding.title and "max_norm" in finding.fix
+
+
+def test_saturated_clipping_under_sgd_or_a_mix_still_warns(make_run):
+    for described in (_optimizers(("SGD", False)), _optimizers(("AdamW", True), ("SGD", False))):
+        spec = healthy().update("clip", lambda s, r: {**r, "norm": 20.0, "ratio": 0.05,
+                                                      "clipped": 1})
+        spec.manifest["optimizers"] = described
+        assert [f.severity for f in check(make_run(spec), ID)] == ["warning"]
+
+
+def test_severe_clipping_under_adam_is_still_an_error(make_run):
+    # a ratio of 2e-4 pushes the clipped gradient toward Adam's ε: the update does shrink
+    spec = healthy().update("clip", lambda s, r: {**r, "norm": 5e3, "ratio": 2e-4, "clipped": 1})
+    spec.manifest["optimizers"] = _optimizers(("Adam", True))
+    assert check(make_run(spec), ID)[0].severity == "error"
