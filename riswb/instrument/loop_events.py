@@ -52,7 +52,20 @@ class LoopEvents:
             patch.restore()
         self._patches.clear()
 
+    def expect_redirect(self, output: Any) -> None:
+        """The next call of the root module that returns `output` (this very object) is a
+        framework running a step method through the module's __call__ — Lightning under
+        DDP/FSDP redirects `forward` to `training_step` — not a forward of its own."""
+        self._redirect = (output,)
+
+    def cancel_redirect(self) -> None:
+        self._redirect = None
+
     def _on_forward(self, module: torch.nn.Module, args: Any, kwargs: dict, output: Any) -> None:
+        redirect = self._redirect
+        if redirect is not None and output is redirect[0]:
+            self._redirect = None
+            return
         if torch.is_grad_enabled():
             self.n_forward += 1
             event = Event.AFTER_FORWARD

@@ -169,6 +169,7 @@ class Workbench(LoopEvents):
         self._closed = False
         self._flushed_loss = self._flushed_opt = 0
         self._optimizers_noted = False
+        self._redirect: tuple[Any] | None = None  # see LoopEvents.expect_redirect
         self._handles: list[Any] = []
         self._patches: list[SchedulerPatch] = []
         self._backward: BackwardEnd | None = None

@@ -134,12 +134,19 @@ class RiswbCallback(pl.Callback):
     def _wrap_training_step(self, pl_module: pl.LightningModule) -> None:
         """Keep `training_step`'s output for on_before_backward; the return value is passed
         through untouched. Set on the instance, so strategies that redirect `forward` to
-        `training_step` (DDP) find it too."""
+        `training_step` (DDP) find it too; the Workbench is told that the root-module call
+        returning this output is that redirection, so it is not counted (or captured) as a
+        second forward."""
         original = pl_module.training_step
 
         def training_step(*args: Any, **kwargs: Any) -> Any:
+            wb = self.workbench
+            if wb is not None:
+                wb.cancel_redirect()
             output = original(*args, **kwargs)
             self._output = output
+            if wb is not None:  # under DDP the module's own __call__ returns it next
+                wb.expect_redirect(output)
             return output
 
         pl_module.training_step = training_step

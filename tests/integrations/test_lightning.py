@@ -133,3 +133,41 @@ def test_exception_marks_the_run_crashed_and_unwraps_the_module(tmp_path):
     (path,) = (tmp_path / "runs").iterdir()
     assert read_run(path).status == "crashed"
     assert "training_step" not in vars(module)  # the instance wrapper is gone
+
+
+DDP_SCRIPT = '''
+import sys
+import torch
+import lightning.pytorch as pl
+from riswb.integrations.lightning import RiswbCallback
+sys.path.insert(0, sys.argv[2])
+from test_lightning import Regressor, _loader
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=20,
+                         enable_progress_bar=False, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[RiswbCallback(runs_dir=sys.argv[1], log_every=3)])
+    trainer.fit(Regressor(), _loader())
+'''
+
+
+def test_ddp_forward_redirection_is_not_a_second_forward(tmp_path):
+    """Under DDP Lightning runs training_step through the module's own __call__: that call
+    is not counted as a forward, nor are its outputs taken for the model's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(DDP_SCRIPT)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "runs"),
+                    str(Path(__file__).parent)], check=True, capture_output=True, timeout=300)
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [p.name.rsplit("-", 1)[-1] for p in runs] == ["rank0", "rank1"]
+    for path in runs:
+        run = read_run(path)
+        cadence = run.kind("cadence").iloc[-1]
+        assert cadence["forward"] == cadence["loss"] == cadence["optimizer_step"] == 20
+        assert _flagged(run) == {}
