@@ -18,6 +18,7 @@ import numpy as np
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules import RULES, Diagnosis, Finding, Thresholds, diagnose
+from riswb.diagnose.rules.loss_not_dropping import alternating_objectives
 from riswb.diagnose.text import fmt, fmt_evidence
 from riswb.errors import RiswbError
 from riswb.runlog import Run
@@ -65,7 +66,8 @@ def _window_median(values: np.ndarray) -> float | None:
 
 def check_loss_drops(run: Run, min_loss_drop: float) -> Check:
     """The total loss (median of the last tenth of records) fell by ≥ min_loss_drop
-    relative to the median of the first tenth."""
+    relative to the median of the first tenth; not judged (passed, said so) when the loss
+    calls alternate between objectives, as in a GAN, unless the last loss is non-finite."""
     name = "loss-drops"
     loss = run.kind("loss")
     if "total" not in loss or len(loss) < 2:
@@ -79,6 +81,11 @@ def check_loss_drops(run: Run, min_loss_drop: float) -> Check:
             min_loss_drop,
             f"the total loss is {fmt(float(values[-1]))} at step {int(loss['step'].iloc[-1])}",
         )
+    objectives = alternating_objectives(loss, np.isfinite(values))
+    if objectives:  # as loss-not-dropping says: the sum of adversaries need not fall
+        return Check(name, True, None, min_loss_drop,
+                     f"not judged: the loss alternates between {len(objectives)} objectives "
+                     f"({'; '.join(objectives[:3])}), whose sum need not fall")
     window = max(1, len(values) // 10)
     start, end = _window_median(values[:window]), _window_median(values[-window:])
     if start is None or end is None or start == 0:

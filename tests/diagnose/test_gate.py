@@ -100,3 +100,26 @@ def test_junit_of_a_passing_run_has_no_failures(tmp_path, synthetic_run):
     root = ET.fromstring(junit_xml(result).split("\n", 1)[1])
     assert root.get("failures") == "0"
     assert int(root.get("tests")) >= 3
+
+
+def _adversarial_run(tmp_path, totals):
+    """Loss calls alternating between a discriminator's and a generator's terms."""
+    writer = RunWriter(tmp_path, "gan", argv=["test"])
+    for step, total in enumerate(totals):
+        terms = {"d_real": total / 2, "d_fake": total / 2} if step % 2 else {"g_adv": total}
+        writer.scalars(step, "loss", {**terms, "total": total})
+        writer.scalars(step, "param_update", {"ratio": 1e-3, "update_norm": 1e-3})
+    writer.close()
+    return read_run(writer.path)
+
+
+def test_loss_drops_is_not_judged_when_objectives_alternate(tmp_path):
+    # a GAN: the adversaries' summed loss need not fall (here it rises by 10%)
+    check = gate(_adversarial_run(tmp_path, [0.9 + 0.001 * i for i in range(100)])).checks[1]
+    assert check.name == "loss-drops" and check.passed
+    assert check.detail.startswith("not judged: the loss alternates between 2 objectives")
+
+
+def test_an_adversarial_run_ending_in_nan_still_fails(tmp_path):
+    check = gate(_adversarial_run(tmp_path, [1.0] * 99 + [float("nan")])).checks[1]
+    assert check.name == "loss-drops" and not check.passed

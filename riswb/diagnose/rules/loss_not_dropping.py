@@ -38,7 +38,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     n = len(values)
     if n < th.min_loss_records:
         raise Unchecked(f"only {n} finite loss records (need {th.min_loss_records} for a trend)")
-    objectives = _objectives(frame, finite)
+    objectives = alternating_objectives(frame, finite)
     findings = [] if objectives else _trend(run, values, vsteps, th)
     findings += _frozen_eval(run)
     if objectives and not findings:
@@ -48,9 +48,10 @@ def check(run, th: Thresholds) -> list[Finding]:
     return findings
 
 
-def _objectives(frame: pd.DataFrame, finite: np.ndarray) -> list[str]:
+def alternating_objectives(frame: pd.DataFrame, finite: np.ndarray) -> list[str]:
     """The term sets of loss calls that alternate between objectives (at least two sets,
-    each on a fifth of the records or more); [] for one objective."""
+    each on a fifth of the records or more; a GAN's discriminator and generator): [] for one
+    objective. `frame` is kind `loss`, `finite` its rows with a finite total."""
     terms = [c for c in value_columns(frame) if c != "total"]
     present = frame.loc[finite, terms].notna().to_numpy() if terms else np.zeros((0, 0))
     if not len(present):

@@ -3,7 +3,8 @@
 Reads the pair cosines of two views (pair keys escaped, docs/internals.md §3): kind
 `term_cosine` (parameter gradients, exact, front-loaded sampled steps) and kind
 `term_cosine_out` (gradients at the model's outputs, every log interval); for context,
-`term_grad` norms (cancel = similar norms at cosine ≤ -0.9).
+`term_grad` norms (cancel = similar norms at cosine ≤ -0.9). Info, not a warning, when the
+loss calls alternate between objectives (kind `loss`: a GAN), where terms fight by design.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from riswb.diagnose.rules._util import (
     span,
     steps_of,
 )
+from riswb.diagnose.rules.loss_not_dropping import alternating_objectives
 from riswb.diagnose.text import fmt, pct
 
 ID = "term-conflict"
@@ -77,13 +79,30 @@ def check(run, th: Thresholds) -> list[Finding]:
     worst = conflicts[0]
     a, b = worst["pair"]
     cancel = " and cancel each other" if worst.get("cancel") else ""
+    evidence = {"steps": [min(steps), max(steps)], "conflicts": conflicts[:10],
+                "n_conflicts": len(conflicts), "conflict_cosine": th.conflict_cosine}
+    loss = run.kind("loss")
+    objectives = alternating_objectives(loss, np.isfinite(col(loss, "total"))) \
+        if "total" in loss else []
+    if objectives:  # adversarial training: terms fight by design (a critic's real vs fake)
+        evidence["objectives"] = objectives
+        return [Finding(
+            ID, "info",
+            f"Terms '{a}' and '{b}' pull against each other (median gradient cosine "
+            f"{fmt(worst['median_cosine'])} at the {worst['view']}) in a run whose loss "
+            f"alternates between {len(objectives)} objectives",
+            evidence,
+            "In adversarial training (a GAN's discriminator and generator) terms oppose each "
+            "other by design: a critic's real and fake terms anti-align more as the "
+            "generator's samples come closer to the data. Look here only if one objective "
+            "stops learning.",
+        )]
     return [Finding(
         ID, "warning",
         f"Terms '{a}' and '{b}' pull against each other{cancel} (median gradient cosine "
         f"{fmt(worst['median_cosine'])} at the {worst['view']}, ≤ {fmt(th.conflict_cosine)} "
         f"on {pct(worst['fraction_below'])} of sampled steps)",
-        {"steps": [min(steps), max(steps)], "conflicts": conflicts[:10],
-         "n_conflicts": len(conflicts), "conflict_cosine": th.conflict_cosine},
+        evidence,
         f"'{a}' and '{b}' push the model in opposite directions, so the net gradient partly "
         "cancels. First check both target the same quantity with the same sign and ordering "
         "(a flipped sign, or values sorted in the opposite order, makes two terms fight)."

@@ -41,3 +41,20 @@ def test_conflict_at_the_outputs_with_escaped_names(make_run):
     [finding] = check(make_run(spec), ID)
     worst = finding.evidence["conflicts"][0]
     assert worst["pair"] == ["a|b", "c\\d"] and worst["view"] == "outputs"
+
+
+def _alternating(spec):
+    """Loss calls alternate between two objectives (a GAN's D on odd steps, G on even)."""
+    def one_objective(step, record):
+        keep = ("nmse", "gap") if step % 2 else tuple(t for t in record if t not in
+                                                        ("nmse", "gap", "total"))
+        return {k: v for k, v in record.items() if k in keep or k == "total"}
+    return spec.update("loss", one_objective)
+
+
+def test_conflict_inside_an_adversarial_run_is_info(make_run):
+    # a critic's real and fake terms anti-align by design (WGAN: -0.97)
+    spec = _alternating(healthy().update("term_cosine", lambda s, r: {**r, "nmse|gap": -0.97}))
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and len(finding.evidence["objectives"]) == 2
+    assert "alternates between 2 objectives" in finding.title
