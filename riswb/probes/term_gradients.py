@@ -173,7 +173,9 @@ class TermGradientsProbe(Probe):
         if not terms or self.unavailable:
             return
         weights = ctx.payload.get("weights")
-        params = [p for _, p in ctx.wb.named_params]
+        # only the tensors that take a gradient now: a loop may freeze some for a phase
+        # (a GAN's discriminator during the generator's step), and autograd.grad refuses those
+        params = [p for _, p in ctx.wb.named_params if p.requires_grad]
         names = list(terms)
         outputs = [_weight(weights, n) * _scalar(terms[n]) for n in names]
         try:

@@ -234,3 +234,31 @@ def test_nice_interval():
 
     assert nice_interval(0.5) == 10 and nice_interval(10) == 10 and nice_interval(11) == 20
     assert nice_interval(400) == 500 and nice_interval(1e9) == 1000
+
+
+def test_tensors_frozen_for_a_phase_are_left_out_not_a_crash(tmp_path):
+    """A GAN freezes its discriminator (requires_grad_(False)) for the generator's step: the
+    sample covers the tensors that take a gradient now and matches the autograd oracle."""
+    torch.manual_seed(0)
+    model = TwoHeads()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    probe = TermGradientsProbe(every=1)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, name="frozen-phase", probes=[probe],
+                         strict=True) as wb:
+        model.b.requires_grad_(False)
+        x = torch.randn(5, 6)
+        pa, pb = model(x)
+        fit, side = pa.square().mean(), pb.square().mean()  # side reaches only frozen b + body
+        loss = wb.loss({"fit": fit, "side": side})
+        live = [p for p in model.parameters() if p.requires_grad]
+        oracle = [torch.cat([torch.zeros(p.numel()) if g is None else g.reshape(-1)
+                             for p, g in zip(live, torch.autograd.grad(
+                                 t, live, retain_graph=True, allow_unused=True), strict=True)])
+                  for t in (fit, side)]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.b.requires_grad_(True)
+    grad = read_run(wb.path).kind("term_grad").iloc[0]
+    assert grad["fit"] == pytest.approx(float(oracle[0].norm()), rel=1e-5)
+    assert grad["side"] == pytest.approx(float(oracle[1].norm()), rel=1e-5)
