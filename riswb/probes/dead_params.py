@@ -6,8 +6,14 @@ docs/failures.md #7: heads holding half the model's parameters never received a 
 * tensor level, every backward (cheap: the per-tensor norms shared with GradNormsProbe):
   a trainable tensor is *dead* over a window when its grad was None or exactly zero
   (‖g‖ = 0) at every AFTER_BACKWARD of the window;
-* element level, on sampled backward passes (`elem_every`, default 20, the window's first
-  backward included): which gradient elements were exactly zero, per top-level module.
+* element level, on sampled backward passes (`elem_every`, default 23, the window's first
+  backward included): which gradient elements were exactly zero, per top-level module. The
+  interval is prime so that a loop with a period of backward passes per step (one backward
+  per head, a GAN's alternating D and G, accumulation) is sampled at every phase of it: an
+  even interval read only the first of two backwards and took a head that gets its gradient
+  in the second for dead. Lookup tables (nn.Embedding, nn.EmbeddingBag) are left out of the
+  element level: only the rows a batch looks up get a gradient, so rows of tokens no sampled
+  batch held are not dead (a table never looked up is still a dead tensor).
   "Ever non-zero in this window" is the OR of the gradients' bits (sign bit ignored at the
   end), accumulated in place (see riswb.probes.bits). Memory: one integer of the gradient's width
   per trainable element (two for complex), kept (and zeroed) from window to window.
@@ -47,7 +53,7 @@ class DeadParamsProbe(Probe):
 
     name = "dead_params"
 
-    def __init__(self, every: int | None = None, *, window: int = 50, elem_every: int = 20):
+    def __init__(self, every: int | None = None, *, window: int = 50, elem_every: int = 23):
         super().__init__(every)
         if window < 1 or elem_every < 1:
             raise ValueError("window and elem_every must be >= 1")
@@ -57,6 +63,8 @@ class DeadParamsProbe(Probe):
         self._dead_names: set[str] = set()
         self._evaluated = False
         self._seen_bits: list[torch.Tensor | None] = []  # per tensor: OR of its grads' bits
+        self._lookup: list[bool] = []  # per tensor: an embedding table's weight
+        self._lookup_masks: dict[torch.device, torch.Tensor] = {}
         self._reset()
 
     def describe(self) -> dict[str, Any]:
@@ -78,6 +86,10 @@ class DeadParamsProbe(Probe):
         index = ModuleIndex.of(wb, self._index)
         if index is not self._index:
             self._index = index
+            tables = {id(m.weight) for m in wb.model.modules()
+                      if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))}
+            self._lookup = [id(p) in tables for _, p in wb.named_params]
+            self._lookup_masks = {}
             self._reset()
         stats = raw_grad_stats(wb)
         # one op per step: norms are ≥ 0, so the sum stays 0 exactly while every grad is
@@ -93,7 +105,7 @@ class DeadParamsProbe(Probe):
     def _sample_elements(self, grads: list[torch.Tensor | None], index: ModuleIndex) -> None:
         if len(self._seen_bits) != len(grads):
             self._seen_bits = [None] * len(grads)
-        present = [i for i, g in enumerate(grads) if g is not None]
+        present = [i for i, g in enumerate(grads) if g is not None and not self._lookup[i]]
         dense = [grads[i].to_dense() if grads[i].is_sparse else grads[i] for i in present]
         for i, grad in zip(present, dense, strict=True):
             bits, seen = as_bits(grad.detach()), self._seen_bits[i]
@@ -101,13 +113,21 @@ class DeadParamsProbe(Probe):
                 self._seen_bits[i] = bits.clone()
             else:
                 seen.bitwise_or_(bits)
-        zeros = index.numel.clone()  # a None grad: all of its elements are zero
+        # a None grad: all of its elements are zero; a lookup table: none counted
+        zeros = torch.where(self._lookup_mask(index), 0.0, index.numel)
         if dense:
             nonzero = torch.stack([torch.count_nonzero(g) for g in dense]).to(zeros)
             target = device_index(tuple(present), zeros.device)
             zeros.index_add_(0, target, -nonzero)
         self._zero_counts = zeros if self._zero_counts is None else self._zero_counts + zeros
         self._samples += 1
+
+    def _lookup_mask(self, index: ModuleIndex) -> torch.Tensor:
+        mask = self._lookup_masks.get(index.numel.device)
+        if mask is None:
+            mask = self._lookup_masks[index.numel.device] = torch.tensor(
+                self._lookup, dtype=torch.bool, device=index.numel.device)
+        return mask
 
     def flush(self, ctx: StepContext) -> None:
         if self._steps >= self.window:
@@ -136,13 +156,13 @@ class DeadParamsProbe(Probe):
         if self._samples and self._zero_counts is not None:
             # elements zero on every sampled step, per tensor (a None-only tensor: all of it;
             # a buffer still zero from an earlier window reads the same way)
+            seen_bits = self._seen_bits + [None] * (len(numel) - len(self._seen_bits))
             never = [
-                numel[i].to(torch.float64)
-                if seen is None
+                numel[i].new_zeros(()) if self._lookup[i]
+                else numel[i].to(torch.float64) if seen is None
                 else numel[i] - _ever_nonzero(seen, wb.named_params[i][1].numel()).to(numel)
-                for i, seen in enumerate(self._seen_bits)
+                for i, seen in enumerate(seen_bits)
             ]
-            never += [numel[i].to(torch.float64) for i in range(len(never), len(numel))]
             never_t = torch.stack(never)
             mod_numel = torch.zeros(n_modules, dtype=torch.float64, device=numel.device)
             mod_numel.index_add_(0, index.owner, numel)

@@ -57,7 +57,8 @@ def tensor_norms(grads: list[torch.Tensor | None], device: torch.device) -> torc
     if not present:
         return torch.zeros(out_len, device=device)
     if any(g.is_sparse for g in present):
-        norms = [torch.linalg.vector_norm(g.coalesce().values()) for g in present]
+        norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g)
+                 for g in present]
     else:
         norms = list(torch._foreach_norm(present))
     if all(n.device == device and n.dtype == torch.float32 for n in norms):

@@ -141,3 +141,63 @@ def test_complex_parameter_counts_complex_elements(tmp_path):
     dead = read_run(wb.path).kind("dead").iloc[0]
     assert dead["dead_frac/c"] == pytest.approx(0.3)
     assert dead["frac_dead_elems"] == pytest.approx(0.3)
+
+
+class TwoPasses(nn.Module):
+    """A head per backward: `main` in the first, `aux` only in the second of each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 6)
+        self.main = nn.Linear(6, 1)
+        self.aux = nn.Linear(6, 1)
+
+
+def test_a_head_reached_in_the_second_backward_of_each_step_is_alive(tmp_path):
+    torch.manual_seed(0)
+    model = TwoPasses()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[DeadParamsProbe()],
+                         strict=True, log_every=10) as wb:
+        for _ in range(100):
+            h = torch.relu(model.body(torch.randn(8, 4)))
+            opt.zero_grad()
+            wb.loss({"main": model.main(h).square().mean()}).backward(retain_graph=True)
+            wb.loss({"aux": (model.aux(h) - 1).square().mean()}).backward()
+            opt.step()
+    dead = read_run(wb.path).kind("dead")
+    # every sampled phase is covered: aux reads as alive (a ReLU unit that died may leave
+    # one of its 7 elements at zero), where sampling only first backwards read it all dead
+    assert (dead["n_dead"] == 0).all() and (dead["dead_frac/aux"] < 0.2).all()
+
+
+class Recommender(nn.Module):
+    def __init__(self, sparse):
+        super().__init__()
+        self.items = nn.Embedding(500, 4, sparse=sparse)
+        self.unused = nn.Embedding(50, 1, sparse=sparse)  # in the optimizer, never looked up
+        self.out = nn.Linear(4, 1)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_lookup_rows_not_looked_up_are_not_dead_but_an_unused_table_is(tmp_path, sparse):
+    torch.manual_seed(0)
+    model = Recommender(sparse)
+    tables = list(model.items.parameters()) + list(model.unused.parameters())
+    opts = ([torch.optim.SparseAdam(tables, lr=1e-2), torch.optim.Adam(model.out.parameters())]
+            if sparse else [torch.optim.Adam(model.parameters())])
+    with riswb.Workbench(model, optimizers=opts, runs_dir=tmp_path / str(sparse),
+                         probes=[DeadParamsProbe()], strict=True, log_every=10) as wb:
+        for _ in range(60):
+            pred = model.out(model.items(torch.randint(0, 500, (16,)))).squeeze(-1)
+            loss = wb.loss({"mse": (pred - 1).square().mean()})
+            for opt in opts:
+                opt.zero_grad()
+            loss.backward()
+            for opt in opts:
+                opt.step()
+    run = read_run(wb.path)
+    dead = run.kind("dead").iloc[0]
+    assert dead["n_dead"] == 1 and dead["dead_frac/items"] == 0  # rows unseen: not dead
+    assert dead["dead_frac/out"] == 0
+    assert run.events_of("dead_params")[0]["names"] == ["unused.weight"]

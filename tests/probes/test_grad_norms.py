@@ -88,3 +88,36 @@ def test_fallback_norms_with_none_and_mixed_dtypes():
     norms = tensor_norms(grads, torch.device("cpu"))
     assert norms.dtype == torch.float32
     torch.testing.assert_close(norms, torch.tensor([2.0, 0.0, math.sqrt(8.0)]))
+
+
+def test_norms_of_sparse_and_dense_gradients_together():
+    # an nn.Embedding(sparse=True) beside dense layers: one norm per tensor, as torch's own
+    emb = nn.Embedding(20, 3, sparse=True)
+    lin = nn.Linear(3, 1)
+    lin(emb(torch.tensor([1, 4, 4, 7]))).sum().backward()
+    grads = [emb.weight.grad, lin.weight.grad, None, lin.bias.grad]
+    expected = [emb.weight.grad.to_dense().norm(), lin.weight.grad.norm(), 0.0,
+                lin.bias.grad.norm()]
+    torch.testing.assert_close(tensor_norms(grads, torch.device("cpu")),
+                               torch.tensor(expected, dtype=torch.float32))
+
+
+def test_default_probes_run_on_sparse_gradients(tmp_path):
+    """SparseAdam for the table, Adam for the rest: no probe fails (strict raises)."""
+    torch.manual_seed(0)
+    emb, lin = nn.Embedding(50, 4, sparse=True), nn.Linear(4, 1)
+    model = nn.ModuleDict({"emb": emb, "lin": lin})
+    opts = [torch.optim.SparseAdam(emb.parameters(), lr=1e-2),
+            torch.optim.Adam(lin.parameters(), lr=1e-2)]
+    with riswb.Workbench(model, optimizers=opts, runs_dir=tmp_path, strict=True,
+                         log_every=5) as wb:
+        for _ in range(30):
+            loss = wb.loss({"mse": (lin(emb(torch.randint(0, 50, (8,)))) - 1).square().mean()})
+            for opt in opts:
+                opt.zero_grad()
+            loss.backward()
+            for opt in opts:
+                opt.step()
+    run = read_run(wb.path)
+    assert run.manifest["warnings"] == []
+    assert (run.kind("grad_norm")["total"] > 0).all()
