@@ -18,7 +18,8 @@ tensors where both are finite and e_p > 0, the step's ratio r = √(Σ s_p² / �
 * rescaled — every r_p = s_p/e_p within `tol` of r, r ≠ 1 and r > 0: one factor for all
   tensors, i.e. clipping (an unscale alone gives r = 1: it is not an alteration);
 * altered  — some r_p differ from r by more than `tol`: per-tensor edits (masking, partial
-  zeroing, a clamp of some tensors);
+  zeroing, a clamp of some tensors); `altered_down` — altered with every r_p ≤ 1 + `tol`
+  (nothing grew: `clip_grad_value_`, a per-tensor clip);
 * zeroed   — Σ s_p² = 0 while Σ e_p² > 0 (zero_grad between backward and step);
 * replaced — some `.grad` is a different tensor object or None at step (host check).
 
@@ -37,8 +38,8 @@ elements) and `frac_zeroed` (of the elements non-zero at backward, zero or None 
 
 Record (one per flush, over the interval's observed steps): `steps`, `norm_backward` and
 `norm_step` (RMS of the unscaled total norms), `ratio` (mean r over steps with a defined
-r), `rescaled`, `altered`, `zeroed`, `replaced`, `unscaled` (fractions of steps),
-`nonfinite_backward`, `sanitized` (elements), `elem_samples`, `frac_changed`,
+r), `rescaled`, `altered`, `altered_down`, `zeroed`, `replaced`, `unscaled` (fractions of
+steps), `nonfinite_backward`, `sanitized` (elements), `elem_samples`, `frac_changed`,
 `frac_zeroed` (NaN without samples). Event `grad_step_change` {`change`: "zeroed" |
 "replaced", `steps`, `first_step`, `optimizer`} per kind and interval when it happened.
 """
@@ -58,7 +59,7 @@ from riswb.probes.gradients import GradStats, device_index, raw_grad_stats, tens
 from riswb.probes.nonfinite import raw_nonfinite
 
 _FIELDS = ("bw2", "step2", "ratio", "defined", "rescaled", "altered", "zeroed", "nonfinite",
-           "sanitized")
+           "sanitized", "altered_down")
 
 
 class GradStepProbe(Probe):
@@ -216,6 +217,8 @@ class GradStepProbe(Probe):
                 np.where(defined, ratio, math.nan), defined,
                 defined & uniform & moved & (ratio > 0), defined & ~uniform, zeroed,
                 bad.sum(1), np.where(np.isfinite(step), bad, 0.0).sum(1),
+                # altered, and no tensor's norm grew: clipping per element or per tensor
+                defined & ~uniform & (np.where(usable, per, 1.0) <= 1 + self.tol).all(1),
             ], 1).astype(np.float64)
 
     def _compare(self, chosen: tuple[int, ...], grads: list[torch.Tensor | None],
@@ -259,6 +262,7 @@ class GradStepProbe(Probe):
                 "norm_step": math.sqrt(sums["step2"] / n),
                 "ratio": sums["ratio"] / defined if defined else math.nan,
                 "rescaled": sums["rescaled"] / n, "altered": sums["altered"] / n,
+                "altered_down": sums["altered_down"] / n,
                 "zeroed": sums["zeroed"] / n,
                 "replaced": sum(c for c, _ in self._replaced.values()) / n,
                 "unscaled": self._unscaled / n,

@@ -88,6 +88,22 @@ def test_masking_is_an_alteration_and_counts_elements(tmp_path):
     total = sum(p.numel() for p in net().parameters())
     assert step["frac_zeroed"] == pytest.approx(16 / total, rel=1e-6)
     assert step["frac_changed"] == pytest.approx(16 / total, rel=1e-6)
+    assert step["altered_down"] == 1  # a mask shrinks norms too: frac_zeroed tells it apart
+
+
+def test_value_clipping_shrinks_tensors_and_zeroes_nothing(tmp_path):
+    def clip(model):
+        before = [p.grad.clone() for p in model.parameters()]
+        torch.nn.utils.clip_grad_value_(model.parameters(), 0.05)
+        return sum(int((b != p.grad).sum()) for b, p in zip(before, model.parameters(),
+                                                           strict=True))
+
+    record, seen = run(tmp_path, clip)
+    step = record.kind("grad_step").iloc[-1]
+    total = sum(p.numel() for p in net().parameters())
+    assert min(seen) > 0 and step["altered"] == 1 and step["altered_down"] == 1
+    assert step["frac_zeroed"] == 0
+    assert step["frac_changed"] == pytest.approx(sum(seen[:3]) / (3 * total), rel=1e-6)
 
 
 def test_nan_to_num_in_the_loop_is_counted_as_sanitized(tmp_path):

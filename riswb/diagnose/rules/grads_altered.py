@@ -4,7 +4,9 @@ Reads kind `grad_step` (per flush: `steps` observed; fractions of them `zeroed` 
 gradients zero or None at step while non-zero at backward —, `replaced` — a `.grad` set to
 None or to another tensor —, `altered` — per-tensor factors differ: masking, partial
 zeroing —, `sanitized` elements; elementwise `frac_zeroed` on sampled steps) and the
-`grad_step_change` events. Not alterations: a GradScaler's unscale_ (`unscaled`), uniform
+`grad_step_change` events. Info only when every alteration shrank tensors (`altered_down`)
+and the elementwise samples saw no element zeroed: a value clip (`clip_grad_value_`). Not
+alterations: a GradScaler's unscale_ (`unscaled`), uniform
 clipping (`rescaled`: clip-saturated's business) and nan_to_num of non-finite gradients
 (nonfinite-grads' business). Under DDP (manifest `distributed.world_size` > 1) the
 all-reduce legitimately replaces gradients: the finding is then info.
@@ -83,6 +85,16 @@ def check(run, th: Thresholds) -> list[Finding]:
             "Under DistributedDataParallel the all-reduce replaces each gradient by the mean "
             "over ranks after backward, so a change is expected. If this rank's gradients "
             "were also zeroed or masked by the loop itself, remove that code.")]
+    if _clipped_down(frame, observed, own, n, share, frac_zeroed, main):
+        return [Finding(
+            ID, "info",
+            f"Gradients were clipped per element or per tensor between backward and "
+            f"optimizer.step on {pct(share['altered'])} of {int(n)} observed steps (no tensor "
+            "grew, no element was zeroed)", evidence,
+            "This is what clip_grad_value_ (or a per-tensor clip) does, expected if you clip "
+            "on purpose. Clipping values changes the gradient's direction, which "
+            "clip_grad_norm_ keeps; if it acts on most steps, the bound is tighter than the "
+            "gradients' typical scale.")]
     severity = "error" if lost >= th.grads_altered_error_fraction else "warning"
     return [Finding(
         ID, severity, title, evidence,
@@ -92,3 +104,16 @@ def check(run, th: Thresholds) -> list[Finding]:
         "a per-parameter rescale written by hand changes the update silently: freeze "
         "parameters with requires_grad_(False) or separate param groups instead, clip with "
         "clip_grad_norm_, and let a GradScaler unscale_ by itself.")]
+
+
+def _clipped_down(frame, observed: np.ndarray, own: np.ndarray, n: float, share: dict,
+                  frac_zeroed: np.ndarray, main: str) -> bool:
+    """Every alteration only shrank tensors (`altered_down`) and the elementwise samples saw
+    no element zeroed: a value clip, not a mask (a mask also shrinks norms, but zeroes
+    elements, which the samples see on a mask applied every step)."""
+    if main != "altered" or share["zeroed"] or share["replaced"] or "altered_down" not in frame:
+        return False
+    down = np.nan_to_num(col(frame, "altered_down"), nan=0.0)
+    sampled = frac_zeroed[np.isfinite(frac_zeroed)]
+    return (float((down * observed)[own].sum() / n) >= share["altered"] - 1e-9
+            and sampled.size > 0 and bool((sampled == 0).all()))

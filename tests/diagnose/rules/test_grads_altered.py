@@ -51,3 +51,18 @@ def test_unchecked_without_observed_steps(make_run):
         check(make_run(healthy().drop("grad_step")), ID)
     assert severities(check(make_run(_with(zeroed=1.0)), ID, grads_altered_error_fraction=1)) \
         == ["error"]
+
+
+def test_a_value_clip_is_info(make_run):
+    # clip_grad_value_: tensors only shrink and the elementwise samples see nothing zeroed
+    spec = _with(altered=0.3, altered_down=0.3, frac_zeroed=0.0, elem_samples=1)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and "clipped per element" in finding.title
+
+
+def test_a_mask_that_only_shrinks_norms_still_warns(make_run):
+    # a mask shrinks norms too, but zeroes elements: the samples see it
+    spec = _with(altered=0.3, altered_down=0.3, frac_zeroed=0.4, elem_samples=1)
+    assert severities(check(make_run(spec), ID)) == ["warning"]
+    # without an elementwise sample there is no telling the two apart: warn
+    assert severities(check(make_run(_with(altered=0.3, altered_down=0.3)), ID)) == ["warning"]
