@@ -123,5 +123,8 @@ class LoopEvents:
 
 
 def _closure(args: tuple, kwargs: dict) -> bool:
-    """Whether `optimizer.step` got a closure: its backward then runs inside the step."""
+    """Whether `optimizer.step` got a closure: its backward then runs inside the step.
+    The step hooks get the bound call's args, the optimizer itself first."""
+    if args and isinstance(args[0], torch.optim.Optimizer):
+        args = args[1:]
     return bool(args and callable(args[0])) or callable(kwargs.get("closure"))

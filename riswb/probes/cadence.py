@@ -22,7 +22,18 @@ Keys beyond the six basic counts (all cumulative unless noted):
   an earlier step's (zero_grad never called), and backwards that added into a non-zero
   `.grad` (accumulation within a step, or carrying);
 * `opt/<i>/optimizer_step`, and with several optimizers `opt/<i>/grads_cleared_steps`,
-  `opt/<i>/grads_carried_steps`, `opt/<i>/backward_accumulating` per optimizer i.
+  `opt/<i>/grads_carried_steps`, `opt/<i>/backward_accumulating` per optimizer i;
+* `closure_steps` — optimizer steps given a closure (`optimizer.step(closure)`: LBFGS, SAM
+  implementations), whose loss/backward run inside the step, as often as the optimizer wants;
+* `same_batch_loss` — `wb.loss` calls beyond the first in step windows (from one optimizer
+  step to the next, of any optimizer) that evaluated ONE batch several times: a closure step,
+  or a window whose grad-enabled root forwards all took the same, unmodified input tensor
+  (one forward with a loss and backward per head; SAM's second pass on the same batch).
+  `loss − same_batch_loss` counts batches; `same_batch_backward` likewise counts the
+  backwards beyond the first in those windows;
+* `shared_backward_steps` — steps of an optimizer that had a backward since its own previous
+  step but none since another optimizer's step just before: several optimizers (SparseAdam
+  for embeddings + Adam for the rest) stepping on one backward, one update of the model.
 
 A healthy one-step-per-batch loop: loss = backward = optimizer_step, backward_per_step 1,
 grads_carried_steps 0, backward_accumulating 0. Accumulation ×k (no `accumulation=` hint):
@@ -36,7 +47,19 @@ update per epoch instead of one per batch; docs/failures.md #9: a loss computed 
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
+import torch
+
 from riswb.instrument.hooks import Probe, StepContext
+
+
+def _first_tensor(payload: dict) -> torch.Tensor | None:
+    for value in (*payload.get("inputs", ()), *(payload.get("kwargs") or {}).values()):
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
 
 
 class CadenceProbe(Probe):
@@ -46,7 +69,49 @@ class CadenceProbe(Probe):
 
     def __init__(self, every: int | None = None):
         super().__init__(every)
+        # the step windows below must see every forward and step: a schedule would merge
+        # windows and read several batches as one (the counts themselves cost nothing)
+        self.every = 1
         self._last: dict[str, int] | None = None
+        self._closure_steps = self._same_batch_loss = self._same_batch_backward = 0
+        self._shared_steps = 0
+        # the current step window: loss count at its start, its forwards, and the input of
+        # its first forward (a weak reference and the tensor's version: a batch copied into
+        # a reused buffer is a new batch, the same object re-fed unmodified is not)
+        self._window_loss = 0
+        self._forwards = 0
+        self._input: tuple[Any, int] | None = None
+        self._one_input = True
+        self._last_opt: int | None = None
+        self._backward_at_step: dict[int, int] = {}  # optimizer -> n_backward at its step
+        self._backward_at_last = 0
+
+    def on_after_forward(self, ctx: StepContext) -> None:
+        tensor = _first_tensor(ctx.payload)
+        self._forwards += 1
+        if tensor is None:
+            self._one_input = False
+        elif self._input is None:
+            self._input = (weakref.ref(tensor), tensor._version)
+        elif self._input[0]() is not tensor or self._input[1] != tensor._version:
+            self._one_input = False
+
+    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        wb, index = ctx.wb, ctx.payload.get("optimizer", 0)
+        closure = bool(ctx.payload.get("closure"))
+        self._closure_steps += closure
+        losses = wb.n_loss - self._window_loss
+        if losses > 1 and (closure or (self._forwards and self._one_input)):
+            self._same_batch_loss += losses - 1
+            self._same_batch_backward += max(0, wb.n_backward - self._backward_at_last - 1)
+        own_backward = wb.n_backward > self._backward_at_step.get(index, 0)
+        if (self._last_opt is not None and self._last_opt != index and own_backward
+                and wb.n_backward == self._backward_at_last):
+            self._shared_steps += 1
+        self._backward_at_step[index] = self._backward_at_last = wb.n_backward
+        self._last_opt = index
+        self._window_loss = wb.n_loss
+        self._forwards, self._input, self._one_input = 0, None, True
 
     def flush(self, ctx: StepContext) -> None:
         wb = ctx.wb
@@ -59,6 +124,10 @@ class CadenceProbe(Probe):
                 counts[name] = sum(clearing[key])
                 if len(clearing[key]) > 1:
                     counts.update({f"opt/{i}/{name}": v for i, v in enumerate(clearing[key])})
+        counts.update(closure_steps=self._closure_steps,
+                      same_batch_loss=self._same_batch_loss,
+                      same_batch_backward=self._same_batch_backward,
+                      shared_backward_steps=self._shared_steps)
         per_step = wb.take_backward_per_step()
         if counts == self._last:
             return  # nothing ran since the previous record

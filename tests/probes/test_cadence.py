@@ -56,3 +56,70 @@ def test_cadence_counts(tmp_path, cadence, backward, steps):
     # a flush at the start of loss call 5k covers whole batches: step 4 holds 5 loss calls
     assert frame.iloc[0]["step"] == 4 and frame.iloc[0]["loss"] == 5
     assert run.manifest["intent"]["accumulation"] == (4 if cadence == "accumulation" else 1)
+
+
+def _cadence_last(tmp_path, body, optimizers=None, model=None):
+    torch.manual_seed(0)
+    model = model or torch.nn.Linear(4, 1)
+    optimizers = optimizers or [torch.optim.SGD(model.parameters(), lr=0.01)]
+    wb = Workbench(model, optimizers=optimizers, runs_dir=tmp_path, probes=["cadence"],
+                   log_every=5, strict=True)
+    body(wb, model, optimizers)
+    wb.close()
+    return read_run(wb.path).kind("cadence").iloc[-1]
+
+
+def test_closure_steps_and_their_losses_are_one_batch(tmp_path):
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+
+    def body(wb, model, opts):
+        def closure():
+            opts[0].zero_grad()
+            loss = wb.loss({"mse": (model(x) - y).square().mean()})
+            loss.backward()
+            return loss
+        for _ in range(6):
+            opts[0].step(closure)  # LBFGS-like: the optimizer may call it several times
+            opts[0].step(lambda: (closure(), closure())[1])
+
+    last = _cadence_last(tmp_path, body)
+    assert last["closure_steps"] == last["optimizer_step"] == 12
+    assert last["loss"] == 18 and last["same_batch_loss"] == 6
+    assert last["same_batch_backward"] == 6
+
+
+def test_same_input_twice_is_one_batch_a_refilled_buffer_is_not(tmp_path):
+    def body(wb, model, opts):
+        x, buffer = torch.randn(8, 4), torch.empty(8, 4)
+        for _ in range(5):  # SAM-like: the same batch twice per step
+            for _ in range(2):
+                opts[0].zero_grad()
+                wb.loss({"mse": model(x).square().mean()}).backward()
+            opts[0].step()
+        for _ in range(5):  # two batches per step through one reused input buffer
+            for _ in range(2):
+                buffer.copy_(torch.randn(8, 4))
+                opts[0].zero_grad()
+                wb.loss({"mse": model(buffer).square().mean()}).backward()
+            opts[0].step()
+
+    last = _cadence_last(tmp_path, body)
+    assert last["loss"] == 20 and last["same_batch_loss"] == 5
+
+
+def test_two_optimizers_on_one_backward_share_it(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    opts = [torch.optim.SGD(model[0].parameters(), lr=0.01),
+            torch.optim.SGD(model[1].parameters(), lr=0.01)]
+
+    def body(wb, model, opts):
+        for _ in range(6):
+            for opt in opts:
+                opt.zero_grad()
+            wb.loss({"mse": model(torch.randn(8, 4)).square().mean()}).backward()
+            opts[0].step()
+            opts[1].step()
+        opts[1].step()  # a second step of the same optimizer with no backward: not shared
+
+    last = _cadence_last(tmp_path, body, opts, model)
+    assert last["optimizer_step"] == 13 and last["shared_backward_steps"] == 6

@@ -271,3 +271,45 @@ def disabled_probes(run) -> dict[str, str]:
     for record in run.events_of("probe_error"):
         out.setdefault(str(record.get("probe")), str(record.get("error", "")))
     return out
+
+
+# -- closure optimizers (appended: step-skipped; params-not-moving may share it) ----------
+
+# an empty closure step is "after convergence" when no later loss record is lower by more
+# than this fraction of the loss at the empty step
+CONVERGED_FALL = 0.01
+
+
+def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+
+
+def converged_closure_steps(run, ustep: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """Of the steps `ustep` marked `empty` (changed no parameter), those an optimizer stepped
+    with a closure (LBFGS) took after the loss had converged: such an optimizer runs its own
+    termination test (gradient or loss change below tolerance) and returns without moving.
+    Requires every step of the run to have had a closure (`cadence` `closure_steps`) and no
+    later `loss` record (`total`) lower by more than CONVERGED_FALL of the loss then."""
+    none = np.zeros(len(ustep), dtype=bool)
+    cadence = frame_of(run, "cadence")
+    if not empty.any() or "closure_steps" not in cadence.columns:
+        return none
+    closure, steps = _col(cadence, "closure_steps"), _col(cadence, "optimizer_step")
+    last = np.flatnonzero(np.isfinite(closure) & np.isfinite(steps))
+    if not len(last) or closure[last[-1]] < steps[last[-1]] or steps[last[-1]] < 1:
+        return none  # some steps ran without a closure: no termination test of its own
+    losses = frame_of(run, "loss")
+    if "total" not in losses.columns:
+        return none
+    lstep, total = steps_of(losses), _col(losses, "total")
+    keep = np.isfinite(total)
+    lstep, total = lstep[keep], total[keep]
+    out = none.copy()
+    for j in np.flatnonzero(empty):
+        at = np.flatnonzero(lstep <= ustep[j])
+        if not len(at):
+            continue
+        now = total[at[-1]]
+        later = total[lstep > ustep[j]]
+        out[j] = not len(later) or later.min() >= now - CONVERGED_FALL * abs(now)
+    return out

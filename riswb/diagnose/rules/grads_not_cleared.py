@@ -7,6 +7,10 @@ same per `opt/<i>/`). Accumulation within a step (k backwards, then step, then c
 fine and reads as cleared; carrying across steps re-applies every earlier gradient. The
 manifest's `intent.carry_grads` (Workbench(intent={"carry_grads": True})) says it is
 deliberate: then info.
+
+The fraction is each optimizer's own: a GAN whose generator never clears carries on all of
+the generator's steps, though only on half of all steps when the discriminator's are
+counted too. Severity follows the worst optimizer.
 """
 
 from __future__ import annotations
@@ -40,22 +44,38 @@ def check(run, th: Thresholds) -> list[Finding]:
             i = match.group(1)
             own = totals(cadence, (name, f"opt/{i}/grads_cleared_steps"), cumulative=True)
             if own[name]:
-                per_optimizer[i] = {"carried": int(own[name]),
-                                    "cleared": int(own[f"opt/{i}/grads_cleared_steps"])}
+                cleared = own[f"opt/{i}/grads_cleared_steps"]
+                per_optimizer[i] = {"carried": int(own[name]), "cleared": int(cleared),
+                                    "carried_fraction": own[name] / (own[name] + cleared)}
+    # judged on the optimizer that carries most of its own steps
+    worst = max(per_optimizer, key=lambda i: per_optimizer[i]["carried_fraction"],
+                default=None)
+    if worst is not None:
+        carried = per_optimizer[worst]["carried"]
+        watched = carried + per_optimizer[worst]["cleared"]
+        fraction = per_optimizer[worst]["carried_fraction"]
     evidence = {
         "steps": span(steps_of(cadence)),
         "optimizer_steps": int(counts["optimizer_step"]),
-        "carried_steps": int(carried),
+        "carried_steps": int(counts["grads_carried_steps"]),
         "cleared_steps": int(counts["grads_cleared_steps"]),
         "carried_fraction": fraction,
+        "worst_optimizer": worst,
         "backward_calls": int(counts["backward"]),
         "backward_accumulating": int(counts["backward_accumulating"]),
         "per_optimizer": per_optimizer or None,
     }
     intent = run.manifest.get("intent")
-    which = (f" (optimizer {', '.join(per_optimizer)})" if per_optimizer else "")
-    title = (f"Gradients were carried over from earlier optimizer steps on {int(carried)} of "
-             f"{int(watched)} steps ({pct(fraction)}){which}")
+    title = "Gradients were carried over from earlier optimizer steps on "
+    if worst is None:
+        title += f"{int(carried)} of {int(watched)} steps ({pct(fraction)})"
+    else:
+        title += (f"{int(carried)} of optimizer {worst}'s {int(watched)} steps "
+                  f"({pct(fraction)})")
+        others = [i for i in per_optimizer if i != worst]
+        if others:
+            title += f"; also optimizer {', '.join(others)}"
+
     if isinstance(intent, dict) and intent.get("carry_grads"):
         return [Finding(ID, "info", title + "; declared deliberate (intent.carry_grads)",
                         evidence, "Declared in the run's intent; nothing to do.")]

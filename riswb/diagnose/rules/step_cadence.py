@@ -45,7 +45,16 @@ FIX_HIGH = (
 
 
 COUNTS = ("loss", "backward", "optimizer_step", "loss_without_backward",
-          "backward_accumulating", "grads_carried_steps")
+          "backward_accumulating", "grads_carried_steps", "same_batch_loss",
+          "shared_backward_steps", "closure_steps", "same_batch_backward")
+
+
+def _less(values: np.ndarray, cadence, name: str) -> np.ndarray:
+    """`values` less the cumulative column `name` (absent in older runs: 0)."""
+    if name not in cadence.columns:
+        return values
+    other = col(cadence, name)
+    return values - np.where(np.isfinite(other), other, 0.0)
 
 
 def _inferred_accumulation(counts: dict[str, float], th: Thresholds) -> int | None:
@@ -70,11 +79,19 @@ def check(run, th: Thresholds) -> list[Finding]:
     # a step a GradScaler skipped was still attempted: skips are step-skipped's business
     attempts = col(cadence, "step_attempts")
     opt = np.where(np.isfinite(attempts), np.fmax(attempts, opt), opt)
+    raw_loss = loss
+    loss = _less(loss, cadence, "same_batch_loss")  # batches, not evaluations
+    opt = _less(opt, cadence, "shared_backward_steps")  # updates, not step() calls
     ok = np.isfinite(loss) & np.isfinite(opt)
     if not ok.any():
         raise Unchecked("`cadence` records lack cumulative `loss` and `optimizer_step` counts")
     accumulation, stated = intent_accumulation(run)
     counts = totals(cadence, COUNTS, cumulative=True)
+    # the accumulation test compares backwards with updates (a closure's backwards run
+    # inside its one step, and shared steps add no backward)
+    counts["optimizer_step"] = float(np.nanmax(opt[ok]))
+    raw_backward = counts["backward"]
+    counts["backward"] -= counts["same_batch_backward"]
     # a declared accumulation (> 1) is checked as declared; without one (the Workbench
     # records 1 by default), accumulation that the counts
     # show (k backwards per step adding up, cleared between steps) is the intent
@@ -90,7 +107,11 @@ def check(run, th: Thresholds) -> list[Finding]:
     sched = col(cadence, "scheduler_step")
     evidence = {
         "steps": span(steps[ok]),
-        "loss_calls": int(calls),
+        "loss_calls": int(raw_loss[i]),
+        "batches": int(calls),
+        "same_batch_loss": int(counts["same_batch_loss"]),
+        "closure_steps": int(counts["closure_steps"]),
+        "shared_backward_steps": int(counts["shared_backward_steps"]),
         "optimizer_steps": int(steps_done),
         "accumulation_intent": accumulation,
         "intent_recorded": stated,
@@ -102,7 +123,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         "batches_per_optimizer_step": calls / steps_done if steps_done else None,
     }
     if np.isfinite(backward[i]):
-        evidence["backward_calls"] = int(backward[i])
+        evidence["backward_calls"] = int(raw_backward)
     if np.isfinite(sched[i]):
         evidence["scheduler_steps"] = int(sched[i])
     # Where it went wrong: the ratio between consecutive cumulative records.

@@ -3,6 +3,13 @@
 Reads `step_skipped` events (`reason`: scaler|gate|nonfinite, `count`), kind `cadence`
 (loss calls → intended steps), kind `param_update` (`frac_moving`, `ratio`: a step that
 ran but changed nothing) and kind `lr` (zero-lr steps are lr-stalled, not skips).
+
+An optimizer stepped with a closure (LBFGS; `closure_steps` in `cadence`) runs its own
+termination tests (gradient or loss change below its tolerance) and then returns without
+moving: once the loss has converged, such empty steps are the optimizer finishing, not a
+skip. They are excused when every step of the run got a closure and the loss never fell
+again after the empty step (kind `loss`, `total`); empty closure steps followed by further
+progress are still reported.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
+    converged_closure_steps,
     events,
     frame_of,
     intent_accumulation,
@@ -107,6 +115,8 @@ def check(run, th: Thresholds) -> list[Finding]:
                                        direction="backward")
                 lr_now = merged["lr"].to_numpy(dtype=float)
                 empty &= ~(np.isfinite(lr_now) & (lr_now <= th.lr_min))
+        converged = converged_closure_steps(run, ustep, empty)
+        empty &= ~converged
         n_valid = int(valid.sum())
         n_empty = int(empty.sum())
         # When (almost) no step moves, params-not-moving owns the finding; a skip pattern is
@@ -126,3 +136,4 @@ def check(run, th: Thresholds) -> list[Finding]:
                 "them) or a gate inside the step skipped it — e.g. one that requires both "
                 "backbone and head gradient norms > 0."))
     return findings
+

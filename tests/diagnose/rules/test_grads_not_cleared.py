@@ -54,3 +54,17 @@ def test_unchecked_without_clearing_counts(make_run):
         k: v for k, v in r.items() if not k.startswith("grads_")})
     with pytest.raises(Unchecked):
         check(make_run(spec), ID)
+
+
+def test_fraction_is_per_optimizer(make_run):
+    # a GAN: the generator (optimizer 0) never clears; the discriminator always does.
+    # 99 of all 200 steps, but 99 of the generator's own 100: an error
+    spec = healthy().update("cadence", lambda s, r: {
+        **r, "optimizer_step": 2 * (s + 1),
+        "grads_carried_steps": s, "grads_cleared_steps": s + 2,
+        "opt/0/grads_carried_steps": s, "opt/0/grads_cleared_steps": 1,
+        "opt/1/grads_carried_steps": 0, "opt/1/grads_cleared_steps": s + 1})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "optimizer 0" in finding.title
+    assert finding.evidence["carried_fraction"] > 0.9
+    assert finding.evidence["worst_optimizer"] == "0"

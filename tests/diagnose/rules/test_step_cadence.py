@@ -88,3 +88,36 @@ def test_declared_accumulation_that_did_not_happen_is_named(make_run):
     spec.manifest["intent"] = {"accumulation": 4}
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "error" and finding.evidence["ratio"] == 4.0
+
+
+def test_losses_of_one_batch_in_one_step_are_one_batch(make_run):
+    # LBFGS line search / SAM / a backward per head: 3 loss calls and backwards per step,
+    # cleared before each, all on one batch (riswb.probes.cadence `same_batch_loss`)
+    spec = healthy().update("cadence", lambda s, r: {
+        **r, "loss": 3 * (s + 1), "backward": 3 * (s + 1), "same_batch_loss": 2 * (s + 1),
+        "same_batch_backward": 2 * (s + 1), "closure_steps": s + 1})
+    assert check(make_run(spec), ID) == []
+
+
+def test_same_counts_without_same_batch_evidence_are_still_an_error(make_run):
+    spec = healthy().update("cadence", lambda s, r: {
+        **r, "loss": 4 * (s + 1), "backward": 4 * (s + 1)})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "only its last batch" in finding.title
+
+
+def test_optimizers_sharing_one_backward_are_one_update(make_run):
+    # SparseAdam + Adam, each stepped once per batch on the same backward
+    spec = healthy().update("cadence", lambda s, r: {
+        **r, "optimizer_step": 2 * (s + 1), "step_attempts": 2 * (s + 1),
+        "shared_backward_steps": s + 1, "opt/0/optimizer_step": s + 1,
+        "opt/1/optimizer_step": s + 1})
+    assert check(make_run(spec), ID) == []
+
+
+def test_one_optimizer_stepping_thrice_per_backward_is_still_an_error(make_run):
+    spec = healthy().update("cadence", lambda s, r: {
+        **r, "optimizer_step": 3 * (s + 1), "step_attempts": 3 * (s + 1),
+        "shared_backward_steps": 0, "steps_without_backward": 2 * (s + 1)})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "second step()" in finding.fix

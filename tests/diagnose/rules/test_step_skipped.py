@@ -66,3 +66,31 @@ def test_zero_lr_steps_are_not_skips(make_run):
 def test_unchecked_without_data(make_run):
     with pytest.raises(Unchecked):
         check(make_run(healthy().drop("param_update")), ID)
+
+
+def _closure_run(converged_from: int, progress_after: bool = False):
+    """Every step by closure (LBFGS); steps from `converged_from` on change nothing."""
+    spec = healthy().update("cadence", lambda s, r: {**r, "closure_steps": s + 1})
+    spec.update("param_update",
+                lambda s, r: {**r, "frac_moving": 0.0, "ratio": 0.0}
+                if s >= converged_from and s % 3 == 0 else r)
+    if not progress_after:  # the loss stopped falling where the steps went empty
+        spec.update("loss", lambda s, r: r if s < converged_from else
+                    {**r, "total": 1e-5, **{k: 1e-5 for k in r if k not in ("step", "total")}})
+    return spec
+
+
+def test_closure_optimizer_stopping_after_convergence_is_not_a_skip(make_run):
+    assert check(make_run(_closure_run(150)), ID) == []
+
+
+def test_closure_optimizer_empty_steps_before_further_progress_are_reported(make_run):
+    [finding] = check(make_run(_closure_run(150, progress_after=True)), ID)
+    assert finding.evidence["reason"] == "silent"
+
+
+def test_empty_steps_without_closure_are_reported_even_if_converged(make_run):
+    spec = _closure_run(150)
+    spec.update("cadence", lambda s, r: {**r, "closure_steps": 0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.evidence["reason"] == "silent"
