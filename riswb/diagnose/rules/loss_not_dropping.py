@@ -150,14 +150,24 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds) -> list[
 
 
 def _frozen_eval(run) -> list[Finding]:
-    """A validation metric frozen at one value (docs/failures.md #1)."""
+    """A validation metric frozen at one value (docs/failures.md #1): the evaluated weights
+    never changed. Not when another metric of the same evaluations moved (the weights did:
+    an accuracy can sit at 1.0 while they change), nor for a lone metric at exactly 0 or 1,
+    a rate at its bound, which says nothing about the weights."""
     findings: list[Finding] = []
     ev = frame_of(run, "eval")
     if len(ev) >= 3:
+        frozen = []
         for name in value_columns(ev):
             metric = col(ev, name)
             ok = np.isfinite(metric)
-            if ok.sum() >= 3 and np.ptp(metric[ok]) == 0:
+            if ok.sum() < 3:
+                continue
+            if np.ptp(metric[ok]) != 0:
+                return []
+            frozen.append((name, metric, ok))
+        for name, metric, ok in frozen:
+            if float(metric[ok][0]) not in (0.0, 1.0):
                 findings.append(Finding(
                     ID, "warning",
                     f"Validation metric '{name}' is frozen at {fmt(float(metric[ok][0]))} "

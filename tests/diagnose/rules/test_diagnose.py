@@ -178,7 +178,7 @@ def test_one_finding_per_id_at_the_highest_severity(make_run):
     # a loss that falls, rebounds, and a frozen validation metric: error + warning → one
     spec = healthy()
     spec.update("loss", lambda s, r: {**r, "total": 1.0 + 0.01 * (s % 3)})
-    spec.update("eval", lambda s, r: {**r, "val_loss": 0.7})
+    spec.update("eval", lambda s, r: {**r, "val_loss": 0.7, "nmse": 0.5})
     diagnosis = diagnose(make_run(spec), strict=True)
     [finding] = diagnosis.by_id("loss-not-dropping")
     assert finding.severity == "error" and "frozen" in finding.title

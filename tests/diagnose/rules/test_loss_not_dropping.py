@@ -46,11 +46,25 @@ def test_fast_early_drop_still_counts(make_run):
     assert check(make_run(spec), ID) == []
 
 
-def test_frozen_validation_metric_warns(make_run):
-    spec = healthy().update("eval", lambda s, r: {**r, "val_loss": 0.731})
+def test_frozen_validation_metrics_warn(make_run):
+    # the evaluated weights never change: every metric repeats itself bit for bit
+    spec = healthy().update("eval", lambda s, r: {**r, "val_loss": 0.731, "nmse": 0.5})
     findings = check(make_run(spec), ID)
     assert severities(findings) == ["warning"]
     assert findings[0].evidence["metric"] == "val_loss"
+
+
+def test_one_metric_constant_while_another_moves_is_not_frozen(make_run):
+    # an accuracy at its ceiling while the validation loss still falls: the weights move
+    spec = healthy().update("eval", lambda s, r: {**r, "val_acc": 1.0})
+    assert check(make_run(spec), ID) == []
+
+
+def test_a_lone_rate_at_its_bound_says_nothing(make_run):
+    spec = healthy().update("eval", lambda s, r: {"val_acc": 1.0})
+    assert check(make_run(spec), ID) == []
+    frozen = healthy().update("eval", lambda s, r: {"val_acc": 0.62})
+    assert severities(check(make_run(frozen), ID)) == ["warning"]
 
 
 def test_too_short_is_unchecked(make_run):
