@@ -1,7 +1,7 @@
-"""Findings on foreign loops riswb has never been told about (tests/loops/zoo.py, plus four
-buggy loops of the same make below): every healthy loop draws no error and no warning (info
-is allowed), every buggy loop is named by its finding id — a warning on a healthy loop is a
-defect like a missed bug.
+"""Findings on foreign loops riswb has never been told about (tests/loops/zoo.py,
+tests/loops/unseen.py, plus four buggy loops of the same make below): every healthy loop
+draws no error and no warning (info is allowed), every buggy loop is named by its finding
+id — a warning on a healthy loop is a defect like a missed bug.
 
     python -m pytest -q tests/loops/test_findings.py -s    # prints the precision/recall table
 """
@@ -16,6 +16,7 @@ import torch
 
 import riswb
 from riswb.diagnose.rules import diagnose
+from tests.loops.unseen import unseen_buggy, unseen_healthy
 from tests.loops.zoo import LOG_EVERY, _batches, _data, _mlp, buggy_loops, healthy_loops
 
 SEVERE = ("error", "warning")
@@ -99,8 +100,10 @@ def amp_nan_every_step(runs_dir: Path) -> Path:
     return wb.path
 
 
+HEALTHY = {**healthy_loops(), **unseen_healthy()}
 BUGGY = {
     **buggy_loops(),
+    **unseen_buggy(),
     "nan_grads_sanitized_by_hand": nan_grads_sanitized_by_hand,
     "one_step_per_epoch_cleared": one_step_per_epoch_cleared,
     "accumulation_declared_not_done": accumulation_declared_not_done,
@@ -119,6 +122,7 @@ EXPECTS = {
     "one_step_per_epoch_cleared": "step-cadence",
     "accumulation_declared_not_done": "step-cadence",
     "amp_nan_every_step": "nonfinite-grads",
+    "sparse_table_never_used": "dead-params",
 }
 # findings a bug legitimately causes besides its own (its symptoms)
 ALSO = {
@@ -128,6 +132,7 @@ ALSO = {
     # NaN reaches every gradient element: sanitized to 0, nothing moves
     "nan_grads_sanitized_by_hand": {"params-not-moving", "step-skipped", "loss-not-dropping"},
     "one_step_per_epoch_cleared": {"loss-not-dropping"},
+    "sparse_table_never_used": {"params-not-moving"},
 }
 
 
@@ -137,7 +142,7 @@ def diagnoses(tmp_path_factory):
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PyTorch's own (scheduler order under AMP, ...)
-        for name, loop in {**healthy_loops(), **BUGGY}.items():
+        for name, loop in {**HEALTHY, **BUGGY}.items():
             out[name] = diagnose(riswb.read_run(loop(root)), strict=True)
     return out
 
@@ -150,7 +155,7 @@ def test_every_buggy_loop_has_an_expected_id():
     assert set(EXPECTS) == set(BUGGY) and len(BUGGY) >= 8
 
 
-@pytest.mark.parametrize("name", list(healthy_loops()))
+@pytest.mark.parametrize("name", list(HEALTHY))
 def test_healthy_loop_draws_no_error_and_no_warning(diagnoses, name):
     assert severe(diagnoses[name]) == {}, [f.title for f in diagnoses[name].findings]
 
@@ -177,5 +182,5 @@ def test_precision_and_recall(diagnoses):
     right = [(n, i) for n, i in pairs if n in BUGGY and (i == EXPECTS[n] or i in ALSO.get(n, ()))]
     print(f"\nforeign loops: recall {named}/{len(BUGGY)}, precision {len(right)}/{len(pairs)}, "
           f"healthy loops with a warning or error: "
-          f"{sum(bool(severe(diagnoses[n])) for n in healthy_loops())}/{len(healthy_loops())}")
+          f"{sum(bool(severe(diagnoses[n])) for n in HEALTHY)}/{len(HEALTHY)}")
     assert named == len(BUGGY) and len(right) == len(pairs)
