@@ -20,7 +20,8 @@ Event `weights_swapped` (step = where the change was first seen):
   change, "storage" when parameter storage was replaced (`p.data = ...`);
 * `params_changed` — trainable tensors whose fingerprint differed from the last step's;
 * `restored`       — whether the weights the optimizer left were back when training resumed
-  (checked at swap_out, else before the next optimizer step, else at run end);
+  (checked at swap_out, else before the next optimizer step, else at run end), up to
+  rounding and the loop's routine edits (below);
 * `noop`           — a declared swap_in that changed nothing (restored is then true);
 * extras: `detected` (eval | swap_in | swap_out | optimizer_step | flush) and `resolved`
   (swap_in | swap_out | optimizer_step | run_end | flush); `steps_changed` for changes
@@ -28,6 +29,25 @@ Event `weights_swapped` (step = where the change was first seen):
 
 A swap for evaluation that is restored before training resumes gives one event with
 restored=true (not a finding); an unrestored one gives restored=false.
+
+Not every change outside optimizer.step is a swap. Loops edit weights on purpose: WGAN
+weight clipping, max-norm / row-normalization projections, SAM's `p.add_(e)` … `p.sub_(e)`.
+A swap replaces the weights wholesale by very different ones, so an UNDECLARED change
+(between steps or at an eval) counts only when all of these hold:
+
+* it is beyond rounding: ‖Δ‖ > 4·eps(dtype)·‖θ‖ for some tensor (SAM's restore leaves
+  ~1e-8 relative residue; this tolerance also decides `restored` for every swap);
+* it is big against the tensor's latest optimizer update u and latest routine edit e:
+  ‖Δ‖ > 2·√(‖u‖² + ‖e‖²) over the changed tensors. A nearest-point projection applied after
+  a step (clamp, renorm) moves θ no farther than the step did, since the previous iterate
+  already satisfied the constraint; an EMA or snapshot loaded in lags many updates behind;
+* between steps only: the loop does not edit the weights on ≥ half of the optimizer steps
+  (then the edits are a constraint the loop applies, however big; decided once 8 steps
+  were compared, or at run end).
+
+Before the first optimizer step nothing trained can be lost: a checkpoint loaded after the
+Workbench was built just becomes the reference. Declared swaps (`weights_swap_in`) count
+whenever they change anything beyond rounding.
 """
 
 from __future__ import annotations
@@ -56,9 +76,14 @@ class WeightSwapProbe(Probe):
         self._owner: torch.Tensor | None = None  # (E,) which tensor each sampled element is
         self._ref: torch.Tensor | None = None
         self._pending: dict[str, Any] | None = None
-        self._masks: list[tuple[int, torch.Tensor]] = []  # (step, changed-element mask)
-        self._reduced: list[tuple[list[int], torch.Tensor]] = []  # (steps, changed tensors)
+        self._masks: list[tuple[int, torch.Tensor]] = []  # (step, [changed, swap-like])
+        self._reduced: list[tuple[list[int], torch.Tensor]] = []  # (steps, (n, 2) counts)
+        self._held: list[tuple[int, int, bool]] = []  # (step, changed, swap-like) undecided
         self._episode = False
+        self._stepped = False  # an optimizer step has run: from then on training can be lost
+        self._compared = self._edited = 0  # optimizer steps compared / with a real edit
+        self._ended = False
+        self._upd_sq = self._edit_sq = torch.zeros(0, dtype=torch.float64)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "max_elems": self.max_elems}
@@ -77,6 +102,49 @@ class WeightSwapProbe(Probe):
         device = self._views[0].device if self._views else torch.device("cpu")
         owner = [i for i, v in enumerate(self._views) for _ in range(v.numel())]
         self._owner = torch.tensor(owner, dtype=torch.long, device=device)
+        # float views of the same samples (complex as real pairs), for sizes of changes
+        self._fviews = [_real(_sample_view(p.detach(), self.max_elems)) for p in params]
+        # fp16 and bf16 share int16 bits: values come from the bits only for one float dtype
+        self._one_dtype = self._single and len({v.dtype for v in self._fviews}) == 1
+        self._tol = torch.tensor([_ROUNDING * torch.finfo(_real(p).dtype).eps for p in params],
+                                 dtype=torch.float64, device=device)
+        if (self._upd_sq.shape, self._upd_sq.device) != ((len(params),), device):
+            zeros = torch.zeros(len(params), dtype=torch.float64, device=device)
+            self._upd_sq, self._edit_sq = zeros, zeros.clone()  # latest update / routine edit
+        self._pre_vals: torch.Tensor | None = None
+
+    def _values(self, bits: torch.Tensor) -> torch.Tensor:
+        """(E,) float64 values of the sampled elements whose fingerprint is `bits`: two ops
+        when the fingerprint is one dtype, else one per tensor (from the float views)."""
+        if self._one_dtype:
+            return bits.view(self._fviews[0].dtype).to(torch.float64)
+        device = self._owner.device
+        return torch.cat([v.reshape(-1).to(device=device, dtype=torch.float64)
+                          for v in self._fviews])
+
+    def _per_tensor(self, values: torch.Tensor) -> torch.Tensor:
+        """(E,) -> (T,) sums over each tensor's sampled elements."""
+        out = values.new_zeros(len(self._views))
+        return out.index_add_(0, self._owner, values)
+
+    def _rebase(self) -> None:
+        """The current weights become the reference."""
+        self._ref = self._fingerprint()
+        self._ref_vals = self._values(self._ref)
+
+    def _compare(self, now: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Against the reference: (T,) tensors changed beyond rounding, their (T,) ‖Δ‖²,
+        whether the change is swap-like (big against each tensor's update and routine edit)
+        and the (E,) values now. On the device, no sync."""
+        vals = self._values(now)
+        diff = torch.where(now == self._ref, torch.zeros_like(vals), vals - self._ref_vals)
+        d_sq = self._per_tensor(diff.square())  # a new NaN/Inf stays NaN/Inf: changed
+        ref = torch.where(self._ref_vals.isfinite(), self._ref_vals, 0.0)  # NaN weights stay
+        changed = ~(d_sq <= self._tol.square() * self._per_tensor(ref.square()))
+        zero = d_sq.new_zeros(())
+        base = torch.where(changed, self._upd_sq + self._edit_sq, zero).sum()
+        big = ~(torch.where(changed, d_sq, zero).sum() <= _BIG**2 * base)
+        return changed, d_sq, changed.any() & big, vals
 
     def _fingerprint(self) -> torch.Tensor:
         """(E,) integers: the bits of every sampled element, tensor after tensor."""
@@ -87,17 +155,11 @@ class WeightSwapProbe(Probe):
                           for v in self._views])
 
     def _reduce_masks(self) -> None:
-        """Pending per-step element masks -> per-step counts of changed tensors (on device)."""
+        """Pending per-step (changed tensors, swap-like) pairs -> one (n, 2) device tensor."""
         if self._masks:
             masks, self._masks = self._masks, []
-            counts = self._tensors_changed(torch.stack([m for _, m in masks]))
-            self._reduced.append(([step for step, _ in masks], counts))
-
-    def _tensors_changed(self, mask: torch.Tensor) -> torch.Tensor:
-        """(..., E) element mask -> (...) count of tensors with at least one changed element."""
-        counts = mask.new_zeros((*mask.shape[:-1], len(self._views)), dtype=torch.int32)
-        counts.index_add_(-1, self._owner, mask.to(torch.int32))
-        return (counts > 0).sum(-1)
+            self._reduced.append(([step for step, _ in masks],
+                                  torch.stack([m for _, m in masks])))
 
     def _storage_moved(self, params: list[torch.Tensor]) -> int:
         ptrs = [p.data_ptr() for p in params]
@@ -107,44 +169,64 @@ class WeightSwapProbe(Probe):
             self._build(params)
         return moved
 
-    def _count_changed(self, params: list[torch.Tensor]) -> int:
-        """Tensors that differ from the post-step reference (host sync: rare events only)."""
-        self._storage_moved(params)
+    def _count_changed(self, params: list[torch.Tensor], *, swaps_only: bool = False) -> int:
+        """Tensors that differ beyond rounding from the post-step reference; with
+        `swaps_only`, 0 unless the change is swap-like (host sync: rare events only)."""
+        moved = self._storage_moved(params)
         if self._ref is None or not self._views:
             return 0
         now = self._fingerprint()
         if now.shape != self._ref.shape:
             return len(self._views)
-        return int(self._tensors_changed(now != self._ref))
+        changed, _, swap, _ = self._compare(now)
+        if swaps_only and not moved and not bool(swap):
+            return 0
+        return int(changed.sum())
 
     # -- events -----------------------------------------------------------------------------
 
     def on_run_start(self, ctx: StepContext) -> None:
         if ctx.wb.params:
             self._build(ctx.wb.params)
-            self._ref = self._fingerprint()
+            self._rebase()
 
     def on_before_optimizer_step(self, ctx: StepContext) -> None:
         if self._ref is None:
             return
         if self._pending is not None:
             self._resolve(ctx, "optimizer_step")
+            self._pre_vals = self._values(self._fingerprint())
             return
         now = self._fingerprint()
+        if not self._stepped:  # nothing trained yet: a loaded checkpoint is the start
+            self._storage_moved(ctx.wb.params)
+            self._rebase()
+            self._pre_vals = self._ref_vals
+            return
+        self._compared += 1
         if now.device.type == "cpu" and torch.equal(now, self._ref):
-            return  # a host read costs nothing on CPU: keep masks for changes only
-        # element masks, reduced to changed-tensor counts in batches (no per-step reduction)
-        self._masks.append((ctx.step, now != self._ref))
+            self._pre_vals = self._ref_vals  # a host read costs nothing on CPU
+            return
+        changed, d_sq, swap, self._pre_vals = self._compare(now)
+        # routine edits (not swap-like) are the yardstick for the next ones
+        self._edit_sq = torch.where(changed & ~swap, d_sq, self._edit_sq)
+        self._masks.append((ctx.step, torch.stack([changed.sum(), swap.long()])))
         if len(self._masks) >= _MASK_BATCH:
             self._reduce_masks()
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
-        if self._views:
-            self._ref = self._fingerprint()
+        if not self._views:
+            return
+        self._stepped = True
+        self._rebase()
+        if self._pre_vals is not None and self._pre_vals.shape == self._ref_vals.shape:
+            u_sq = self._per_tensor((self._ref_vals - self._pre_vals).square())
+            self._upd_sq = torch.where(u_sq > 0, u_sq, self._upd_sq)
+        self._pre_vals = None
 
     def on_eval(self, ctx: StepContext) -> None:
         if self._pending is None:
-            self._detect(ctx, "unknown", "eval")
+            self._detect(ctx, "unknown", "eval", swaps_only=True)
 
     def on_weights_swap_in(self, ctx: StepContext) -> None:
         kind = str(ctx.payload.get("kind", "unknown"))
@@ -158,10 +240,11 @@ class WeightSwapProbe(Probe):
         if self._pending is None:
             self._detect(ctx, str(ctx.payload.get("kind", "unknown")), "swap_out")
             return
-        if self._count_changed(ctx.wb.params) == 0:
+        if self._count_changed(ctx.wb.params, swaps_only=True) == 0:
             self._resolve(ctx, "swap_out", changed=0)
 
     def on_run_end(self, ctx: StepContext) -> None:
+        self._ended = True
         if self._pending is not None:
             self._resolve(ctx, "run_end")
 
@@ -170,28 +253,45 @@ class WeightSwapProbe(Probe):
         self._reduce_masks()  # before any rebuild below changes which tensor owns an element
         if self._ref is not None and self._pending is None:
             moved = self._storage_moved(wb.params)
-            if moved:
+            if moved and not self._stepped:
+                self._rebase()  # replaced before any training: the start, not a swap
+            elif moved:
                 self._write(ctx.step, "storage", moved, restored=False, noop=False,
                             detected="flush", resolved="flush", wb=wb)
-                self._ref = self._fingerprint()
-        if not self._reduced:
+                self._rebase()
+        if self._reduced:
+            reduced, self._reduced = self._reduced, []
+            steps = [step for chunk, _ in reduced for step in chunk]
+            rows = torch.cat([c for _, c in reduced]).tolist()
+            held = [(step, int(n), bool(s)) for step, (n, s) in zip(steps, rows, strict=True)
+                    if n > 0]
+            self._edited += len(held)
+            self._held.extend(held)
+        if self._compared < _MIN_COMPARED and not self._ended:
+            return  # too few steps yet to tell a constraint applied every step from a swap
+        held, self._held = self._held, []
+        if self._edited >= _RECURRING * self._compared:
+            self._episode = False  # the loop edits on most steps: a constraint, not a swap
             return
-        reduced, self._reduced = self._reduced, []
-        steps = [step for chunk, _ in reduced for step in chunk]
-        counts = torch.cat([c for _, c in reduced]).tolist()
-        changed = [(step, n) for step, n in zip(steps, counts, strict=True) if n > 0]
-        if changed and not self._episode:
-            self._write(changed[0][0], "unknown", max(n for _, n in changed), restored=False,
+        swaps = [(step, n) for step, n, swap in held if swap]
+        if swaps and not self._episode:
+            self._write(swaps[0][0], "unknown", max(n for _, n in swaps), restored=False,
                         noop=False, detected="optimizer_step", resolved="optimizer_step",
-                        wb=wb, steps_changed=len(changed))
-        self._episode = bool(changed)
+                        wb=wb, steps_changed=len(held))
+        self._episode = bool(swaps)
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _detect(self, ctx: StepContext, kind: str, where: str) -> bool:
+    def _detect(self, ctx: StepContext, kind: str, where: str, *,
+                swaps_only: bool = False) -> bool:
         if self._ref is None:
             return False
-        changed = self._count_changed(ctx.wb.params)
+        if not self._stepped:  # before any training: nothing a swap could lose yet
+            if swaps_only:
+                self._storage_moved(ctx.wb.params)
+                self._rebase()
+                return False
+        changed = self._count_changed(ctx.wb.params, swaps_only=swaps_only)
         if changed:
             self._pending = {"step": ctx.step, "kind": kind, "params_changed": changed,
                              "detected": where}
@@ -199,13 +299,13 @@ class WeightSwapProbe(Probe):
 
     def _resolve(self, ctx: StepContext, where: str, changed: int | None = None) -> None:
         pending, self._pending = self._pending, None
-        if changed is None:
-            changed = self._count_changed(ctx.wb.params)
+        if changed is None:  # what is left beyond rounding and the loop's routine edits
+            changed = self._count_changed(ctx.wb.params, swaps_only=True)
         self._write(pending["step"], pending["kind"], pending["params_changed"],
                     restored=changed == 0, noop=False, detected=pending["detected"],
                     resolved=where, wb=ctx.wb)
         if changed and where != "run_end":
-            self._ref = self._fingerprint()  # reported once; training goes on from here
+            self._rebase()  # reported once; training goes on from here
 
     @staticmethod
     def _write(step: int, kind: str, params_changed: int, *, restored: bool, noop: bool,
@@ -216,6 +316,14 @@ class WeightSwapProbe(Probe):
 
 
 _MASK_BATCH = 64  # steps of masks held before they are reduced (bounds the memory)
+_ROUNDING = 4.0  # ‖Δ‖/‖θ‖ up to this many eps of the dtype is rounding, not a change
+_BIG = 2.0  # a swap moves θ more than this many times its latest update and routine edit
+_RECURRING = 0.5  # edits on at least this share of the compared steps are a constraint
+_MIN_COMPARED = 8  # compared steps before between-step changes are judged
+
+
+def _real(data: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(data) if data.is_complex() else data
 
 
 def _sample_view(data: torch.Tensor, max_elems: int) -> torch.Tensor:

@@ -147,9 +147,17 @@ def test_fingerprint_counts_changed_tensors_like_a_full_comparison():
         torch.nn.Parameter(torch.randn(7, dtype=torch.float64)),
         torch.nn.Parameter(torch.full((3,), float("nan"))),
     ]
+    # one bit width, two float dtypes: values must not be read through one of them
+    halves = [torch.nn.Parameter(torch.randn(5).half()),
+              torch.nn.Parameter(torch.randn(5).bfloat16())]
+    probe = WeightSwapProbe()
+    probe._build(halves)
+    probe._rebase()
+    assert torch.equal(probe._ref_vals, torch.cat([h.detach().double() for h in halves]))
     probe = WeightSwapProbe(max_elems=16)
     probe._build(params)
-    ref = probe._fingerprint()
+    probe._rebase()
+    assert int(probe._compare(probe._fingerprint())[0].sum()) == 0
     before = [p.detach().clone() for p in params]
     with torch.no_grad():
         params[0].add_(1.0)
@@ -157,8 +165,7 @@ def test_fingerprint_counts_changed_tensors_like_a_full_comparison():
     changed = sum(not torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)
                   if not torch.isnan(b).any())
     assert changed == 2
-    assert int(probe._tensors_changed(probe._fingerprint() != ref)) == changed
-    assert int(probe._tensors_changed(probe._fingerprint() != probe._fingerprint())) == 0
+    assert int(probe._compare(probe._fingerprint())[0].sum()) == changed
     assert all(v.numel() <= 16 for v in probe._views)
 
 
@@ -203,3 +210,105 @@ def test_storage_replaced_then_evaluated_at_once(tmp_path):
                 wb.evaluate({"val": 0.0})
     events = read_run(wb.path).events_of("weights_swapped")
     assert len(events) == 1 and events[0]["detected"] == "eval" and not events[0]["restored"]
+
+
+def run_edits(tmp_path, edit, *, steps=30, evaluate_at=()):
+    """`edit(step, model)` changes the weights after each optimizer step."""
+    model, opt = make()
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], log_every=5,
+                   strict=True) as wb:
+        for step in range(steps):
+            train_step(wb, model, opt)
+            with torch.no_grad():
+                edit(step, model)
+            if step in evaluate_at:
+                wb.evaluate({"val": 0.0})
+    return read_run(wb.path).events_of("weights_swapped")
+
+
+def test_projection_after_every_step_is_not_a_swap(tmp_path):
+    """Weight clipping and row normalization move θ no farther than the step did (the
+    previous iterate met the constraint): not swaps, also when evaluated right after."""
+    def clip(step, model):
+        for p in model.parameters():
+            p.clamp_(-0.05, 0.05)
+
+    def renorm(step, model):
+        w = model[0].weight
+        w.div_(w.norm(dim=1, keepdim=True))
+
+    assert run_edits(tmp_path / "a", clip, evaluate_at=(9, 19)) == []
+    assert run_edits(tmp_path / "b", renorm, evaluate_at=(9, 19)) == []
+
+
+def test_rounding_left_by_an_add_sub_restore_is_not_a_change(tmp_path):
+    """SAM restores w by p.sub_(e) after p.add_(e): equal up to float rounding."""
+    def perturb_and_restore(step, model):
+        for p in model.parameters():
+            e = 0.05 * torch.randn_like(p)
+            p.add_(e)
+            p.sub_(e)
+
+    assert run_edits(tmp_path, perturb_and_restore, evaluate_at=(9,)) == []
+
+
+def test_big_edit_on_every_step_is_a_constraint(tmp_path):
+    """A tensor updated by hand outside the optimizer on every step (big against its zero
+    optimizer update) recurs on every step: the loop's own rule, not a forgotten swap."""
+    def manual_update(step, model):
+        model[2].bias.add_(0.01)
+
+    assert run_edits(tmp_path, manual_update, evaluate_at=(9, 19)) == []
+
+
+def test_checkpoint_loaded_before_the_first_step_is_the_start(tmp_path):
+    model, opt = make()
+    checkpoint = {k: v + 1 for k, v in model.state_dict().items()}
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], log_every=5,
+                   strict=True) as wb:
+        model.load_state_dict(checkpoint)
+        wb.evaluate({"val": 0.0})
+        model[0].weight.data = model[0].weight.data.clone()
+        for _ in range(10):
+            train_step(wb, model, opt)
+    assert read_run(wb.path).events_of("weights_swapped") == []
+
+
+def test_swap_in_a_clipped_loop_is_still_seen(tmp_path):
+    """A snapshot loaded at an eval and never restored is big against both the step and
+    the routine clipping, so clipping does not hide it."""
+    snapshot = {}
+
+    def clip_then_swap(step, model):
+        for p in model.parameters():
+            p.clamp_(-0.2, 0.2)
+        if step == 2:
+            snapshot.update({k: v.clone() for k, v in model.state_dict().items()})
+        if step == 19:
+            model.load_state_dict(snapshot)
+
+    (event,) = run_edits(tmp_path, clip_then_swap, evaluate_at=(19,))
+    assert event["restored"] is False and event["detected"] == "eval"
+
+
+def test_declared_ema_swap_restored_in_a_clipped_loop(tmp_path):
+    """Restored means back up to the loop's routine edit: the clipping done after the step
+    (before the swap-in) is no leftover of the swap."""
+    model, opt = make()
+    ema = Ema(model)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], log_every=5,
+                   strict=True) as wb:
+        for step in range(20):
+            train_step(wb, model, opt)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.clamp_(-0.2, 0.2)
+            ema.update(model)
+            if step in (9, 15):
+                ema.swap_in(model)
+                wb.emit(Event.WEIGHTS_SWAP_IN, kind="ema")
+                wb.evaluate({"val": 0.0})
+                ema.swap_out(model)
+                wb.emit(Event.WEIGHTS_SWAP_OUT, kind="ema")
+    events = read_run(wb.path).events_of("weights_swapped")
+    assert [(e["kind"], e["restored"]) for e in events] == [("ema", True), ("ema", True)]

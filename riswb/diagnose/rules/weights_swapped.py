@@ -1,7 +1,9 @@
 """weights-swapped: parameters changed outside optimizer.step and were not restored.
 
 Reads `weights_swapped` events (`kind`, `params_changed`, `restored`, `noop`). A swap that
-was not restored is an error; a swap that changed nothing (noop) is a warning.
+was not restored is an error; a swap that changed nothing (noop) is a warning. The probe
+writes no event for the loop's own edits (weight clipping, max-norm projections, SAM's
+restore by subtraction): see riswb/probes/weight_swap.py for what counts as a swap.
 """
 
 from __future__ import annotations
