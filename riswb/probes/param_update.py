@@ -20,7 +20,11 @@ Record (one per sampled optimizer step, `step` = the `wb.loss` step it belongs t
 * `frac_moving`   — fraction of the model's trainable tensors with Δ ≠ 0 (a tensor missing
   from the optimizer counts as not moving);
 * `group/<g>/ratio` — the same ratio over the trainable tensors of param group g (g = group
-  `name` or index).
+  `name` or index); NaN (not measured) while none of its tensors is trainable.
+
+"Trainable" is read at each sampled step (`requires_grad` now), not once when the
+Workbench was built: gradual unfreezing makes a frozen backbone trainable mid-run, and it is
+measured from then on, while a group frozen on purpose is not counted as one not moving.
 
 Sampling: the first `warmup` optimizer steps (default 10), then every `sample_every`-th
 (default 20; opt_step ≡ 1 mod sample_every). A sample reads the parameters four times
@@ -73,9 +77,11 @@ class ParamUpdateProbe(Probe):
         self._before = None
         index = ctx.payload.get("optimizer", 0)
         own_step = ctx.payload.get("optimizer_step", ctx.payload["opt_step"])
-        if not ctx.wb.params or not self.sampled(own_step):
+        if not self.sampled(own_step):
             return
         params = [p.detach() for p in self._layout(ctx.wb, index)[1]]
+        if not params:  # nothing trainable (yet): nothing to measure
+            return
         buffers = self._buffers.get(index, [])
         if [(b.shape, b.dtype, b.device) for b in buffers] != [
             (p.shape, p.dtype, p.device) for p in params
@@ -109,7 +115,9 @@ class ParamUpdateProbe(Probe):
                 zero = usq.new_zeros(())
                 group_u = torch.where(membership, usq, zero).sum(1).sqrt()
                 group_p = torch.where(membership, psq, zero).sum(1).sqrt()
-                parts.append(_ratio(group_u, group_p))
+                # a group with no trainable tensor right now is frozen on purpose: unmeasured
+                empty = ~membership.any(1)
+                parts.append(_ratio(group_u, group_p).masked_fill(empty, float("nan")))
             vector = torch.cat(parts)
         head = {"opt_step": ctx.payload["opt_step"], "optimizer": index,
                 "optimizer_step": ctx.payload.get("optimizer_step", ctx.payload["opt_step"])}
@@ -142,7 +150,9 @@ class ParamUpdateProbe(Probe):
         that only OTHER optimizers update (so a tensor in no optimizer counts, as not
         moving) — and its (G, P) group membership and labels; rebuilt when groups change."""
         optimizers = wb.optimizers
-        key = tuple(tuple(id(p) for p in g["params"]) for o in optimizers for g in o.param_groups)
+        trainable = _trainable(wb)
+        key = (tuple(tuple(id(p) for p in g["params"]) for o in optimizers
+                     for g in o.param_groups), tuple(id(p) for p in trainable))
         cached = self._layouts.get(index)
         if cached is not None and cached[0] == key:
             return cached
@@ -150,7 +160,7 @@ class ParamUpdateProbe(Probe):
         own = {id(p) for g in groups for p in g["params"]}
         others = {id(p) for i, o in enumerate(optimizers) if i != index
                   for g in o.param_groups for p in g["params"]} - own
-        measured = [p for p in wb.params if id(p) not in others]
+        measured = [p for p in trainable if id(p) not in others]
         position = {id(p): i for i, p in enumerate(measured)}
         membership = torch.zeros(len(groups), len(measured), dtype=torch.bool)
         for g, group in enumerate(groups):
@@ -160,6 +170,14 @@ class ParamUpdateProbe(Probe):
         labels = [group_label(group, g) for g, group in enumerate(groups)]
         cached = self._layouts[index] = (key, measured, membership.to(wb.device), labels)
         return cached
+
+
+def _trainable(wb: Any) -> list[torch.Tensor]:
+    """The model's tensors that require grad now (the Workbench's list is taken at
+    construction), plus any tensor of that list no longer in the model."""
+    live = [p for p in wb.model.parameters() if p.requires_grad]
+    seen = {id(p) for p in live}
+    return live + [p for p in wb.params if id(p) not in seen and p.requires_grad]
 
 
 def _to_host(vectors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -87,3 +87,29 @@ def test_reaudit_when_param_groups_change(tmp_path):
     assert len(events[0]["missing"]) == 4 and events[1]["missing"] == ["head_r.weight",
                                                                         "head_r.bias"]
     assert events[1]["step"] == 1 and events[1]["groups"]["k"] == {"head_k": 2}
+
+
+def test_tensors_unfrozen_later_are_audited_once(tmp_path):
+    """Gradual unfreezing: a backbone frozen at the start is audited again when it becomes
+    trainable — missing if the optimizer was built from the trainable tensors only; a GAN-
+    style requires_grad toggle every step does not re-audit every step."""
+    model = Net()
+    model.backbone.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+
+    def unfreeze(opt):
+        model.backbone.requires_grad_(True)
+
+    start, later = coverage_events(tmp_path / "a", model, opt, steps=3, after=unfreeze)
+    assert start["missing"] == [] and later["reason"] == "trainable_changed"
+    assert later["missing"] == ["backbone.0.weight", "backbone.0.bias"]
+
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Workbench(model, opt, runs_dir=tmp_path / "b", probes=["coverage"], strict=True) as wb:
+        for step in range(6):
+            model.head_r.requires_grad_(step % 2 == 0)
+            wb.loss({"a": model(torch.randn(2, 4))}).backward()
+            opt.step()
+            opt.zero_grad()
+    assert len(read_run(wb.path).events_of("coverage")) == 1

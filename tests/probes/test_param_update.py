@@ -62,3 +62,34 @@ def test_frozen_optimizer_reads_zero(tmp_path):
     assert len(frame) == 3
     assert (frame["update_norm"] == 0).all() and (frame["ratio"] == 0).all()
     assert (frame["frac_moving"] == 0).all() and (frame["param_norm"] > 0).all()
+
+
+def test_tensors_frozen_at_start_are_measured_once_unfrozen(tmp_path):
+    """requires_grad is read at each sampled step, not when the Workbench was built: the
+    frozen group reads NaN (unmeasured, not 'did not move') until it is unfrozen."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    opt = torch.optim.SGD([{"params": model[0].parameters()},
+                           {"params": model[2].parameters()}], lr=0.1)
+    model[0].requires_grad_(False)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["param_update"]) as wb:
+        for step in range(6):
+            if step == 3:
+                model[0].requires_grad_(True)
+            opt.zero_grad()
+            wb.loss({"a": model(torch.randn(8, 3)).square().mean()}).backward()
+            opt.step()
+    frame = read_run(wb.path).kind("param_update")
+    assert frame["group/0/ratio"][:3].isna().all() and (frame["group/0/ratio"][3:] > 0).all()
+    assert (frame["group/1/ratio"] > 0).all() and (frame["frac_moving"] == 1).all()
+
+
+def test_nothing_trainable_yet_writes_nothing(tmp_path):
+    model = torch.nn.Linear(3, 1).requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["param_update"], strict=True) as wb:
+        for _ in range(2):
+            wb.loss({"a": model(torch.randn(2, 3)).sum()})
+            opt.step()
+    frame = read_run(wb.path).kind("param_update")
+    assert frame is None or frame.empty

@@ -2,7 +2,9 @@
 
 Reads kind `param_update` (`ratio`, `frac_moving`, `group/<g>/ratio`), measured at
 optimizer.step (after an EMA update Δparam looks tiny: docs/failures.md #19), and the
-`coverage` / `dead_params` events that explain idle tensors.
+`coverage` / `dead_params` events that explain idle tensors. A group's ratio is NaN while
+none of its tensors requires grad (frozen on purpose, e.g. before gradual unfreezing): those
+steps are not counted as steps it did not move.
 """
 
 from __future__ import annotations

@@ -58,3 +58,11 @@ def test_threshold_is_overridable(make_run):
 def test_unchecked_without_param_update(make_run):
     with pytest.raises(Unchecked, match="param_update"):
         check(make_run(healthy().drop("param_update")), ID)
+
+
+def test_group_unmeasured_while_frozen_then_moving_is_healthy(make_run):
+    """Gradual unfreezing: the probe writes NaN for a group with no trainable tensor; the
+    steps before unfreezing are not counted as steps the group did not move."""
+    spec = healthy().update(
+        "param_update", lambda s, r: {**r, "group/heads/ratio": float("nan")} if s < 100 else r)
+    assert check(make_run(spec), ID) == []
