@@ -63,12 +63,21 @@ def value_clipping(runs_dir: Path) -> Path:
     return wb.path
 
 
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.main, self.aux = nn.Linear(8, 16), nn.Linear(16, 1), nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return self.main(h), self.aux(h)
+
+
 def two_heads_two_backwards(runs_dir: Path) -> Path:
-    """One zero_grad per step, a backward per head (retain_graph): the second head's
-    gradient exists only after the second backward."""
-    torch.manual_seed(0)
-    body, main, aux = nn.Linear(8, 16), nn.Linear(16, 1), nn.Linear(16, 1)
-    model = nn.ModuleDict({"body": body, "main": main, "aux": aux})
+    """One forward, one zero_grad per step, a backward per head (retain_graph): the second
+    head's gradient exists only after the second backward, and the two losses are one batch."""
+    model = TwoHeads()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = _data()
     batches = _batches(x, y)
@@ -76,10 +85,10 @@ def two_heads_two_backwards(runs_dir: Path) -> Path:
                          log_every=LOG_EVERY) as wb:
         for _ in range(60):
             xb, yb = next(batches)
-            h = torch.relu(body(xb))
+            main, aux = model(xb)
             opt.zero_grad()
-            wb.loss({"main": (main(h) - yb).square().mean()}).backward(retain_graph=True)
-            wb.loss({"aux": (aux(h) - 2 * yb).square().mean()}).backward()
+            wb.loss({"main": (main - yb).square().mean()}).backward(retain_graph=True)
+            wb.loss({"aux": (aux - 2 * yb).square().mean()}).backward()
             opt.step()
     return wb.path
 
@@ -150,6 +159,7 @@ def unseen_healthy() -> dict[str, Loop]:
     return {
         "gan_frozen_discriminator": gan_frozen_discriminator,
         "value_clipping": value_clipping,
+        "two_heads_two_backwards": two_heads_two_backwards,
         "text_classifier_large_vocab": text_classifier_large_vocab,
     }
 
