@@ -16,6 +16,8 @@ import torch
 
 import riswb
 from riswb.diagnose.rules import diagnose
+from tests.loops import test_closure_and_multi_optimizer_loops as closure_loops
+from tests.loops import test_constraint_and_unfreeze_loops as constraint_loops
 from tests.loops.unseen import unseen_buggy, unseen_healthy
 from tests.loops.zoo import LOG_EVERY, _batches, _data, _mlp, buggy_loops, healthy_loops
 
@@ -100,10 +102,15 @@ def amp_nan_every_step(runs_dir: Path) -> Path:
     return wb.path
 
 
-HEALTHY = {**healthy_loops(), **unseen_healthy()}
+# the scout round's regression suites, each checked there for its own ids, here for all
+SUITES = {"closure": closure_loops, "constraint": constraint_loops}
+HEALTHY = {**healthy_loops(), **unseen_healthy(),
+           **{f"{key}:{loop.__name__}": loop for key, suite in SUITES.items()
+              for loop in suite.HEALTHY}}
 BUGGY = {
     **buggy_loops(),
     **unseen_buggy(),
+    **{f"{key}:{loop.__name__}": loop for key, suite in SUITES.items() for loop in suite.BUGGY},
     "nan_grads_sanitized_by_hand": nan_grads_sanitized_by_hand,
     "one_step_per_epoch_cleared": one_step_per_epoch_cleared,
     "accumulation_declared_not_done": accumulation_declared_not_done,
@@ -123,6 +130,8 @@ EXPECTS = {
     "accumulation_declared_not_done": "step-cadence",
     "amp_nan_every_step": "nonfinite-grads",
     "sparse_table_never_used": "dead-params",
+    **{f"{key}:{loop.__name__}": rule for key, suite in SUITES.items()
+       for loop, (rule, _) in suite.BUGGY.items()},
 }
 # findings a bug legitimately causes besides its own (its symptoms)
 ALSO = {

@@ -16,6 +16,7 @@ from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
     as_names,
+    converged_closure_steps,
     events,
     need,
     span,
@@ -59,6 +60,9 @@ def check(run, th: Thresholds) -> list[Finding]:
     if n == 0:
         raise Unchecked("`param_update` records hold no finite ratio or frac_moving")
     still = valid & ((frac <= 0) | (ratio <= th.min_update_ratio))
+    # a closure optimizer (LBFGS) returns without moving once its own tolerance is met
+    converged = converged_closure_steps(run, steps, still)
+    still &= ~converged
     n_still = int(still.sum())
     still_fraction = n_still / n
     findings: list[Finding] = []
@@ -70,6 +74,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         "still_ranges": step_ranges(steps, still),
         "median_ratio": float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None,
         "min_update_ratio": th.min_update_ratio,
+        "converged_closure_steps": int(converged.sum()),
     }
     if 1 - still_fraction < th.min_moving_fraction:
         findings.append(Finding(
