@@ -1,8 +1,10 @@
 """grad-into-inputs: inputs or targets (e.g. R_samp) carry gradient or keep graphs alive.
 
-Reads `grad_into_inputs` events (`tensors`: names of input/target tensors that required
-grad or carried a grad_fn, `count`) and kind `inputs` (`requires_grad`, optionally
-`grad_fn`: counts of such tensors per logged step).
+Reads `grad_into_inputs` events (`tensors`: announced input/target tensors that required
+grad and forward arguments that carried a grad_fn, `count`; `leaf_tensors`: forward
+arguments that were leaves requiring grad — info only, as adversarial training and
+input-gradient penalties do that on purpose) and kind `inputs` (`requires_grad`,
+optionally `grad_fn`: counts of such tensors per logged step).
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ def check(run, th: Thresholds) -> list[Finding]:
         raise Unchecked("no `grad_into_inputs` events and no `inputs` records: whether inputs "
                         "or targets carried gradient could not be observed")
     tensors: list[str] = []
+    leaves: list[str] = []
     count = 0
     evidence: dict = {}
     for hit in hits:
         for name in as_names(hit.get("tensors", hit.get("names"))):
             if name not in tensors:
                 tensors.append(name)
+        for name in as_names(hit.get("leaf_tensors")):
+            if name not in leaves:
+                leaves.append(name)
         c = hit.get("count")
         count += int(c) if isinstance(c, (int, float)) else len(as_names(hit.get("tensors")))
     if hits:
@@ -61,8 +67,8 @@ def check(run, th: Thresholds) -> list[Finding]:
             evidence.setdefault("first_step", int(steps[flagged][0]))
             evidence["logged_steps_flagged"] = int(flagged.sum())
             evidence["logged_steps"] = len(inputs)
-    if not hits and not flagged.any():
-        return []
+    if not tensors and not flagged.any():
+        return _leaves_only(hits, leaves)
     evidence["tensors"] = tensors
     evidence["count"] = count
     named = ", ".join(tensors[:6]) if tensors else "input/target tensors"
@@ -76,3 +82,20 @@ def check(run, th: Thresholds) -> list[Finding]:
         + " Build targets and baselines under "
         "torch.no_grad() or .detach() them, and never set requires_grad on data.",
     )]
+
+
+def _leaves_only(hits: list[dict], leaves: list[str]) -> list[Finding]:
+    """Forward arguments that were leaves requiring grad, and nothing on a graph: info."""
+    if not leaves:
+        return []
+    first = min(int(h.get("first_step", h.get("step", 0))) for h in hits)
+    return [Finding(
+        ID, "info",
+        f"Forward argument(s) {', '.join(leaves[:6])} were leaves that required grad "
+        f"(first at step {first})",
+        {"leaf_tensors": leaves, "first_step": first, "events": len(hits),
+         "leaf_count": sum(int(h.get("leaf_count", 0)) for h in hits)},
+        "Adversarial training (FGSM, PGD) and input-gradient penalties differentiate with "
+        "respect to the input on purpose: nothing to do then. Otherwise the data pipeline "
+        "creates tensors with requires_grad=True, and every backward computes their "
+        "gradient for nothing.")]
