@@ -4,7 +4,9 @@ Reads the pair cosines of two views (pair keys escaped, docs/internals.md §3): 
 `term_cosine` (parameter gradients, exact, front-loaded sampled steps) and kind
 `term_cosine_out` (gradients at the model's outputs, every log interval); for context,
 `term_grad` norms (cancel = similar norms at cosine ≤ -0.9). Info, not a warning, when the
-loss calls alternate between objectives (kind `loss`: a GAN), where terms fight by design.
+loss calls alternate between objectives (kind `loss`: a GAN), where terms fight by design,
+and when in every conflicting pair the weaker term's norm is under `WEAK_SHARE` of the
+stronger's (an entropy bonus against a policy loss: the update follows the stronger).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from riswb.diagnose.rules.loss_not_dropping import alternating_objectives
 from riswb.diagnose.text import fmt, pct
 
 ID = "term-conflict"
+# a conflict whose weaker term is under this share of the stronger's norm hardly bends the
+# update (it removes at most that share of the stronger term's gradient): info
+WEAK_SHARE = 0.1
 VIEWS = {"parameters": ("term_cosine", "term_grad"),
          "outputs": ("term_cosine_out", "term_grad_out")}
 
@@ -59,6 +64,7 @@ def _conflicts(run, view: str, th: Thresholds) -> tuple[bool, list[dict], list[i
             entry["median_grad_norm"] = {a: na, b: nb}
             entry["cancel"] = bool(min(na, nb) > 0 and max(na, nb) / min(na, nb) < 3
                                    and medians[i] <= -0.9)
+            entry["weaker_share"] = min(na, nb) / max(na, nb) if max(na, nb) > 0 else 0.0
         out.append(entry)
     return bool(judged.any()), out, span(steps_of(cos))
 
@@ -84,6 +90,17 @@ def check(run, th: Thresholds) -> list[Finding]:
     loss = run.kind("loss")
     objectives = alternating_objectives(loss, np.isfinite(col(loss, "total"))) \
         if "total" in loss else []
+    if all(c.get("weaker_share", 1.0) < WEAK_SHARE for c in conflicts):
+        weak, strong = sorted(worst["pair"], key=worst["median_grad_norm"].get)
+        return [Finding(
+            ID, "info",
+            f"Terms '{a}' and '{b}' point against each other (median gradient cosine "
+            f"{fmt(worst['median_cosine'])} at the {worst['view']}), but '{weak}' is "
+            f"{fmt(1 / worst['weaker_share'])}× weaker: the update follows '{strong}'",
+            evidence,
+            f"A small term opposing the main one — an entropy bonus against the policy loss, "
+            f"a regularizer against the fit — pulls back by design, and at this size it only "
+            f"trims '{strong}''s gradient. Look here only if '{weak}' is meant to matter.")]
     if objectives:  # adversarial training: terms fight by design (a critic's real vs fake)
         evidence["objectives"] = objectives
         return [Finding(

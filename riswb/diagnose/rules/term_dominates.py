@@ -7,7 +7,9 @@ Two views of every weighted term's gradient (docs/internals.md §3):
   interval and the first three loss calls (0 for a term that does not use the outputs).
 
 A term dominates when, in either view, its median norm is at least `dominance_ratio` times
-the next live term's and a dwarfed term is not simply minimized. A parameter penalty (zero
+the next live term's and a dwarfed term is not simply minimized, nor weighted down on purpose
+(its weight below the top term's, and the unweighted norms within the ratio: an entropy
+bonus at 0.01 is meant to be small). A parameter penalty (zero
 output gradient, non-zero parameter gradient) dominates already at
 `regularizer_dominance_ratio` times the largest output-dependent term: a regularizer is a
 correction, and one that outweighs the data terms decides what the model learns. Terms of
@@ -56,6 +58,14 @@ def _satisfied(values: np.ndarray, th: Thresholds) -> bool:
     window = max(th.min_term_samples, len(values) // 10)
     start, end = np.median(values[:window]), np.median(values[-window:])
     return bool(end == 0 or (start > 0 and end <= th.satisfied_term_fraction * start))
+
+
+def _weighted_down(weights: dict, top: str, term: str, ratio: float, needed: float) -> bool:
+    """Whether `term` is dwarfed because the loop weighted it down on purpose: its weight is
+    below `top`'s, and without the two weights the gradients would be within `needed` of
+    each other (an entropy bonus at 0.01, an auxiliary loss at 0.1)."""
+    w_top, w_term = abs(float(weights.get(top, 1.0))), abs(float(weights.get(term, 1.0)))
+    return 0 < w_term < w_top and ratio * w_term / w_top < needed
 
 
 def _top_share(frame: pd.DataFrame, live: list[str], top: str) -> float:
@@ -107,7 +117,8 @@ def check(run, th: Thresholds) -> list[Finding]:
     findings = []
     for view, top, dwarfed, ratio, needed in candidates:
         satisfied = [t for t in dwarfed if _satisfied(col(loss, t), th)]
-        drowned = [t for t in dwarfed if t not in satisfied]
+        drowned = [t for t in dwarfed if t not in satisfied
+                   and not (view != "penalty" and _weighted_down(weights, top, t, ratio, needed))]
         if drowned:
             findings.append((ratio / needed, view, top, drowned, satisfied, ratio))
     if not findings:

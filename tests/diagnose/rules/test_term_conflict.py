@@ -58,3 +58,12 @@ def test_conflict_inside_an_adversarial_run_is_info(make_run):
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "info" and len(finding.evidence["objectives"]) == 2
     assert "alternates between 2 objectives" in finding.title
+
+
+def test_a_much_weaker_opposing_term_is_info(make_run):
+    # an entropy bonus against the policy loss: opposed, but 50x weaker
+    spec = healthy().update("term_cosine", lambda s, r: {**r, "nmse|gap": -0.99})
+    spec.update("term_grad", lambda s, r: {**r, "gap": r["nmse"] / 50})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and "50× weaker" in finding.title
+    assert "update follows 'nmse'" in finding.title

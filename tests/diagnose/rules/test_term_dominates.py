@@ -64,3 +64,22 @@ def test_reference_scale_story_only_on_reference_runs(make_run):
     assert "R_samp" not in finding.fix
     [finding] = check(make_run(as_reference(spec)), ID)
     assert "R_samp" in finding.fix
+
+
+def _weighted(spec, weights):
+    """Set the loss weights the run used (kind `loss_weight`)."""
+    spec.scalars["loss_weight"] = [(0, dict(weights))]
+    return spec
+
+
+def test_a_term_weighted_down_on_purpose_is_not_drowned(make_run):
+    # ortho at weight 0.001 of gap's 1.0: the 1000x comes from the weights the loop chose
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": r["gap"] * 1e3,
+                                                        "nmse": r["nmse"] * 1e3})
+    assert check(make_run(_weighted(spec, {"nmse": 1.0, "gap": 1.0, "ortho": 1e-3})), ID) == []
+
+
+def test_dominance_beyond_what_the_weights_explain_still_warns(make_run):
+    spec = healthy().update("term_grad", lambda s, r: {**r, "gap": r["gap"] * 1e4})
+    [finding] = check(make_run(_weighted(spec, {"nmse": 0.5, "gap": 1.0, "ortho": 0.5})), ID)
+    assert finding.severity == "warning" and finding.evidence["term"] == "gap"
