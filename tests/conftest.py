@@ -220,6 +220,8 @@ def build_synthetic_run(
                 if t == dominant_term:
                     g *= 1e4
                 grads[t] = g
+            if conflict:  # of comparable size: a much weaker opposing term is only info
+                grads[terms[1]] = 0.8 * grads[terms[0]]
             writer.scalars(step, "term_grad", grads)
             cos = {}
             for i, a in enumerate(terms):
