@@ -137,8 +137,21 @@ def check(run, th: Thresholds) -> list[Finding]:
 
     silent = set(zero_weight) | set(mismatched)
     no_path = _no_path_terms(run)
+    # no backward in the whole run: the gradients come from elsewhere (torch.func, a
+    # hand-written update) and the logged loss only monitors; nothing is lost
+    monitoring = _backward_calls(run) == 0
     for term, first in no_path.items():
         if term in silent:
+            continue
+        if monitoring:
+            findings.append(Finding(
+                ID, "info",
+                f"Loss term '{term}' has no path to any parameter, in a run that never called "
+                "backward (the loss is logged for monitoring)",
+                {"term": term, "first_step": first, "backward_calls": 0},
+                "The gradients are computed some other way (torch.func, a hand-written "
+                "update), so a detached loss is fine; pass it as a Python number "
+                "(loss.item()) to say it is a constant."))
             continue
         findings.append(Finding(
             ID, "error",
@@ -184,3 +197,13 @@ def check(run, th: Thresholds) -> list[Finding]:
                 "overwrote or dropped them. Build the terms dict in one place and compare its "
                 "keys to the configured term names."))
     return findings
+
+
+def _backward_calls(run) -> int | None:
+    """Backward calls the run made (kind `cadence`, cumulative), None when not recorded."""
+    cadence = frame_of(run, "cadence")
+    if "backward" not in cadence.columns:
+        return None
+    values = col(cadence, "backward")
+    values = values[np.isfinite(values)]
+    return int(values[-1]) if len(values) else None

@@ -88,3 +88,12 @@ def test_declared_term_never_logged(make_run):
 def test_unchecked_without_records(make_run):
     with pytest.raises(Unchecked):
         check(make_run(healthy().drop("loss_weight", "term_grad", "loss")), ID)
+
+
+def test_a_detached_loss_in_a_run_without_backward_is_monitoring(make_run):
+    # DP-SGD through torch.func: per-sample gradients by hand, the loss only logged
+    spec = healthy().event(0, "term_no_grad", names=["gap"], first_step=0)
+    spec.update("cadence", lambda s, r: {**r, "backward": 0})
+    [finding] = [f for f in check(make_run(spec), ID) if f.evidence.get("term") == "gap"]
+    assert finding.severity == "info" and finding.evidence["backward_calls"] == 0
+    assert "loss.item()" in finding.fix
