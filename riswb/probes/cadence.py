@@ -25,12 +25,16 @@ Keys beyond the six basic counts (all cumulative unless noted):
   `opt/<i>/grads_carried_steps`, `opt/<i>/backward_accumulating` per optimizer i;
 * `closure_steps` — optimizer steps given a closure (`optimizer.step(closure)`: LBFGS, SAM
   implementations), whose loss/backward run inside the step, as often as the optimizer wants;
-* `same_batch_loss` — `wb.loss` calls beyond the first in step windows (from one optimizer
-  step to the next, of any optimizer) that evaluated ONE batch several times: a closure step,
-  or a window whose grad-enabled root forwards all took the same, unmodified input tensor
-  (one forward with a loss and backward per head; SAM's second pass on the same batch).
+* `same_batch_loss` — `wb.loss` calls that re-evaluated a batch already counted, in step
+  windows (from one optimizer step to the next, of any optimizer): in a window whose
+  grad-enabled root forwards all took the same, unmodified input tensor (one forward with a
+  loss and backward per head; SAM's second pass on the same batch), every call beyond the
+  first; in a closure step, the calls INSIDE `optimizer.step(closure)` (between the step's
+  pre- and post-hook) beyond the first — the line search re-evaluating one batch. Calls
+  before the step in the same window are separate micro-batches: Lightning's
+  `accumulate_grad_batches=k` runs k−1 of them outside the step and the k-th in its closure.
   `loss − same_batch_loss` counts batches; `same_batch_backward` likewise counts the
-  backwards beyond the first in those windows;
+  backwards beyond the first (of the window, or of the closure step);
 * `shared_backward_steps` — steps of an optimizer that had a backward since its own previous
   step but none since another optimizer's step just before: several optimizers (SparseAdam
   for embeddings + Adam for the rest) stepping on one backward, one update of the model.
@@ -82,6 +86,9 @@ class CadenceProbe(Probe):
         self._forwards = 0
         self._input: tuple[Any, int] | None = None
         self._one_input = True
+        # loss and backward counts at the current step's pre-hook: a closure's calls run
+        # between the pre- and post-hook, the micro-batches accumulated before it do not
+        self._at_pre_step: tuple[int, int] | None = None
         self._last_opt: int | None = None
         self._backward_at_step: dict[int, int] = {}  # optimizer -> n_backward at its step
         self._backward_at_last = 0
@@ -96,14 +103,29 @@ class CadenceProbe(Probe):
         elif self._input[0]() is not tensor or self._input[1] != tensor._version:
             self._one_input = False
 
+    def on_before_optimizer_step(self, ctx: StepContext) -> None:
+        self._at_pre_step = (ctx.wb.n_loss, ctx.wb.n_backward)
+
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
         wb, index = ctx.wb, ctx.payload.get("optimizer", 0)
         closure = bool(ctx.payload.get("closure"))
         self._closure_steps += closure
         losses = wb.n_loss - self._window_loss
-        if losses > 1 and (closure or (self._forwards and self._one_input)):
+        if losses > 1 and self._forwards and self._one_input:
+            # one input tensor fed to every forward of the window: one batch
             self._same_batch_loss += losses - 1
             self._same_batch_backward += max(0, wb.n_backward - self._backward_at_last - 1)
+        elif closure:
+            # only the closure's own calls re-evaluate one batch; losses before the step
+            # (accumulated micro-batches) are batches of their own
+            loss_at, backward_at = self._at_pre_step or (self._window_loss,
+                                                         self._backward_at_last)
+            inside = wb.n_loss - max(loss_at, self._window_loss)
+            if inside > 1:
+                self._same_batch_loss += inside - 1
+                self._same_batch_backward += max(
+                    0, wb.n_backward - max(backward_at, self._backward_at_last) - 1)
+        self._at_pre_step = None
         own_backward = wb.n_backward > self._backward_at_step.get(index, 0)
         if (self._last_opt is not None and self._last_opt != index and own_backward
                 and wb.n_backward == self._backward_at_last):

@@ -171,3 +171,22 @@ def test_ddp_forward_redirection_is_not_a_second_forward(tmp_path):
         cadence = run.kind("cadence").iloc[-1]
         assert cadence["forward"] == cadence["loss"] == cadence["optimizer_step"] == 20
         assert _flagged(run) == {}
+
+
+class _SGDRegressor(Regressor):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-2)
+
+
+@pytest.mark.parametrize("module", [Regressor, _SGDRegressor], ids=["adam", "sgd"])
+def test_accumulation_of_four_is_four_batches_per_step(tmp_path, module):
+    """accumulate_grad_batches=4: Lightning runs 3 micro-batches before optimizer.step and
+    the 4th inside its closure; all 4 are batches (not one re-evaluated), so step-cadence
+    sees 4 batches per step, as intended (it once said 4× the intended cadence)."""
+    run = _fit(tmp_path, module(), accumulate_grad_batches=4, max_steps=15)
+    assert run.manifest["intent"]["accumulation"] == 4
+    cadence = run.kind("cadence").iloc[-1]
+    assert cadence["loss"] == 4 * cadence["optimizer_step"] == 60
+    assert cadence["closure_steps"] == 15 and cadence["same_batch_loss"] == 0
+    assert "step-cadence" not in _flagged(run)
+    assert _flagged(run) == {}

@@ -123,3 +123,32 @@ def test_two_optimizers_on_one_backward_share_it(tmp_path):
 
     last = _cadence_last(tmp_path, body, opts, model)
     assert last["optimizer_step"] == 13 and last["shared_backward_steps"] == 6
+
+
+def test_losses_before_a_closure_step_are_batches_only_inside_ones_re_evaluate(tmp_path):
+    """Lightning's accumulate_grad_batches=k: k−1 micro-batches run loss/backward before
+    optimizer.step, the k-th inside its closure — k batches, none re-evaluated. Only the
+    closure's calls beyond its first (a line search) are the same batch again."""
+
+    def body(wb, model, opts):
+        def micro_batch(x):
+            loss = wb.loss({"mse": model(x).square().mean()})
+            loss.backward()
+            return loss
+
+        for _ in range(4):  # ×4 accumulation, the 4th micro-batch in the closure
+            opts[0].zero_grad()
+            for _ in range(3):
+                micro_batch(torch.randn(8, 4))
+            xb = torch.randn(8, 4)
+            opts[0].step(lambda xb=xb: micro_batch(xb))
+        for _ in range(4):  # one micro-batch before, then a closure evaluated twice
+            opts[0].zero_grad()
+            micro_batch(torch.randn(8, 4))
+            xb = torch.randn(8, 4)
+            opts[0].step(lambda xb=xb: (micro_batch(xb), micro_batch(xb))[1])
+
+    last = _cadence_last(tmp_path, body)
+    assert last["closure_steps"] == last["optimizer_step"] == 8
+    assert last["loss"] == last["backward"] == 16 + 12
+    assert last["same_batch_loss"] == last["same_batch_backward"] == 4
