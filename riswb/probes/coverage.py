@@ -10,14 +10,39 @@ group labels read `opt/<i>/<label>`. Names have wrapper prefixes stripped. A ten
 becomes trainable after the start (gradual unfreezing) triggers one more audit (reason
 "trainable_changed": is it in the optimizer?); tensors seen trainable once are not audited
 again, so a GAN that toggles requires_grad every step is audited about twice. A warm-up
-that merely *starts* at lr 0 is lr_trace's business, not a zero-lr group."""
+that merely *starts* at lr 0 is lr_trace's business, not a zero-lr group.
+
+Event `coverage_grads` {`no_grad`: names of the `missing` tensors that received no gradient
+in the run so far, `watched`: how many missing tensors were watched, `backwards`: backward
+passes seen}, written at the first flush after a backward and again whenever `no_grad`
+shrinks (and at run end if it changed). A missing tensor that requires grad but never gets
+one (a KD teacher run only under torch.no_grad) is effectively frozen: leaving it out of the
+optimizer loses nothing. "Received" means its `.grad` object or that object's in-place
+version counter changed since it was first watched (a stale gradient left by an earlier
+loop, e.g. the teacher's pre-training, does not count): at every backward, a weakref and an
+int compare per still-gradient-free missing tensor, no host sync; a tensor is dropped from
+the watch once a gradient arrived."""
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
-from riswb.probes.params import CoverageAudit, audit_coverage
+from riswb.probes.params import CoverageAudit, audit_coverage, strip_wrappers
+
+
+def _grad_key(p: torch.Tensor) -> tuple | None:
+    grad = p.grad
+    return None if grad is None else (weakref.ref(grad), grad._version)
+
+
+def _grad_changed(p: torch.Tensor, key: tuple | None) -> bool:
+    grad = p.grad
+    if grad is None:
+        return False
+    return key is None or key[0]() is not grad or key[1] != grad._version
 
 
 def _signature(optimizers: list[torch.optim.Optimizer]) -> tuple[int, ...]:
@@ -34,6 +59,11 @@ class CoverageProbe(Probe):
         self._signature: tuple[int, ...] | None = None
         self._trainable: set[int] = set()  # ids of the model's tensors ever seen trainable
         self.last: CoverageAudit | None = None
+        # missing tensors not yet seen to receive a gradient: name -> (param, grad key)
+        self._watch: dict[str, tuple[torch.Tensor, tuple | None]] = {}
+        self._watched = 0
+        self._backwards = 0
+        self._reported: frozenset[str] | None = None
 
     def on_run_start(self, ctx: StepContext) -> None:
         self._audit(ctx, "start")
@@ -51,3 +81,30 @@ class CoverageProbe(Probe):
         self._trainable.update(id(p) for p in wb.model.parameters() if p.requires_grad)
         self.last = audit_coverage(wb.model, wb.optimizers)
         wb.writer.event(ctx.step, "coverage", **self.last.to_payload(), reason=reason)
+        missing = set(self.last.missing)
+        named = {strip_wrappers(n): p for n, p in wb.model.named_parameters()}
+        self._watch = {n: self._watch.get(n) or (named[n], _grad_key(named[n]))
+                       for n in missing if n in named}
+        self._watched = max(self._watched, len(self._watch))
+
+    def on_after_backward(self, ctx: StepContext) -> None:
+        self._backwards += 1
+        if self._watch:
+            arrived = [n for n, (p, key) in self._watch.items() if _grad_changed(p, key)]
+            for name in arrived:
+                del self._watch[name]
+
+    def flush(self, ctx: StepContext) -> None:
+        self._report(ctx)
+
+    def on_run_end(self, ctx: StepContext) -> None:
+        self._report(ctx)
+
+    def _report(self, ctx: StepContext) -> None:
+        if not self._backwards or not self._watched:
+            return
+        names = frozenset(self._watch)
+        if names != self._reported:
+            self._reported = names
+            ctx.wb.writer.event(ctx.step, "coverage_grads", no_grad=sorted(names),
+                                watched=self._watched, backwards=self._backwards)

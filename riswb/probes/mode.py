@@ -23,7 +23,11 @@ forwards with ≥ 1 of them in eval mode), `nograd_forwards`, `nograd_forwards_t
 (eval-mode modules at training forwards) | "eval" (train-mode modules at no-grad forwards
 or evaluate), `modules` (names, wrapper prefixes stripped, at most 20), `trainable` (how
 many of them hold trainable parameters: a frozen, deliberately eval-mode backbone holds
-none), `first_step`} once per phase and set of names.
+none), `params` ({module: its trainable parameters' names, wrapper prefixes stripped} for the
+listed modules holding any, at most 20 names each; read with the `coverage` and
+`coverage_grads` events, it tells a sub-network that is stepped in eval mode from one that
+requires grad but never gets a gradient, e.g. a KD teacher run under torch.no_grad),
+`first_step`} once per phase and set of names. Built at flush, from the cached module list.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ def mode_dependent(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if hit:
             found.append((strip_wrappers(name) or "<root>", module))
     return found
+
+
+def _trainable_names(name: str, module: nn.Module) -> list[str]:
+    """Full (stripped) names of the module's trainable parameters, at most _MAX_NAMES."""
+    prefix = "" if name == "<root>" else name + "."
+    out = [prefix + n for n, p in module.named_parameters() if p.requires_grad]
+    return out[:_MAX_NAMES]
 
 
 class ModeProbe(Probe):
@@ -107,10 +118,13 @@ class ModeProbe(Probe):
             key = frozenset(names)
             if names and self._reported.get(phase) != key:
                 self._reported[phase] = key
+                listed = sorted(names)[:_MAX_NAMES]
+                params = {n: _trainable_names(n, owners[n]) for n in listed if n in owners}
+                params = {n: p for n, p in params.items() if p}
                 trainable = sum(any(p.requires_grad for p in owners[n].parameters())
                                 for n in names if n in owners)
-                wb.writer.event(ctx.step, "mode_mismatch", phase=phase,
-                                modules=sorted(names)[:_MAX_NAMES], trainable=trainable,
+                wb.writer.event(ctx.step, "mode_mismatch", phase=phase, modules=listed,
+                                trainable=trainable, params=params,
                                 first_step=self._first.get(phase, ctx.step))
         self._reset()
         self._refresh(wb.model)

@@ -113,3 +113,57 @@ def test_tensors_unfrozen_later_are_audited_once(tmp_path):
             opt.step()
             opt.zero_grad()
     assert len(read_run(wb.path).events_of("coverage")) == 1
+
+
+class KD(torch.nn.Module):
+    """A teacher in the same root as the student, run under no_grad (requires_grad on)."""
+
+    def __init__(self, teacher_grad=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.teacher = torch.nn.Linear(4, 3)
+        self.student = torch.nn.Linear(4, 3)
+        self.teacher_grad = teacher_grad
+
+    def forward(self, x):
+        with torch.set_grad_enabled(self.teacher_grad):
+            t = self.teacher(x)
+        return (self.student(x) - t).pow(2).mean()
+
+
+def grads_events(tmp_path, model, *, stale=False, steps=3):
+    if stale:  # a gradient left on the teacher by a loop before the workbench
+        model.teacher(torch.randn(2, 4)).sum().backward()
+    opt = torch.optim.SGD(model.student.parameters(), 0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["coverage"], strict=True) as wb:
+        for _ in range(steps):
+            opt.zero_grad()
+            wb.loss({"a": model(torch.randn(2, 4))}).backward()
+            opt.step()
+    return read_run(wb.path).events_of("coverage_grads")
+
+
+def test_teacher_under_no_grad_never_gets_a_gradient(tmp_path):
+    (event,) = grads_events(tmp_path, KD())
+    assert event["no_grad"] == ["teacher.bias", "teacher.weight"]
+    assert event["watched"] == 2 and event["backwards"] == 3
+
+
+def test_a_stale_gradient_from_an_earlier_loop_does_not_count(tmp_path):
+    (event,) = grads_events(tmp_path, KD(), stale=True)
+    assert event["no_grad"] == ["teacher.bias", "teacher.weight"]
+
+
+def test_a_teacher_that_gets_gradients_leaves_the_no_grad_set(tmp_path):
+    # accumulated into the stale .grad in place: the version counter tells
+    events = grads_events(tmp_path, KD(teacher_grad=True), stale=True)
+    assert events[-1]["no_grad"] == []
+
+
+def test_no_missing_tensor_writes_no_gradient_event(tmp_path):
+    model = KD()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["coverage"], strict=True) as wb:
+        wb.loss({"a": model(torch.randn(2, 4))}).backward()
+        opt.step()
+    assert read_run(wb.path).events_of("coverage_grads") == []

@@ -313,3 +313,18 @@ def converged_closure_steps(run, ustep: np.ndarray, empty: np.ndarray) -> np.nda
         later = total[lstep > ustep[j]]
         out[j] = not len(later) or later.min() >= now - CONVERGED_FALL * abs(now)
     return out
+
+
+# -- gradient-free tensors outside the optimizer (appended: optimizer-coverage, train-mode;
+# params-not-moving and dead-params may share it) -----------------------------------------
+
+
+def never_gradient(run) -> set[str] | None:
+    """Names of the tensors that require grad, are in no optimizer (`coverage` `missing`) and
+    never received a gradient in the run (the last `coverage_grads` event's `no_grad`, see
+    riswb/probes/coverage.py): effectively frozen, e.g. a KD teacher run only under
+    torch.no_grad. None when the run has no `coverage_grads` record (then nothing is known)."""
+    records = run.events_of("coverage_grads")
+    if not records:
+        return None
+    return set(as_names(records[-1].get("no_grad")))

@@ -3,6 +3,9 @@ groups, or optimizer tensors that are not in the model.
 
 Reads the `coverage` event (`missing`, `duplicated`, `zero_lr_groups`, `stale`, `groups`)
 and kind `lr` (`group/<g>`) to tell a warm-up that starts at 0 from a group stuck at 0.
+A missing tensor that never received a gradient (the `coverage_grads` event's `no_grad`:
+a KD teacher run only under torch.no_grad with requires_grad left on) is effectively frozen:
+leaving it out of the optimizer loses nothing, so it is reported as info, not an error.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ import numpy as np
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, as_names, events, frame_of, names_summary
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    as_names,
+    events,
+    frame_of,
+    names_summary,
+    never_gradient,
+)
 
 ID = "optimizer-coverage"
 
@@ -33,6 +43,19 @@ def check(run, th: Thresholds) -> list[Finding]:
     findings: list[Finding] = []
 
     missing = as_names(audit.get("missing"))
+    no_grad = never_gradient(run) or set()
+    frozen = [n for n in missing if n in no_grad]
+    missing = [n for n in missing if n not in no_grad]
+    if frozen:
+        summary = names_summary(frozen)
+        findings.append(Finding(
+            ID, "info",
+            f"{len(frozen)} parameter tensors require grad but are in no optimizer and never "
+            f"received a gradient (effectively frozen): {_modules(summary)}",
+            {**base, "frozen_by_no_grad": summary},
+            "Nothing is lost: these tensors get no gradient (e.g. a teacher run under "
+            "torch.no_grad). Call requires_grad_(False) on them to say so explicitly; if "
+            "they should train, route a loss to them and add them to the optimizer."))
     if missing:
         summary = names_summary(missing)
         findings.append(Finding(

@@ -4,37 +4,85 @@ with them in train mode.
 Reads kind `mode` (per interval: `forwards` — grad-enabled root forwards —,
 `forwards_eval_mode`, `nograd_forwards`, `nograd_forwards_train_mode`, `evals`,
 `evals_train_mode`), `mode_mismatch` events (`phase`, `modules`, `trainable`: how many of
-them hold trainable params) and kind `cadence` (`backward`). Deliberate cases stay silent:
-a frozen eval-mode backbone (every mismatched module without trainable params), and
-grad-enabled eval-mode forwards that no backward followed (validation run without
-torch.no_grad: wasteful, not wrong).
+them hold trainable params; `params`: their trainable parameters' names), the `coverage`
+event (`missing`) and `coverage_grads` (`no_grad`), and kind `cadence` (`backward`).
+Deliberate cases stay silent: a frozen eval-mode backbone (every mismatched module without
+trainable params, or — when `params` is recorded — without a parameter that is stepped: in
+an optimizer and not among the gradient-free ones, e.g. a KD teacher kept in eval mode and
+run under torch.no_grad with requires_grad left on), and grad-enabled eval-mode forwards that
+no backward followed (validation run without torch.no_grad: wasteful, not wrong). A module
+whose parameters get gradients but sit in no optimizer is optimizer-coverage's error.
 """
 
 from __future__ import annotations
 
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, as_names, events, need, span, steps_of, totals
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    as_names,
+    events,
+    names_summary,
+    need,
+    never_gradient,
+    span,
+    steps_of,
+    totals,
+)
 from riswb.diagnose.text import pct
 
 ID = "train-mode"
 
 
-def _mismatch(run, phase: str) -> tuple[list[str], int | None, int]:
-    """(module names, first step, trainable count) of the `mode_mismatch` events of a phase
-    whose modules hold trainable params (phase train) or of any (phase eval)."""
+def _not_stepped(run) -> set[str]:
+    """Tensors that are not trained: in no optimizer (`coverage` `missing`: optimizer-coverage
+    reports those that get gradients) or never given a gradient (`coverage_grads`)."""
+    audits = events(run, "coverage")
+    out = set(as_names(audits[-1].get("missing"))) if audits else set()
+    return out | (never_gradient(run) or set())
+
+
+def _stepped_modules(event: dict, idle: set[str]) -> tuple[list[str], list[str]] | None:
+    """(modules, stepped params) of a train-phase event that records `params`: the modules
+    holding a stepped parameter, plus parameter-free ones (Dropout) under the same top-level
+    module. None when the event predates `params`."""
+    params = event.get("params")
+    if not isinstance(params, dict):
+        return None
+    stepped = {m: [p for p in as_names(ps) if p not in idle] for m, ps in params.items()}
+    stepped = {m: ps for m, ps in stepped.items() if ps}
+    tops = {m.split(".", 1)[0] for m in stepped}
+    modules = [m for m in as_names(event.get("modules"))
+               if m in stepped or (m not in params and m.split(".", 1)[0] in tops)]
+    return modules, [p for ps in stepped.values() for p in ps]
+
+
+def _mismatch(run, phase: str) -> tuple[list[str], int | None, int, list[str]]:
+    """(module names, first step, trainable count, stepped params) of the `mode_mismatch`
+    events of a phase whose modules hold trainable params — stepped ones, where recorded —
+    (phase train) or of any (phase eval)."""
     names: list[str] = []
+    stepped: list[str] = []
     first, trainable = None, 0
+    idle = _not_stepped(run) if phase == "train" else set()
     for event in events(run, "mode_mismatch"):
         if event.get("phase") != phase:
             continue
         count = int(event.get("trainable") or 0)
-        if phase == "train" and count == 0:
-            continue  # a deliberately frozen eval-mode backbone
+        modules = as_names(event.get("modules"))
+        if phase == "train":
+            if count == 0:
+                continue  # a deliberately frozen eval-mode backbone
+            found = _stepped_modules(event, idle)
+            if found is not None:
+                modules, params = found
+                if not params:
+                    continue  # frozen in effect: no gradient, or in no optimizer
+                stepped += [p for p in params if p not in stepped]
         trainable = max(trainable, count)
-        names += [n for n in as_names(event.get("modules")) if n not in names]
+        names += [n for n in modules if n not in names]
         step = int(event.get("first_step", event.get("step", 0)))
         first = step if first is None else min(first, step)
-    return names, first, trainable
+    return names, first, trainable, stepped
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -50,21 +98,26 @@ def check(run, th: Thresholds) -> list[Finding]:
     findings = []
     steps = span(steps_of(mode))
 
-    names, first, trainable = _mismatch(run, "train")
+    names, first, trainable, stepped = _mismatch(run, "train")
     forwards = counts["forwards"]
     # eval-mode forwards beyond those no backward followed were training forwards
     training_eval = max(0.0, counts["forwards_eval_mode"] - max(0.0, forwards - backward))
     if names and training_eval > 0 and forwards > 0:
         fraction = min(1.0, training_eval / min(forwards, backward or forwards))
+        evidence = {"steps": steps, "phase": "train", "modules": names,
+                    "trainable_modules": trainable, "first_step": first,
+                    "training_forwards_eval_mode": int(training_eval),
+                    "forwards": int(forwards), "backward_calls": int(backward),
+                    "fraction": fraction}
+        if stepped:
+            evidence["trained_params"] = names_summary(stepped)
         findings.append(Finding(
             ID, "error" if fraction >= th.train_mode_error_fraction else "warning",
             f"Training forwards ran with {', '.join(names[:5])} in eval mode "
             f"({pct(fraction)} of {int(min(forwards, backward or forwards))} training "
-            "forwards)",
-            {"steps": steps, "phase": "train", "modules": names, "trainable_modules": trainable,
-             "first_step": first, "training_forwards_eval_mode": int(training_eval),
-             "forwards": int(forwards), "backward_calls": int(backward),
-             "fraction": fraction},
+            "forwards)" + (f"; {len(stepped)} of their parameter tensors are in the "
+                           "optimizer and trained" if stepped else ""),
+            evidence,
             "BatchNorm in eval mode normalizes with its running statistics instead of the "
             "batch's and stops updating them; Dropout is off. model.eval() was called (for "
             "validation, or before training) and model.train() never followed. Call "
@@ -72,7 +125,7 @@ def check(run, th: Thresholds) -> list[Finding]:
             "inside evaluation. To freeze BatchNorm on purpose, also freeze its parameters "
             "(requires_grad_(False)): then riswb reads it as deliberate."))
 
-    names, first, _ = _mismatch(run, "eval")
+    names, first, _, _ = _mismatch(run, "eval")
     bad_evals = counts["nograd_forwards_train_mode"] + counts["evals_train_mode"]
     if names and bad_evals > 0:
         total = counts["nograd_forwards"] + counts["evals"]

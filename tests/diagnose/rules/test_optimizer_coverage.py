@@ -46,3 +46,28 @@ def test_zero_lr_group_that_warms_up_is_info(make_run):
 def test_unchecked_without_audit(make_run):
     with pytest.raises(Unchecked, match="coverage"):
         check(make_run(healthy().drop_events("coverage")), ID)
+
+
+def test_missing_tensors_that_never_got_a_gradient_are_info(make_run):
+    # a KD teacher run under torch.no_grad with requires_grad left on, in no optimizer
+    spec = _coverage(healthy(), missing=["teacher.0.weight", "teacher.0.bias"])
+    spec.event(9, "coverage_grads", no_grad=["teacher.0.bias", "teacher.0.weight"],
+               watched=2, backwards=10)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info"
+    assert finding.evidence["frozen_by_no_grad"]["by_module"] == {"teacher": 2}
+    assert "requires_grad_(False)" in finding.fix
+
+
+def test_missing_tensor_that_got_a_gradient_stays_an_error(make_run):
+    spec = _coverage(healthy(), missing=["teacher.0.weight", "heads.range.weight"])
+    spec.event(9, "coverage_grads", no_grad=["teacher.0.weight"], watched=2, backwards=10)
+    assert severities(check(make_run(spec), ID)) == ["info", "error"]
+    error = check(make_run(spec), ID)[1]
+    assert error.evidence["missing"]["names"] == ["heads.range.weight"]
+
+
+def test_missing_without_gradient_record_stays_an_error(make_run):
+    # runs written before `coverage_grads` existed: nothing is known about gradients
+    spec = _coverage(healthy(), missing=["teacher.0.weight"])
+    assert severities(check(make_run(spec), ID)) == ["error"]

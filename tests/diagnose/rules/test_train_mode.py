@@ -51,3 +51,46 @@ def test_validation_in_train_mode_warns(make_run):
 def test_unchecked_without_mode_dependent_modules(make_run):
     with pytest.raises(Unchecked, match="no mode-dependent"):
         check(make_run(healthy().update("mode", lambda s, r: {**r, "modules": 0})), ID)
+
+
+def _kd(params, *, missing=(), no_grad=None):
+    spec = healthy().update("mode", lambda s, r: {**r, "forwards_eval_mode": 10})
+    spec.drop_events("coverage").event(0, "coverage", missing=list(missing), duplicated=[],
+                                       zero_lr_groups=[], stale=[], groups={})
+    if no_grad is not None:
+        spec.event(9, "coverage_grads", no_grad=list(no_grad), watched=len(missing),
+                   backwards=10)
+    return spec.event(9, "mode_mismatch", phase="train", modules=["teacher.1", "teacher.3"],
+                      trainable=1, params=params, first_step=0)
+
+
+TEACHER_BN = {"teacher.1": ["teacher.1.weight", "teacher.1.bias"]}
+
+
+def test_gradient_free_teacher_in_eval_mode_is_deliberate(make_run):
+    spec = _kd(TEACHER_BN, missing=TEACHER_BN["teacher.1"], no_grad=TEACHER_BN["teacher.1"])
+    assert check(make_run(spec), ID) == []
+
+
+def test_teacher_out_of_the_optimizer_is_coverage_business(make_run):
+    # gets gradients but is in no optimizer: optimizer-coverage's error, not trained here
+    spec = _kd(TEACHER_BN, missing=TEACHER_BN["teacher.1"], no_grad=[])
+    assert check(make_run(spec), ID) == []
+
+
+def test_teacher_stepped_in_eval_mode_is_named_with_its_params(make_run):
+    [finding] = check(make_run(_kd(TEACHER_BN)), ID)
+    assert finding.severity == "error"
+    assert finding.evidence["modules"] == ["teacher.1", "teacher.3"]
+    assert finding.evidence["trained_params"]["names"] == TEACHER_BN["teacher.1"]
+    assert "in the optimizer and trained" in finding.title
+
+
+def test_frozen_teacher_does_not_hide_a_student_trained_in_eval_mode(make_run):
+    params = {**TEACHER_BN, "student.1": ["student.1.weight", "student.1.bias"]}
+    spec = _kd(params, missing=TEACHER_BN["teacher.1"], no_grad=TEACHER_BN["teacher.1"])
+    spec.drop_events("mode_mismatch").event(
+        9, "mode_mismatch", phase="train", modules=["student.1", "teacher.1", "teacher.3"],
+        trainable=2, params=params, first_step=0)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["modules"] == ["student.1"]

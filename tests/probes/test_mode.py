@@ -1,0 +1,50 @@
+"""Kind `mode` / event `mode_mismatch`: eval-mode modules at training forwards, with the
+trainable parameters of the listed modules (`params`)."""
+
+import torch
+from torch import nn
+
+from riswb.instrument.workbench import Workbench
+from riswb.runlog import read_run
+
+
+class KD(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.teacher = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.1))
+        self.student = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+
+    def forward(self, x):
+        with torch.no_grad():
+            t = self.teacher(x)
+        return (self.student(x) - t).pow(2).mean()
+
+
+def test_mismatch_event_lists_the_trainable_params_of_eval_mode_modules(tmp_path):
+    model = KD()
+    model.teacher.eval()
+    opt = torch.optim.SGD(model.student.parameters(), 0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["mode"], strict=True) as wb:
+        for _ in range(3):
+            opt.zero_grad()
+            wb.loss({"a": model(torch.randn(4, 4))}).backward()
+            opt.step()
+    run = read_run(wb.path)
+    (event,) = run.events_of("mode_mismatch")
+    assert event["phase"] == "train" and event["modules"] == ["teacher.1", "teacher.2"]
+    assert event["trainable"] == 1
+    assert event["params"] == {"teacher.1": ["teacher.1.weight", "teacher.1.bias"]}
+    assert run.kind("mode")["forwards_eval_mode"].sum() == 3
+
+
+def test_frozen_params_are_not_listed(tmp_path):
+    model = KD()
+    model.teacher.eval().requires_grad_(False)
+    opt = torch.optim.SGD(model.student.parameters(), 0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["mode"], strict=True) as wb:
+        opt.zero_grad()
+        wb.loss({"a": model(torch.randn(4, 4))}).backward()
+        opt.step()
+    (event,) = read_run(wb.path).events_of("mode_mismatch")
+    assert event["trainable"] == 0 and event["params"] == {}
