@@ -167,8 +167,9 @@ def load_run_model(run_path: Path):
         raise RiswbError(f"{run_path} has no checkpoints/{BEST_FILE} (did its first evaluation "
                          "run?)")
     state = checkpoints.load(best)
-    try:
-        model = CovarianceNet(spec)
+    try:  # a run from before the head/refine_steps options has the factor head
+        model = CovarianceNet(spec, head=config.get("head", "factor"),
+                              refine_steps=int(config.get("refine_steps", 0)))
         model.load_state_dict(state)
     except Exception as error:  # a checkpoint from another model
         raise RiswbError(f"cannot load {best} into CovarianceNet({spec.name}): "

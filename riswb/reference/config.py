@@ -114,6 +114,8 @@ RULES: dict[str, Rule] = {
     "beta_ramp_epochs": Rule("int", lo=0),
     "weights": Rule("weights"),
     "contrast": Rule("choice", choices=("probes", "range")),
+    "head": Rule("choice", choices=("factor", "steering")),
+    "refine_steps": Rule("int", lo=0, hi=100, note="0: no physics stage; needs head steering"),
     "device": Rule("choice", choices=("auto", "cpu", "cuda")),
     "amp": Rule("choice", choices=("none", "bf16", "fp16")),
     "threads": Rule("int", lo=0, hi=1024, note="0: torch's default"),
@@ -130,7 +132,7 @@ TRAJECTORY_FIELDS = (
     "preset", "train_scenes", "resample_scenes", "val_scenes", "seed", "snr_db", "batch_size",
     "lr", "head_lr", "weight_decay", "warmup_steps", "warmup_start", "lr_floor", "ema_decay",
     "swa_start_epoch", "clip_norm", "sanitize", "beta_start", "beta_end", "beta_ramp_epochs",
-    "weights", "contrast", "amp", "inject",
+    "weights", "contrast", "head", "amp", "inject",
 )
 
 
@@ -173,6 +175,13 @@ class TrainConfig:
     # the reference of the peak_contrast term (riswb.reference.losses.loss_terms): "probes"
     # (fixed directions) or "range" (each source's range twin: range is what MUSIC misses)
     contrast: str = "probes"
+    # R_pred's factor (riswb/reference/model.py): "factor" (free complex columns) or
+    # "steering" (exact steering vectors at the aux head's positions); refine_steps > 0
+    # (steering only: the model refuses it with "factor") adds the physics stage at
+    # inference (riswb/reference/refinement.py). Inference only: the trainer validates the
+    # network without it, so it is not a trajectory field.
+    head: str = "factor"
+    refine_steps: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA and uses a GradScaler)
     # CPU threads for torch (0: torch's default). One by default: batched eigh of the small

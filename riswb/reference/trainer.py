@@ -111,7 +111,11 @@ class Trainer:
             else scene_dataset(self.preset.name, config.val_scenes, config.seed + 1,
                                self._snr()).to(self.device)
         )
-        self.model = CovarianceNet(self.preset).to(self.device)
+        try:  # the one option pair the config's per-field rules cannot judge
+            self.model = CovarianceNet(self.preset, head=config.head,
+                                       refine_steps=config.refine_steps).to(self.device)
+        except ValueError as error:
+            raise RiswbError(f"bad training config: {error}") from None
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(config.train_scenes / config.batch_size)
@@ -274,13 +278,15 @@ class Trainer:
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Scores the current weights on the validation scenes (weighted loss, nmse)."""
+        """Scores the current weights on the validation scenes (weighted loss, nmse): the
+        network alone, without the inference-time physics stage (`model.unrefined`)."""
         self.model.eval()
         totals: dict[str, float] = {}
         preds, trues, ks = [], [], []
         for index in batch_indices(len(self.val_set), 256, seed=0, epoch=0, shuffle=False):
             batch = self.val_set[index]
-            out = self.forward(batch)
+            with self.model.unrefined():
+                out = self.forward(batch)
             terms = loss_terms(out, batch, self.preset, beta=0.0, contrast=self.cfg.contrast)
             scores = {"val_loss": weighted_total(terms, self.weights),
                       **{f"val_{name}": value for name, value in terms.items()}}

@@ -29,6 +29,15 @@ def test_shipped_config_loads():
     assert cfg.snr_db == [0.0, 20.0] and cfg.train_scenes >= 2000
 
 
+def test_shipped_steering_config_loads():
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "configs" / "train_localize_steering.toml"
+    cfg = TrainConfig.from_toml(path)
+    assert cfg.head == "steering" and cfg.refine_steps > 0 and cfg.resample_scenes
+    assert "head" in cfg.trajectory() and "refine_steps" not in cfg.trajectory()
+
+
 def test_loss_weights_override_only_the_named_terms(tmp_path):
     cfg = TrainConfig.from_toml(_write(tmp_path, 'epochs = 3\n[loss.weights]\nnmse = 2.5\nK = 0\n'))
     assert cfg.epochs == 3 and cfg.weights == {"nmse": 2.5, "K": 0}
@@ -64,6 +73,9 @@ def test_loss_weights_override_only_the_named_terms(tmp_path):
     ("lr = true\n", "lr must be a finite number > 0 (got True)"),
     ("[loss.weights]\nnmse = inf\n", "weights must be a table of term names to finite"),
     ("epochs = [\n", "is not valid TOML"),
+    ("head = 'grid'\n", "head must be one of factor, steering (got 'grid')"),
+    ("refine_steps = -1\n", "refine_steps must be an integer in [0, 100]"),
+    ("refine_steps = 1.5\n", "refine_steps must be an integer in [0, 100]"),
 ])
 def test_bad_configs_raise_one_riswb_error(tmp_path, text, needle):
     with pytest.raises(RiswbError) as info:
