@@ -18,6 +18,7 @@ import riswb
 from riswb.diagnose.rules import diagnose
 from tests.loops import test_closure_and_multi_optimizer_loops as closure_loops
 from tests.loops import test_constraint_and_unfreeze_loops as constraint_loops
+from tests.loops import test_distillation_loops as distillation_loops
 from tests.loops.unseen import unseen_buggy, unseen_healthy
 from tests.loops.zoo import LOG_EVERY, _batches, _data, _mlp, buggy_loops, healthy_loops
 
@@ -103,7 +104,8 @@ def amp_nan_every_step(runs_dir: Path) -> Path:
 
 
 # the scout round's regression suites, each checked there for its own ids, here for all
-SUITES = {"closure": closure_loops, "constraint": constraint_loops}
+SUITES = {"closure": closure_loops, "constraint": constraint_loops,
+          "distillation": distillation_loops}
 HEALTHY = {**healthy_loops(), **unseen_healthy(),
            **{f"{key}:{loop.__name__}": loop for key, suite in SUITES.items()
               for loop in suite.HEALTHY}}
@@ -142,6 +144,7 @@ ALSO = {
     "nan_grads_sanitized_by_hand": {"params-not-moving", "step-skipped", "loss-not-dropping"},
     "one_step_per_epoch_cleared": {"loss-not-dropping"},
     "sparse_table_never_used": {"params-not-moving"},
+    "distillation:head_missing_from_optimizer": {"params-not-moving"},
 }
 
 

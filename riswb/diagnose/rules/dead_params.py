@@ -19,6 +19,7 @@ from riswb.diagnose.rules._util import (
     hint,
     last_values,
     names_summary,
+    never_gradient,
     span,
     steps_of,
 )
@@ -58,6 +59,12 @@ def check(run, th: Thresholds) -> list[Finding]:
         names = sorted(current)
         window = change.get("steps", window)
 
+    # tensors in no optimizer that never got a gradient are frozen in effect (a KD teacher
+    # run under no_grad without requires_grad_(False)): optimizer-coverage's info, not dead
+    frozen = never_gradient(run) or set()
+    frozen_dead = [n for n in names if n in frozen]
+    names = [n for n in names if n not in frozen]
+
     n_dead_last = frac_last = None
     steps_dead: list[int] = []
     if not dead.empty:
@@ -66,7 +73,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         dsteps = steps_of(dead)
         ok = np.isfinite(n_dead)
         if ok.any():
-            n_dead_last = int(n_dead[ok][-1])
+            n_dead_last = max(0, int(n_dead[ok][-1]) - len(frozen_dead))
             steps_dead = span(dsteps[ok & (n_dead > 0)])
         okf = np.isfinite(frac)
         if okf.any():
@@ -76,6 +83,10 @@ def check(run, th: Thresholds) -> list[Finding]:
         for c, v in last_values(dead, [c for c in dead.columns if c.startswith("dead_frac/")])
         .items()
     } if not dead.empty else {}
+    if frozen_dead:  # their elements are in the totals: judge by the other modules only
+        module_dead = {m: v for m, v in module_dead.items()
+                       if not any(f.startswith(f"{m}.") for f in frozen_dead)}
+        frac_last = None
 
     dead_modules = []
     if module_cols and len(grads) >= th.min_term_samples:
@@ -83,6 +94,9 @@ def check(run, th: Thresholds) -> list[Finding]:
         for name in module_cols:
             values = col(grads, name)
             ok = np.isfinite(values)
+            module = name[len("module/"):]
+            if any(f.startswith(f"{module}.") for f in frozen_dead):
+                continue  # the frozen-in-effect tensors' module
             if ok.sum() >= th.min_term_samples and np.all(values[ok] <= 0):
                 dead_modules.append({"module": name[len("module/"):],
                                      "steps": span(gsteps[ok])})

@@ -19,6 +19,7 @@ from riswb.diagnose.rules._util import (
     converged_closure_steps,
     events,
     need,
+    never_gradient,
     span,
     step_ranges,
     steps_of,
@@ -39,13 +40,17 @@ FIX = (
 
 def _idle_explained(run) -> list[str]:
     """Records that say why tensors stay still: tensors in no optimizer or in an lr-0 group
-    (`coverage`), or without gradient (`dead_params`)."""
+    (`coverage`), or without gradient (`dead_params`) — leaving out the tensors frozen in
+    effect (in no optimizer, never a gradient: a KD teacher under no_grad), which explain
+    themselves and are nothing to warn about."""
+    frozen = never_gradient(run) or set()
     found = []
     for event in events(run, "coverage"):
         for key in ("missing", "zero_lr_groups"):
-            if as_names(event.get(key)) and f"coverage.{key}" not in found:
+            names = [n for n in as_names(event.get(key)) if key != "missing" or n not in frozen]
+            if names and f"coverage.{key}" not in found:
                 found.append(f"coverage.{key}")
-    if any(as_names(e.get("names")) for e in events(run, "dead_params")):
+    if any(n not in frozen for e in events(run, "dead_params") for n in as_names(e.get("names"))):
         found.append("dead_params")
     return found
 
@@ -117,6 +122,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         median_frac = float(np.median(frac[moving]))
         if median_frac < th.min_tensor_moving_fraction:
             explained = _idle_explained(run)
+            frozen = sorted(never_gradient(run) or ())
             findings.append(Finding(
                 ID, "warning" if explained else "info",
                 f"Only {pct(median_frac)} of trainable tensors change per optimizer step",
@@ -126,6 +132,9 @@ def check(run, th: Thresholds) -> list[Finding]:
                 "Some trainable tensors never change: they receive no gradient or sit in a "
                 "group with lr 0. See dead-params and optimizer-coverage for their names; "
                 "freeze intentionally idle modules with requires_grad_(False)." if explained
+                else f"The idle tensors include {len(frozen)} that require grad but never get "
+                "one and are in no optimizer (frozen in effect, e.g. a teacher run under "
+                "torch.no_grad): harmless; requires_grad_(False) says so." if frozen
                 else "Some trainable tensors change by less than float32 resolves, although "
                 "every tensor is in the optimizer and none is dead: their gradient is "
                 "tiny, not absent — typically a bias right before a BatchNorm, which the "
