@@ -58,6 +58,7 @@ class CoverageProbe(Probe):
         super().__init__(every)
         self._signature: tuple[int, ...] | None = None
         self._trainable: set[int] = set()  # ids of the model's tensors ever seen trainable
+        self._untrained: list[torch.nn.Parameter] = []  # the model's tensors never trainable
         self.last: CoverageAudit | None = None
         # missing tensors not yet seen to receive a gradient: name -> (param, grad key)
         self._watch: dict[str, tuple[torch.Tensor, tuple | None]] = {}
@@ -71,14 +72,16 @@ class CoverageProbe(Probe):
     def on_before_optimizer_step(self, ctx: StepContext) -> None:
         if _signature(ctx.wb.optimizers) != self._signature:
             self._audit(ctx, "param_groups_changed")
-        elif any(p.requires_grad and id(p) not in self._trainable
-                 for p in ctx.wb.model.parameters()):
+        elif any(p.requires_grad for p in self._untrained):
             self._audit(ctx, "trainable_changed")
 
     def _audit(self, ctx: StepContext, reason: str) -> None:
         wb = ctx.wb
         self._signature = _signature(wb.optimizers)
         self._trainable.update(id(p) for p in wb.model.parameters() if p.requires_grad)
+        # the tensors never seen trainable: the only ones a step must look at (walking the
+        # model's parameters every step costs a deep model more than its optimizer step)
+        self._untrained = [p for p in wb.model.parameters() if id(p) not in self._trainable]
         self.last = audit_coverage(wb.model, wb.optimizers)
         wb.writer.event(ctx.step, "coverage", **self.last.to_payload(), reason=reason)
         missing = set(self.last.missing)

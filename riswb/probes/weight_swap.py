@@ -82,6 +82,8 @@ class WeightSwapProbe(Probe):
         self._episode = False
         self._stepped = False  # an optimizer step has run: from then on training can be lost
         self._compared = self._edited = 0  # optimizer steps compared / with a real edit
+        self._steps_done = 0  # optimizer steps seen
+        self._ref_vals_cache: torch.Tensor | None = None
         self._ended = False
         self._upd_sq = self._edit_sq = torch.zeros(0, dtype=torch.float64)
 
@@ -128,9 +130,21 @@ class WeightSwapProbe(Probe):
         return out.index_add_(0, self._owner, values)
 
     def _rebase(self) -> None:
-        """The current weights become the reference."""
+        """The current weights become the reference (its values are read when needed)."""
         self._ref = self._fingerprint()
-        self._ref_vals = self._values(self._ref)
+        self._ref_vals_cache = None
+
+    @property
+    def _ref_vals(self) -> torch.Tensor:
+        if self._ref_vals_cache is None:
+            self._ref_vals_cache = self._values(self._ref)
+        return self._ref_vals_cache
+
+    def _measures_update(self) -> bool:
+        """Whether this optimizer step's update size is taken (the yardstick of changes
+        outside the step): the first steps, then one in `_UPDATE_EVERY` — update sizes drift
+        slowly, and reading values on every step cost a host-bound loop ~6% of its step."""
+        return self._steps_done < _UPDATE_FIRST or self._steps_done % _UPDATE_EVERY == 0
 
     def _compare(self, now: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Against the reference: (T,) tensors changed beyond rounding, their (T,) ‖Δ‖²,
@@ -201,13 +215,15 @@ class WeightSwapProbe(Probe):
         if not self._stepped:  # nothing trained yet: a loaded checkpoint is the start
             self._storage_moved(ctx.wb.params)
             self._rebase()
-            self._pre_vals = self._ref_vals
+            self._pre_vals = self._ref_vals if self._measures_update() else None
             return
         self._compared += 1
         if now.device.type == "cpu" and torch.equal(now, self._ref):
-            self._pre_vals = self._ref_vals  # a host read costs nothing on CPU
+            # a host read costs nothing on CPU
+            self._pre_vals = self._ref_vals if self._measures_update() else None
             return
-        changed, d_sq, swap, self._pre_vals = self._compare(now)
+        changed, d_sq, swap, pre_vals = self._compare(now)
+        self._pre_vals = pre_vals if self._measures_update() else None
         # routine edits (not swap-like) are the yardstick for the next ones
         self._edit_sq = torch.where(changed & ~swap, d_sq, self._edit_sq)
         self._masks.append((ctx.step, torch.stack([changed.sum(), swap.long()])))
@@ -219,6 +235,7 @@ class WeightSwapProbe(Probe):
             return
         self._stepped = True
         self._rebase()
+        self._steps_done += 1
         if self._pre_vals is not None and self._pre_vals.shape == self._ref_vals.shape:
             u_sq = self._per_tensor((self._ref_vals - self._pre_vals).square())
             self._upd_sq = torch.where(u_sq > 0, u_sq, self._upd_sq)
@@ -316,6 +333,7 @@ class WeightSwapProbe(Probe):
 
 
 _MASK_BATCH = 64  # steps of masks held before they are reduced (bounds the memory)
+_UPDATE_FIRST, _UPDATE_EVERY = 16, 4  # update sizes measured: the first steps, then one in 4
 _ROUNDING = 4.0  # ‖Δ‖/‖θ‖ up to this many eps of the dtype is rounding, not a change
 _BIG = 2.0  # a swap moves θ more than this many times its latest update and routine edit
 _RECURRING = 0.5  # edits on at least this share of the compared steps are a constraint
