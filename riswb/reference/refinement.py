@@ -24,9 +24,10 @@ network's range where it is flat (0 dB, √CRB on r above the prior's spread), w
 what an RMSE rewards.
 
 K: the k head's posterior times the BIC approximation of p(y | K) (`dml.bic`). The first k̂
-slots are the k̂ fit; the remaining slots are the network's own unclaimed slots (`_extend`),
-so MUSIC with a larger K given still finds K distinct slots, and a source the data did not
-support is where the network put it rather than on a noise peak.
+slots are the k̂ fit; the others (`_extend`: distinct from those, so MUSIC with a larger K
+given finds K slots) come from the K_MAX fit where that source passes the residual-share
+detection test of `_common.count_picks` — a source BIC's penalty dropped (10 dB) — and are
+the network's own slots where it does not, rather than a noise peak (0 dB).
 Search coordinates are (φ, θ, 1/r) as in the baselines; all of it runs in float64 under
 no_grad (inference only: `CovarianceNet` calls it in eval mode).
 """
@@ -39,6 +40,7 @@ import torch
 
 from riswb.reference.physics.baselines import dml
 from riswb.reference.physics.baselines._common import (
+    SHARE_TAU,
     bounds,
     coded_steering,
     explained,
@@ -117,7 +119,8 @@ class Refiner:
                  sweeps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(refined positions (B, K_MAX, 3), fused K log-posterior (B, K_MAX)): one fit per
         K = 1..K_MAX from the network's first K slots; the first k̂ slots are the k̂ fit,
-        the others the network's unclaimed slots (`_extend`)."""
+        the others unclaimed spare slots (`_extend`): a detected source of the K_MAX fit,
+        else the network's own slot."""
         k_max = pos.shape[1]
         y = y.detach().to(torch.complex128).cpu()
         x_net = _to_search(pos.detach().to(torch.float64).cpu())
@@ -131,12 +134,25 @@ class Refiner:
         log_prior = torch.log_softmax(k_logits.detach().cpu().double(), -1)
         log_post = torch.log_softmax(log_prior - 0.5 * torch.stack(bic, -1), -1)
         k_hat = log_post.argmax(-1) + 1
+        # beyond k̂: the K_MAX fit's slots that pass the detection test, else the network's
+        spare = torch.where(self._detected(y, fits[-1])[..., None], fits[-1], x_net)
         out = x_net.clone()
         for kk in range(1, k_max + 1):
             sel = k_hat == kk
-            out[sel] = _extend(fits[kk - 1][sel], x_net[sel])
+            out[sel] = _extend(fits[kk - 1][sel], spare[sel])
         return (to_pos(out).to(pos.dtype).to(pos.device),
                 log_post.to(k_logits.dtype).to(k_logits.device))
+
+    def _detected(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) whether each source of the fit x explains, with the others projected out,
+        the residual share that `_common.count_picks` asks of a last pick: τ/(M − K + 1),
+        τ× what a fixed direction takes from white noise."""
+        k = x.shape[1]
+        share = torch.zeros(x.shape[:2], dtype=torch.float64)
+        for j in range(k):
+            cost, res = self._slot_cost(y, x, j, torch.ones(len(y), dtype=torch.float64), None)
+            share[:, j] = -cost(x[:, j, None])[:, 0] / res.abs().square().sum((1, 2))
+        return share >= SHARE_TAU / (self.preset.m - k + 1)
 
     def _slot_cost(self, y, x, j, noise, net):
         """(cost(cand) = −explained/σ̂² + prior, residual) for slot j, the others held:
