@@ -13,7 +13,10 @@ docs/failures.md #7: heads holding half the model's parameters never received a 
   even interval read only the first of two backwards and took a head that gets its gradient
   in the second for dead. Lookup tables (nn.Embedding, nn.EmbeddingBag) are left out of the
   element level: only the rows a batch looks up get a gradient, so rows of tokens no sampled
-  batch held are not dead (a table never looked up is still a dead tensor).
+  batch held are not dead (a table never looked up is still a dead tensor). Likewise a
+  column of an nn.Linear weight that is zero throughout is an input that was zero in every
+  sampled batch (a one-hot input never set, or a dead unit upstream — which its own layer
+  shows as a dead row), not a dead part of this layer.
   "Ever non-zero in this window" is the OR of the gradients' bits (sign bit ignored at the
   end), accumulated in place (see riswb.probes.bits). Memory: one integer of the gradient's width
   per trainable element (two for complex), kept (and zeroed) from window to window.
@@ -64,6 +67,7 @@ class DeadParamsProbe(Probe):
         self._evaluated = False
         self._seen_bits: list[torch.Tensor | None] = []  # per tensor: OR of its grads' bits
         self._lookup: list[bool] = []  # per tensor: an embedding table's weight
+        self._linear: list[bool] = []  # per tensor: an nn.Linear's weight (out, in)
         self._lookup_masks: dict[torch.device, torch.Tensor] = {}
         self._reset()
 
@@ -89,6 +93,8 @@ class DeadParamsProbe(Probe):
             tables = {id(m.weight) for m in wb.model.modules()
                       if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))}
             self._lookup = [id(p) in tables for _, p in wb.named_params]
+            linear = {id(m.weight) for m in wb.model.modules() if isinstance(m, torch.nn.Linear)}
+            self._linear = [id(p) in linear for _, p in wb.named_params]
             self._lookup_masks = {}
             self._reset()
         stats = raw_grad_stats(wb)
@@ -160,7 +166,8 @@ class DeadParamsProbe(Probe):
             never = [
                 numel[i].new_zeros(()) if self._lookup[i]
                 else numel[i].to(torch.float64) if seen is None
-                else numel[i] - _ever_nonzero(seen, wb.named_params[i][1].numel()).to(numel)
+                else numel[i] - _ever_nonzero(seen, wb.named_params[i][1].numel(),
+                                              input_columns=self._linear[i]).to(numel)
                 for i, seen in enumerate(seen_bits)
             ]
             never_t = torch.stack(never)
@@ -185,11 +192,19 @@ class DeadParamsProbe(Probe):
         self._reset()
 
 
-def _ever_nonzero(seen_bits: torch.Tensor, elements: int) -> torch.Tensor:
+def _ever_nonzero(seen_bits: torch.Tensor, elements: int, *,
+                  input_columns: bool = False) -> torch.Tensor:
     """Elements whose OR-ed bits say they were non-zero at least once. A complex tensor's
     bits hold its real and imaginary parts side by side (twice `elements` values, in a last
-    dimension of 2): either part counts."""
+    dimension of 2): either part counts. With `input_columns` (an nn.Linear weight, (out,
+    in)) a column zero throughout counts as alive: that input was zero in every sampled
+    batch — a one-hot state never visited, padding, or a dead unit upstream, which shows as
+    its own layer's dead row — so it says nothing about this layer."""
     nonzero = magnitude_bits(seen_bits) != 0
     if nonzero.numel() == 2 * elements and elements:
         nonzero = nonzero.any(-1)
+    if input_columns and nonzero.dim() == 2 and nonzero.shape[0] > 1:
+        # (one output row: a column is a single element and proves nothing about the input)
+        silent = ~nonzero.any(0)
+        return nonzero.sum() + silent.sum() * nonzero.shape[0]
     return nonzero.sum()

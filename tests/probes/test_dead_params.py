@@ -201,3 +201,32 @@ def test_lookup_rows_not_looked_up_are_not_dead_but_an_unused_table_is(tmp_path,
     assert dead["n_dead"] == 1 and dead["dead_frac/items"] == 0  # rows unseen: not dead
     assert dead["dead_frac/out"] == 0
     assert run.events_of("dead_params")[0]["names"] == ["unused.weight"]
+
+
+def test_inputs_never_set_are_not_dead_but_a_dead_unit_is(tmp_path):
+    """One-hot states 0-3 only (of 7): the first layer's columns 4-6 get no gradient because
+    those inputs were zero, not because the layer is dead; a unit whose ReLU never fires
+    leaves its own row of the first layer dead."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(7, 8), nn.Linear(8, 1)
+    with torch.no_grad():
+        first.weight.fill_(0.5)  # units 1-7 fire on every state
+        first.bias.fill_(0.1)
+        first.weight[0].fill_(-1.0)  # unit 0: pre-activation always < 0
+        first.bias[0] = -1.0
+    model = nn.Sequential(first, nn.ReLU(), second)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the dead unit stays dead
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[DeadParamsProbe()],
+                         strict=True, log_every=10) as wb:
+        for _ in range(50):
+            state = torch.nn.functional.one_hot(torch.arange(8) % 4, 7).float()
+            loss = wb.loss({"mse": (model(state) - 1).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    dead = read_run(wb.path).kind("dead").iloc[0]
+    # first layer: unit 0's row where inputs were ever set (4 weights) and its bias are
+    # dead; columns 4-6 (inputs never set) are not. The second layer has one output row,
+    # where a column is one element and proves nothing: its weight from the dead unit counts
+    assert dead["dead_frac/0"] == pytest.approx(5 / (7 * 8 + 8))
+    assert dead["dead_frac/2"] == pytest.approx(1 / 9)
