@@ -18,6 +18,7 @@ warns in that case too; riswb re-issues PyTorch's warning at the user's call sit
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -31,6 +32,9 @@ def _labels(groups: list[dict[str, Any]]) -> list[str]:
 
 
 def _as_float(lr: Any) -> float:
+    """NaN for None: an optimizer that sets its own step size (Adafactor, relative_step)."""
+    if lr is None:
+        return math.nan
     return float(lr.float().mean()) if isinstance(lr, torch.Tensor) else float(lr)
 
 

@@ -8,6 +8,7 @@ trainable tensors an optimizer updates).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,10 @@ def top_module(name: str) -> str:
 
 
 def _float(value: Any) -> float:
+    """A learning rate as a float; NaN for None (an optimizer that sets its own step size,
+    as Adafactor with relative_step keeps lr=None in its groups)."""
+    if value is None:
+        return math.nan
     if isinstance(value, torch.Tensor):
         return float(value.detach().float().mean())
     return float(value)

@@ -1,5 +1,6 @@
 """Event `coverage`: missing head, duplicate, lr=0 group, stale tensors; re-audit on change."""
 
+import pytest
 import torch
 
 from riswb.instrument.workbench import Workbench
@@ -167,3 +168,25 @@ def test_no_missing_tensor_writes_no_gradient_event(tmp_path):
         wb.loss({"a": model(torch.randn(2, 4))}).backward()
         opt.step()
     assert read_run(wb.path).events_of("coverage_grads") == []
+
+
+def test_an_optimizer_that_sets_its_own_lr_is_audited(tmp_path):
+    """Adafactor with relative_step keeps lr=None in its groups (T5 recipes): no probe may
+    fail on it, and a head left out of it is still found."""
+    adafactor = pytest.importorskip("transformers.optimization").Adafactor
+    import riswb
+    from riswb.runlog import read_run
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    opt = adafactor(model[0].parameters(), lr=None, relative_step=True, scale_parameter=True)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, strict=True, log_every=5) as wb:
+        for _ in range(10):
+            loss = wb.loss({"mse": model(torch.randn(8, 4)).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    run = read_run(wb.path)
+    [audit] = run.events_of("coverage")[:1]
+    assert audit["missing"] == ["2.weight", "2.bias"] and audit["zero_lr_groups"] == []
+    assert run.kind("lr")["group/0"].isna().all()  # set inside the optimizer: unknown

@@ -136,10 +136,12 @@ def check(run, th: Thresholds) -> list[Finding]:
             "although no tensor is fully dead",
             {"frac_dead_elems": frac_last, "modules_dead_fraction": partial,
              "steps": span(steps_of(dead)), "dead_elems_fraction": th.dead_elems_fraction},
-            "Part of a module gets no gradient: a clamp or mask that zeroes it (a clamp on "
-            "the predicted range zeroed 28% of the range head's gradients). Replace hard "
-            "clamps by a smooth bound (sigmoid scaling) or clamp only in the forward "
-            "output used for metrics."))
+            "Part of a module gets no gradient: a clamp or mask that zeroes it, or ReLU "
+            "units that never fire (dead units)." + hint(run, " Here a clamp on the "
+            "predicted range zeroed 28% of the range head's gradients.")
+            + " Replace hard clamps by a smooth bound (sigmoid scaling) or clamp only in the "
+            "forward output used for metrics; for dead units lower the lr or use a leaky "
+            "activation. Pruning masks zero gradients on purpose."))
     elif len(changes) > 1:
         revived = sorted({n for c in changes for n in as_names(c.get("names"))})
         if revived:

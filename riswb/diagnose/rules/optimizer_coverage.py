@@ -19,6 +19,7 @@ from riswb.diagnose.rules._util import (
     as_names,
     events,
     frame_of,
+    hint,
     names_summary,
     never_gradient,
 )
@@ -66,8 +67,10 @@ def check(run, th: Thresholds) -> list[Finding]:
             "These parameters never update. Build the optimizer after every module exists "
             "and assign groups exhaustively: match by module prefix with a catch-all group, "
             "and assert that every name in model.named_parameters() with requires_grad lands "
-            "in exactly one group. Likely cause: parameters of new heads matched no name in "
-            "the 'head' group list."))
+            "in exactly one group. A common cause: a head created or replaced after the "
+            "optimizer was built, or group lists matched by name that miss new modules."
+            + hint(run, " Here parameters of new heads matched no name in the 'head' group "
+                   "list.")))
 
     duplicated = as_names(audit.get("duplicated"))
     if duplicated:
