@@ -19,15 +19,18 @@ reads on that cached list:
 Record (one per flush with anything counted; counts over the interval): `modules` (mode-
 dependent modules found), `forwards` (grad-enabled forwards), `forwards_eval_mode` (of those,
 forwards with ≥ 1 of them in eval mode), `nograd_forwards`, `nograd_forwards_train_mode`,
-`evals` (`wb.evaluate` calls), `evals_train_mode`. Event `mode_mismatch` {`phase`: "train"
-(eval-mode modules at training forwards) | "eval" (train-mode modules at no-grad forwards
-or evaluate), `modules` (names, wrapper prefixes stripped, at most 20), `trainable` (how
-many of them hold trainable parameters: a frozen, deliberately eval-mode backbone holds
-none), `params` ({module: its trainable parameters' names, wrapper prefixes stripped} for the
-listed modules holding any, at most 20 names each; read with the `coverage` and
-`coverage_grads` events, it tells a sub-network that is stepped in eval mode from one that
-requires grad but never gets a gradient, e.g. a KD teacher run under torch.no_grad),
-`first_step`} once per phase and set of names. Built at flush, from the cached module list.
+`evals` (`wb.evaluate` calls), `evals_train_mode` (calls made with mode-dependent modules in
+train mode after the watched model ran forwards no backward followed; an evaluation of a
+separate copy, an EMA or SWA model, runs none of its forwards and is not judged). Event
+`mode_mismatch` {`phase`: "train" (eval-mode modules at training forwards) | "eval" (train-
+mode modules at no-grad forwards or evaluate), `modules` (names, wrapper prefixes stripped,
+at most 20), `trainable` (how many of them hold trainable parameters: a frozen, deliberately
+eval-mode backbone holds none), `params` ({module: its trainable parameters' names, wrapper
+prefixes stripped} for the listed modules holding any, at most 20 names each; read with the
+`coverage` and `coverage_grads` events, it tells a sub-network that is stepped in eval mode
+from one that requires grad but never gets a gradient, e.g. a KD teacher run under
+torch.no_grad), `first_step`} once per phase and set of names. Built at flush, from the
+cached module list.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class ModeProbe(Probe):
         super().__init__(every)
         self._modules: list[tuple[str, nn.Module]] = []
         self._size = -1
+        self._loose = 0  # forwards since the last backward or evaluation: evaluation forwards
         self._reported: dict[str, frozenset[str]] = {}
         self._reset()
 
@@ -101,13 +105,22 @@ class ModeProbe(Probe):
             self._first.setdefault(phase, ctx.step)
 
     def on_after_forward(self, ctx: StepContext) -> None:
+        self._loose += 1
         self._check(ctx, "forwards", "train", training=True)
 
     def on_nograd_forward(self, ctx: StepContext) -> None:
+        self._loose += 1
         self._check(ctx, "nograd_forwards", "eval", training=False)
 
+    def on_after_backward(self, ctx: StepContext) -> None:
+        self._loose = 0  # those forwards were training forwards
+
     def on_eval(self, ctx: StepContext) -> None:
-        self._check(ctx, "evals", "eval", training=False)
+        if self._loose:
+            self._check(ctx, "evals", "eval", training=False)
+        else:  # the watched model ran no forward for it: a separate copy (EMA, SWA) was
+            self._counts["evals"] += 1  # evaluated, whose mode is not this model's
+        self._loose = 0
 
     def flush(self, ctx: StepContext) -> None:
         wb = ctx.wb

@@ -48,3 +48,32 @@ def test_frozen_params_are_not_listed(tmp_path):
         opt.step()
     (event,) = read_run(wb.path).events_of("mode_mismatch")
     assert event["trainable"] == 0 and event["params"] == {}
+
+
+def _train_and_evaluate(tmp_path, evaluate_watched: bool):
+    """A BatchNorm model trained; at each evaluation either the watched model (left in train
+    mode: the bug) or a separate SWA copy in eval mode runs the validation forward."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
+    swa = torch.optim.swa_utils.AveragedModel(model)
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["mode"], strict=True) as wb:
+        for step in range(20):
+            loss = model(torch.randn(16, 4)).square().mean()
+            opt.zero_grad()
+            wb.loss({"mse": loss}).backward()
+            opt.step()
+            swa.update_parameters(model)
+            if step % 5 == 4:
+                swa.eval()
+                with torch.no_grad():
+                    out = (model if evaluate_watched else swa)(torch.randn(16, 4))
+                wb.evaluate({"val": float(out.square().mean())})
+    return read_run(wb.path).kind("mode").sum()
+
+
+def test_evaluating_a_separate_copy_does_not_judge_the_watched_models_mode(tmp_path):
+    counts = _train_and_evaluate(tmp_path / "swa", evaluate_watched=False)
+    assert counts["evals"] == 4 and counts["evals_train_mode"] == 0
+    counts = _train_and_evaluate(tmp_path / "own", evaluate_watched=True)
+    assert counts["evals_train_mode"] == 4 and counts["nograd_forwards_train_mode"] == 4
