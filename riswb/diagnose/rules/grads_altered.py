@@ -2,14 +2,15 @@
 
 Reads kind `grad_step` (per flush: `steps` observed; fractions of them `zeroed` — all
 gradients zero or None at step while non-zero at backward —, `replaced` — a `.grad` set to
-None or to another tensor —, `altered` — per-tensor factors differ: masking, partial
-zeroing —, `sanitized` elements; elementwise `frac_zeroed` on sampled steps) and the
-`grad_step_change` events. Info only when every alteration shrank tensors (`altered_down`)
-and the elementwise samples saw no element zeroed: a value clip (`clip_grad_value_`). Not
-alterations: a GradScaler's unscale_ (`unscaled`), uniform
-clipping (`rescaled`: clip-saturated's business) and nan_to_num of non-finite gradients
-(nonfinite-grads' business). Under DDP (manifest `distributed.world_size` > 1) the
-all-reduce legitimately replaces gradients: the finding is then info.
+None or to another tensor —, `altered` — per-tensor factors differ: masking, partial zeroing
+—, `sanitized` elements; elementwise `frac_zeroed` on sampled steps) and the
+`grad_step_change` events. Info when the elementwise samples saw no element zeroed and no
+step zeroed or replaced gradients: a value clip (`clip_grad_value_`: every alteration shrank
+tensors, `altered_down`), gradient noise injection or a per-layer scale. Not alterations: a
+GradScaler's unscale_ (`unscaled`), uniform clipping (`rescaled`: clip-saturated's business)
+and nan_to_num of non-finite gradients (nonfinite-grads' business). Under DDP (manifest
+`distributed.world_size` > 1) the all-reduce legitimately replaces gradients: the finding is
+then info.
 """
 
 from __future__ import annotations
@@ -85,16 +86,24 @@ def check(run, th: Thresholds) -> list[Finding]:
             "Under DistributedDataParallel the all-reduce replaces each gradient by the mean "
             "over ranks after backward, so a change is expected. If this rank's gradients "
             "were also zeroed or masked by the loop itself, remove that code.")]
-    if _clipped_down(frame, observed, own, n, share, frac_zeroed, main):
+    kept = _nothing_zeroed(share, frac_zeroed, main)
+    if kept is not None:
+        down = _all_down(frame, observed, own, n, share)
+        what = ("clipped per element or per tensor" if down else
+                "changed per tensor or per element")
         return [Finding(
             ID, "info",
-            f"Gradients were clipped per element or per tensor between backward and "
-            f"optimizer.step on {pct(share['altered'])} of {int(n)} observed steps (no tensor "
-            "grew, no element was zeroed)", evidence,
-            "This is what clip_grad_value_ (or a per-tensor clip) does, expected if you clip "
-            "on purpose. Clipping values changes the gradient's direction, which "
-            "clip_grad_norm_ keeps; if it acts on most steps, the bound is tighter than the "
-            "gradients' typical scale.")]
+            f"Gradients were {what} between backward and optimizer.step on "
+            f"{pct(share['altered'])} of {int(n)} observed steps "
+            f"({'no tensor grew, ' if down else ''}no element was zeroed)", evidence,
+            ("This is what clip_grad_value_ (or a per-tensor clip) does, expected if you "
+             "clip on purpose. Clipping values changes the gradient's direction, which "
+             "clip_grad_norm_ keeps; if it acts on most steps, the bound is tighter than the "
+             "gradients' typical scale.") if down else
+            ("Nothing was zeroed or masked: the loop rescaled or perturbed gradients on "
+             "purpose — gradient noise injection, a per-layer scale, a hand-written "
+             "preconditioner. If that is not intended, look for code touching .grad between "
+             "backward() and step()."))]
     severity = "error" if lost >= th.grads_altered_error_fraction else "warning"
     return [Finding(
         ID, severity, title, evidence,
@@ -106,14 +115,19 @@ def check(run, th: Thresholds) -> list[Finding]:
         "clip_grad_norm_, and let a GradScaler unscale_ by itself.")]
 
 
-def _clipped_down(frame, observed: np.ndarray, own: np.ndarray, n: float, share: dict,
-                  frac_zeroed: np.ndarray, main: str) -> bool:
-    """Every alteration only shrank tensors (`altered_down`) and the elementwise samples saw
-    no element zeroed: a value clip, not a mask (a mask also shrinks norms, but zeroes
-    elements, which the samples see on a mask applied every step)."""
-    if main != "altered" or share["zeroed"] or share["replaced"] or "altered_down" not in frame:
+def _nothing_zeroed(share: dict, frac_zeroed: np.ndarray, main: str) -> bool | None:
+    """True when the alterations zeroed nothing: no step zeroed or replaced gradients and the
+    elementwise samples saw no element zeroed (a mask zeroes elements, which the samples see
+    on a mask applied every step); None otherwise, or without a sample to tell."""
+    if main != "altered" or share["zeroed"] or share["replaced"]:
+        return None
+    sampled = frac_zeroed[np.isfinite(frac_zeroed)]
+    return True if sampled.size > 0 and bool((sampled == 0).all()) else None
+
+
+def _all_down(frame, observed: np.ndarray, own: np.ndarray, n: float, share: dict) -> bool:
+    """Every alteration only shrank tensors (`altered_down`): a value clip."""
+    if "altered_down" not in frame:
         return False
     down = np.nan_to_num(col(frame, "altered_down"), nan=0.0)
-    sampled = frac_zeroed[np.isfinite(frac_zeroed)]
-    return (float((down * observed)[own].sum() / n) >= share["altered"] - 1e-9
-            and sampled.size > 0 and bool((sampled == 0).all()))
+    return float((down * observed)[own].sum() / n) >= share["altered"] - 1e-9

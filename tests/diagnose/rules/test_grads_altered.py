@@ -66,3 +66,11 @@ def test_a_mask_that_only_shrinks_norms_still_warns(make_run):
     assert severities(check(make_run(spec), ID)) == ["warning"]
     # without an elementwise sample there is no telling the two apart: warn
     assert severities(check(make_run(_with(altered=0.3, altered_down=0.3)), ID)) == ["warning"]
+
+
+def test_noise_added_to_the_gradients_is_info(make_run):
+    # gradient noise injection: norms grow, nothing zeroed, on every step
+    spec = _with(altered=1.0, altered_down=0.0, frac_zeroed=0.0, elem_samples=1)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and "changed per tensor or per element" in finding.title
+    assert "noise" in finding.fix
