@@ -16,7 +16,8 @@ docs/failures.md #7: heads holding half the model's parameters never received a 
   batch held are not dead (a table never looked up is still a dead tensor). Likewise a
   column of an nn.Linear weight that is zero throughout is an input that was zero in every
   sampled batch (a one-hot input never set, or a dead unit upstream — which its own layer
-  shows as a dead row), not a dead part of this layer.
+  shows as a dead row), not a dead part of this layer; nor are elements a
+  torch.nn.utils.prune mask (`<name>_mask` beside `<name>_orig`) zeroes on purpose.
   "Ever non-zero in this window" is the OR of the gradients' bits (sign bit ignored at the
   end), accumulated in place (see riswb.probes.bits). Memory: one integer of the gradient's width
   per trainable element (two for complex), kept (and zeroed) from window to window.
@@ -163,11 +164,14 @@ class DeadParamsProbe(Probe):
             # elements zero on every sampled step, per tensor (a None-only tensor: all of it;
             # a buffer still zero from an earlier window reads the same way)
             seen_bits = self._seen_bits + [None] * (len(numel) - len(self._seen_bits))
+            masks = _pruning_masks(wb.model)
             never = [
                 numel[i].new_zeros(()) if self._lookup[i]
                 else numel[i].to(torch.float64) if seen is None
                 else numel[i] - _ever_nonzero(seen, wb.named_params[i][1].numel(),
-                                              input_columns=self._linear[i]).to(numel)
+                                              input_columns=self._linear[i],
+                                              pruned=masks.get(id(wb.named_params[i][1]))
+                                              ).to(numel)
                 for i, seen in enumerate(seen_bits)
             ]
             never_t = torch.stack(never)
@@ -192,8 +196,22 @@ class DeadParamsProbe(Probe):
         self._reset()
 
 
-def _ever_nonzero(seen_bits: torch.Tensor, elements: int, *,
-                  input_columns: bool = False) -> torch.Tensor:
+def _pruning_masks(model: torch.nn.Module) -> dict[int, torch.Tensor]:
+    """id(parameter) -> where it is pruned (True), for torch.nn.utils.prune's convention: a
+    parameter `<name>_orig` beside a buffer `<name>_mask`. Pruned elements get a zero
+    gradient by design: they are not dead."""
+    out = {}
+    for module in model.modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if name.endswith("_mask"):
+                param = module._parameters.get(f"{name[:-len('_mask')]}_orig")
+                if param is not None and buffer.shape == param.shape:
+                    out[id(param)] = buffer == 0
+    return out
+
+
+def _ever_nonzero(seen_bits: torch.Tensor, elements: int, *, input_columns: bool = False,
+                  pruned: torch.Tensor | None = None) -> torch.Tensor:
     """Elements whose OR-ed bits say they were non-zero at least once. A complex tensor's
     bits hold its real and imaginary parts side by side (twice `elements` values, in a last
     dimension of 2): either part counts. With `input_columns` (an nn.Linear weight, (out,
@@ -203,6 +221,8 @@ def _ever_nonzero(seen_bits: torch.Tensor, elements: int, *,
     nonzero = magnitude_bits(seen_bits) != 0
     if nonzero.numel() == 2 * elements and elements:
         nonzero = nonzero.any(-1)
+    if pruned is not None and pruned.shape == nonzero.shape:
+        nonzero = nonzero | pruned.to(nonzero.device)
     if input_columns and nonzero.dim() == 2 and nonzero.shape[0] > 1:
         # (one output row: a column is a single element and proves nothing about the input)
         silent = ~nonzero.any(0)

@@ -230,3 +230,23 @@ def test_inputs_never_set_are_not_dead_but_a_dead_unit_is(tmp_path):
     # where a column is one element and proves nothing: its weight from the dead unit counts
     assert dead["dead_frac/0"] == pytest.approx(5 / (7 * 8 + 8))
     assert dead["dead_frac/2"] == pytest.approx(1 / 9)
+
+
+def test_elements_a_pruning_mask_zeroes_are_not_dead(tmp_path):
+    """torch.nn.utils.prune at 50% mid-run: the masked weights get zero gradients by design."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[DeadParamsProbe()],
+                         strict=True, log_every=10) as wb:
+        for step in range(100):
+            if step == 10:
+                prune.l1_unstructured(model[0], "weight", amount=0.5)
+            loss = wb.loss({"mse": (model(torch.randn(8, 6)) - 1).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    dead = read_run(wb.path).kind("dead")
+    assert (dead["dead_frac/0"] == 0).all() and (dead["n_dead"] == 0).all()
