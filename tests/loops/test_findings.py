@@ -132,6 +132,7 @@ EXPECTS = {
     "accumulation_declared_not_done": "step-cadence",
     "amp_nan_every_step": "nonfinite-grads",
     "sparse_table_never_used": "dead-params",
+    "adafactor_head_missing": "optimizer-coverage",
     **{f"{key}:{loop.__name__}": rule for key, suite in SUITES.items()
        for loop, (rule, _) in suite.BUGGY.items()},
 }
@@ -144,6 +145,7 @@ ALSO = {
     "nan_grads_sanitized_by_hand": {"params-not-moving", "step-skipped", "loss-not-dropping"},
     "one_step_per_epoch_cleared": {"loss-not-dropping"},
     "sparse_table_never_used": {"params-not-moving"},
+    "adafactor_head_missing": {"params-not-moving"},
     "distillation:head_missing_from_optimizer": {"params-not-moving"},
 }
 

@@ -5,9 +5,11 @@ make as zoo.py: seeded, tiny, about a second each on a CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.utils.prune
 from torch import nn
 
 import riswb
@@ -155,14 +157,92 @@ def sparse_table_never_used(runs_dir: Path) -> Path:
     return wb.path
 
 
+def _regression_steps(runs_dir: Path, name: str, model: nn.Module, opt, steps: int, *,
+                      before_step: Callable | None = None, at_step: Callable | None = None,
+                      evaluate: Callable | None = None) -> Path:
+    """A plain regression loop with hooks for what a recipe does around the step."""
+    x, y = _data()
+    batches = _batches(x, y)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name=name, log_every=LOG_EVERY) as wb:
+        for step in range(steps):
+            if at_step is not None:
+                at_step(step)
+            xb, yb = next(batches)
+            loss = wb.loss({"mse": (model(xb) - yb).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            if before_step is not None:
+                before_step(step)
+            opt.step()
+            if evaluate is not None and step % 20 == 19:
+                wb.evaluate({"val": evaluate()})
+    return wb.path
+
+
+def pruned_mid_run(runs_dir: Path) -> Path:
+    """torch.nn.utils.prune to 50% at step 30, then fine-tuning: masked weights get zero
+    gradients by design."""
+    model = _mlp(width=32)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def prune_once(step):
+        if step == 30:
+            torch.nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)
+    return _regression_steps(runs_dir, "pruned", model, opt, 90, at_step=prune_once)
+
+
+def gradient_noise(runs_dir: Path) -> Path:
+    """Annealed Gaussian noise added to every gradient between backward and step."""
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(7)
+
+    def add_noise(step):
+        scale = (0.01 / (1 + step) ** 0.55) ** 0.5
+        for p in model.parameters():
+            p.grad.add_(torch.randn(p.grad.shape, generator=gen) * scale)
+    return _regression_steps(runs_dir, "grad-noise", model, opt, 80, before_step=add_noise)
+
+
+def swa_copy_evaluated(runs_dir: Path) -> Path:
+    """A BatchNorm model trained while an AveragedModel (SWA) copy, in eval mode, is what is
+    evaluated; the watched model stays in train mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1))
+    swa = torch.optim.swa_utils.AveragedModel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = _data()
+
+    def evaluate():
+        swa.update_parameters(model)
+        swa.eval()
+        with torch.no_grad():
+            return float((swa(x) - y).square().mean())
+    return _regression_steps(runs_dir, "swa-eval", model, opt, 80, evaluate=evaluate)
+
+
+def adafactor_head_missing(runs_dir: Path) -> Path:
+    """BUG: Adafactor with relative_step (lr=None in its groups) built on the body only; the
+    head never trains."""
+    from transformers.optimization import Adafactor
+
+    model = _mlp()
+    opt = Adafactor(model[0].parameters(), lr=None, relative_step=True)
+    return _regression_steps(runs_dir, "adafactor-head-missing", model, opt, 40)
+
+
 def unseen_healthy() -> dict[str, Loop]:
     return {
         "gan_frozen_discriminator": gan_frozen_discriminator,
         "value_clipping": value_clipping,
         "two_heads_two_backwards": two_heads_two_backwards,
         "text_classifier_large_vocab": text_classifier_large_vocab,
+        "pruned_mid_run": pruned_mid_run,
+        "gradient_noise": gradient_noise,
+        "swa_copy_evaluated": swa_copy_evaluated,
     }
 
 
 def unseen_buggy() -> dict[str, Loop]:
-    return {"sparse_table_never_used": sparse_table_never_used}
+    return {"sparse_table_never_used": sparse_table_never_used,
+            "adafactor_head_missing": adafactor_head_missing}
