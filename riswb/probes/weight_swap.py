@@ -80,9 +80,8 @@ class WeightSwapProbe(Probe):
         self._reduced: list[tuple[list[int], torch.Tensor]] = []  # (steps, (n, 2) counts)
         self._held: list[tuple[int, int, bool]] = []  # (step, changed, swap-like) undecided
         self._episode = False
-        self._stepped = False  # an optimizer step has run: from then on training can be lost
         self._compared = self._edited = 0  # optimizer steps compared / with a real edit
-        self._steps_done = 0  # optimizer steps seen
+        self._steps_done = 0  # optimizer steps seen: after the first, training can be lost
         self._ref_vals_cache: torch.Tensor | None = None
         self._ended = False
         self._upd_sq = self._edit_sq = torch.zeros(0, dtype=torch.float64)
@@ -212,7 +211,7 @@ class WeightSwapProbe(Probe):
             self._pre_vals = self._values(self._fingerprint())
             return
         now = self._fingerprint()
-        if not self._stepped:  # nothing trained yet: a loaded checkpoint is the start
+        if not self._steps_done:  # nothing trained yet: a loaded checkpoint is the start
             self._storage_moved(ctx.wb.params)
             self._rebase()
             self._pre_vals = self._ref_vals if self._measures_update() else None
@@ -233,7 +232,6 @@ class WeightSwapProbe(Probe):
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
         if not self._views:
             return
-        self._stepped = True
         self._rebase()
         self._steps_done += 1
         if self._pre_vals is not None and self._pre_vals.shape == self._ref_vals.shape:
@@ -270,7 +268,7 @@ class WeightSwapProbe(Probe):
         self._reduce_masks()  # before any rebuild below changes which tensor owns an element
         if self._ref is not None and self._pending is None:
             moved = self._storage_moved(wb.params)
-            if moved and not self._stepped:
+            if moved and not self._steps_done:
                 self._rebase()  # replaced before any training: the start, not a swap
             elif moved:
                 self._write(ctx.step, "storage", moved, restored=False, noop=False,
@@ -303,7 +301,7 @@ class WeightSwapProbe(Probe):
                 swaps_only: bool = False) -> bool:
         if self._ref is None:
             return False
-        if not self._stepped:  # before any training: nothing a swap could lose yet
+        if not self._steps_done:  # before any training: nothing a swap could lose yet
             if swaps_only:
                 self._storage_moved(ctx.wb.params)
                 self._rebase()

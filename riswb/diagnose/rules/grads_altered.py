@@ -86,8 +86,7 @@ def check(run, th: Thresholds) -> list[Finding]:
             "Under DistributedDataParallel the all-reduce replaces each gradient by the mean "
             "over ranks after backward, so a change is expected. If this rank's gradients "
             "were also zeroed or masked by the loop itself, remove that code.")]
-    kept = _nothing_zeroed(share, frac_zeroed, main)
-    if kept is not None:
+    if _nothing_zeroed(share, frac_zeroed, main):
         down = _all_down(frame, observed, own, n, share)
         what = ("clipped per element or per tensor" if down else
                 "changed per tensor or per element")
@@ -115,14 +114,14 @@ def check(run, th: Thresholds) -> list[Finding]:
         "clip_grad_norm_, and let a GradScaler unscale_ by itself.")]
 
 
-def _nothing_zeroed(share: dict, frac_zeroed: np.ndarray, main: str) -> bool | None:
+def _nothing_zeroed(share: dict, frac_zeroed: np.ndarray, main: str) -> bool:
     """True when the alterations zeroed nothing: no step zeroed or replaced gradients and the
     elementwise samples saw no element zeroed (a mask zeroes elements, which the samples see
-    on a mask applied every step); None otherwise, or without a sample to tell."""
+    on a mask applied every step); False otherwise, or without a sample to tell."""
     if main != "altered" or share["zeroed"] or share["replaced"]:
-        return None
+        return False
     sampled = frac_zeroed[np.isfinite(frac_zeroed)]
-    return True if sampled.size > 0 and bool((sampled == 0).all()) else None
+    return sampled.size > 0 and bool((sampled == 0).all())
 
 
 def _all_down(frame, observed: np.ndarray, own: np.ndarray, n: float, share: dict) -> bool:
