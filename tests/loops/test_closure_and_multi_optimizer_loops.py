@@ -9,7 +9,6 @@ them are other rules' business); buggy loops assert the id and severity.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import riswb
-from riswb.diagnose.rules import diagnose
+from tests.loops.zoo import diagnose_loop
 
 OWN = ("step-cadence", "step-skipped", "grads-not-cleared")
 LOG_EVERY = 10
@@ -198,10 +197,7 @@ BUGGY = {gan_generator_never_cleared: ("grads-not-cleared", "error"),
 
 
 def _findings(loop, tmp_path) -> dict[str, str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        diagnosis = diagnose(riswb.read_run(loop(tmp_path)), strict=True)
-    return {f.id: f.severity for f in diagnosis.findings if f.id in OWN}
+    return {f.id: f.severity for f in diagnose_loop(loop, tmp_path).findings if f.id in OWN}
 
 
 @pytest.mark.parametrize("loop", HEALTHY, ids=lambda f: f.__name__)

@@ -10,7 +10,6 @@ student head that gets gradients but is missing from the optimizer.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import riswb
-from riswb.diagnose.rules import diagnose
+from tests.loops.zoo import diagnose_loop
 
 LOG_EVERY = 10
 T = 4.0
@@ -129,15 +128,9 @@ BUGGY = {student_trained_in_eval_mode: ("train-mode", "error"),
          head_missing_from_optimizer: ("optimizer-coverage", "error")}
 
 
-def _diagnosis(loop, tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return diagnose(riswb.read_run(loop(tmp_path)), strict=True)
-
-
 @pytest.mark.parametrize("loop", HEALTHY, ids=lambda f: f.__name__)
 def test_healthy_distillation_draws_no_warning_and_coverage_info(loop, tmp_path):
-    findings = _diagnosis(loop, tmp_path).findings
+    findings = diagnose_loop(loop, tmp_path).findings
     loud = {f.id: f.severity for f in findings if f.severity in ("error", "warning")}
     assert not loud, loud
     coverage = [f for f in findings if f.id == "optimizer-coverage"]
@@ -148,12 +141,12 @@ def test_healthy_distillation_draws_no_warning_and_coverage_info(loop, tmp_path)
 @pytest.mark.parametrize("loop", list(BUGGY), ids=lambda f: f.__name__)
 def test_buggy_distillation_is_named(loop, tmp_path):
     rule, severity = BUGGY[loop]
-    found = {f.id: f.severity for f in _diagnosis(loop, tmp_path).findings}
+    found = {f.id: f.severity for f in diagnose_loop(loop, tmp_path).findings}
     assert found.get(rule) == severity, found
 
 
 def test_trained_teacher_in_eval_mode_names_its_stepped_params(tmp_path):
-    (finding,) = [f for f in _diagnosis(teacher_in_optimizer, tmp_path).findings
+    (finding,) = [f for f in diagnose_loop(teacher_in_optimizer, tmp_path).findings
                   if f.id == "train-mode"]
     assert {"teacher.1", "teacher.3"} <= set(finding.evidence["modules"])
     assert finding.evidence["trained_params"]["names"] == ["teacher.1.weight", "teacher.1.bias"]
@@ -161,6 +154,6 @@ def test_trained_teacher_in_eval_mode_names_its_stepped_params(tmp_path):
 
 
 def test_student_in_eval_mode_is_named_without_the_frozen_teacher(tmp_path):
-    (finding,) = [f for f in _diagnosis(student_trained_in_eval_mode, tmp_path).findings
+    (finding,) = [f for f in diagnose_loop(student_trained_in_eval_mode, tmp_path).findings
                   if f.id == "train-mode"]
     assert set(finding.evidence["modules"]) == {"student.1"}

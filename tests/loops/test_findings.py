@@ -8,19 +8,25 @@ id — a warning on a healthy loop is a defect like a missed bug.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 import riswb
-from riswb.diagnose.rules import diagnose
 from tests.loops import test_closure_and_multi_optimizer_loops as closure_loops
 from tests.loops import test_constraint_and_unfreeze_loops as constraint_loops
 from tests.loops import test_distillation_loops as distillation_loops
 from tests.loops.unseen import unseen_buggy, unseen_healthy
-from tests.loops.zoo import LOG_EVERY, _batches, _data, _mlp, buggy_loops, healthy_loops
+from tests.loops.zoo import (
+    LOG_EVERY,
+    _batches,
+    _data,
+    _mlp,
+    buggy_loops,
+    diagnose_loop,
+    healthy_loops,
+)
 
 SEVERE = ("error", "warning")
 
@@ -154,10 +160,8 @@ ALSO = {
 def diagnoses(tmp_path_factory):
     root = tmp_path_factory.mktemp("findings")
     out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PyTorch's own (scheduler order under AMP, ...)
-        for name, loop in {**HEALTHY, **BUGGY}.items():
-            out[name] = diagnose(riswb.read_run(loop(root)), strict=True)
+    for name, loop in {**HEALTHY, **BUGGY}.items():
+        out[name] = diagnose_loop(loop, root)
     return out
 
 

@@ -10,6 +10,7 @@ each, named after it; the docstring says what the records must show.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import riswb
+from riswb.diagnose.rules import Diagnosis, diagnose
 
 Loop = Callable[[Path], Path]
 LOG_EVERY = 10
@@ -67,6 +69,14 @@ def _plain_steps(runs_dir: Path, name: str, model: nn.Module, opt, sched=None, *
             if sched is not None:
                 sched.step()
     return wb.path
+
+
+def diagnose_loop(loop: Loop, runs_dir: Path) -> Diagnosis:
+    """Run `loop` and diagnose its run (strict: a rule error raises), PyTorch's own warnings
+    (scheduler order under AMP, ...) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return diagnose(riswb.read_run(loop(runs_dir)), strict=True)
 
 
 # -- healthy ------------------------------------------------------------------------------
