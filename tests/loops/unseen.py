@@ -5,7 +5,6 @@ make as zoo.py: seeded, tiny, about a second each on a CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ import torch.nn.utils.prune
 from torch import nn
 
 import riswb
-from tests.loops.zoo import LOG_EVERY, Loop, _batches, _data, _mlp
+from tests.loops.zoo import LOG_EVERY, Loop, _batches, _data, _mlp, _plain_steps
 
 
 def gan_frozen_discriminator(runs_dir: Path) -> Path:
@@ -157,28 +156,6 @@ def sparse_table_never_used(runs_dir: Path) -> Path:
     return wb.path
 
 
-def _regression_steps(runs_dir: Path, name: str, model: nn.Module, opt, steps: int, *,
-                      before_step: Callable | None = None, at_step: Callable | None = None,
-                      evaluate: Callable | None = None) -> Path:
-    """A plain regression loop with hooks for what a recipe does around the step."""
-    x, y = _data()
-    batches = _batches(x, y)
-    with riswb.Workbench(model, opt, runs_dir=runs_dir, name=name, log_every=LOG_EVERY) as wb:
-        for step in range(steps):
-            if at_step is not None:
-                at_step(step)
-            xb, yb = next(batches)
-            loss = wb.loss({"mse": (model(xb) - yb).square().mean()})
-            opt.zero_grad()
-            loss.backward()
-            if before_step is not None:
-                before_step(step)
-            opt.step()
-            if evaluate is not None and step % 20 == 19:
-                wb.evaluate({"val": evaluate()})
-    return wb.path
-
-
 def pruned_mid_run(runs_dir: Path) -> Path:
     """torch.nn.utils.prune to 50% at step 30, then fine-tuning: masked weights get zero
     gradients by design."""
@@ -188,7 +165,7 @@ def pruned_mid_run(runs_dir: Path) -> Path:
     def prune_once(step):
         if step == 30:
             torch.nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)
-    return _regression_steps(runs_dir, "pruned", model, opt, 90, at_step=prune_once)
+    return _plain_steps(runs_dir, "pruned", model, opt, steps=90, at_step=prune_once)
 
 
 def gradient_noise(runs_dir: Path) -> Path:
@@ -201,7 +178,8 @@ def gradient_noise(runs_dir: Path) -> Path:
         scale = (0.01 / (1 + step) ** 0.55) ** 0.5
         for p in model.parameters():
             p.grad.add_(torch.randn(p.grad.shape, generator=gen) * scale)
-    return _regression_steps(runs_dir, "grad-noise", model, opt, 80, before_step=add_noise)
+    return _plain_steps(runs_dir, "grad-noise", model, opt, steps=80,
+                        before_step=add_noise)
 
 
 def swa_copy_evaluated(runs_dir: Path) -> Path:
@@ -218,7 +196,7 @@ def swa_copy_evaluated(runs_dir: Path) -> Path:
         swa.eval()
         with torch.no_grad():
             return float((swa(x) - y).square().mean())
-    return _regression_steps(runs_dir, "swa-eval", model, opt, 80, evaluate=evaluate)
+    return _plain_steps(runs_dir, "swa-eval", model, opt, steps=80, evaluate=evaluate)
 
 
 def adafactor_head_missing(runs_dir: Path) -> Path:
@@ -228,7 +206,7 @@ def adafactor_head_missing(runs_dir: Path) -> Path:
 
     model = _mlp()
     opt = Adafactor(model[0].parameters(), lr=None, relative_step=True)
-    return _regression_steps(runs_dir, "adafactor-head-missing", model, opt, 40)
+    return _plain_steps(runs_dir, "adafactor-head-missing", model, opt, steps=40)
 
 
 def unseen_healthy() -> dict[str, Loop]:

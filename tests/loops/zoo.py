@@ -47,13 +47,19 @@ def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 16):
 
 def _plain_steps(runs_dir: Path, name: str, model: nn.Module, opt, sched=None, *,
                  steps: int = 40, clip: float | None = None, clear: str = "before",
-                 terms: Callable | None = None, weights: dict | None = None) -> Path:
-    """The common loop: forward, wb.loss, zero_grad / backward / (clip) / step / sched."""
+                 terms: Callable | None = None, weights: dict | None = None,
+                 at_step: Callable | None = None, before_step: Callable | None = None,
+                 evaluate: Callable | None = None) -> Path:
+    """The common loop: forward, wb.loss, zero_grad / backward / (clip) / step / sched; with
+    `at_step(step)` first, `before_step(step)` between backward and step, and
+    `wb.evaluate({"val": evaluate()})` every 20 steps."""
     x, y = _data()
     batches = _batches(x, y)
     with riswb.Workbench(model, opt, sched, runs_dir=runs_dir, name=name,
                          log_every=LOG_EVERY) as wb:
-        for _ in range(steps):
+        for step in range(steps):
+            if at_step is not None:
+                at_step(step)
             xb, yb = next(batches)
             out = model(xb)
             named = terms(out, yb) if terms else {"mse": (out - yb).square().mean()}
@@ -65,9 +71,13 @@ def _plain_steps(runs_dir: Path, name: str, model: nn.Module, opt, sched=None, *
                 opt.zero_grad()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if before_step is not None:
+                before_step(step)
             opt.step()
             if sched is not None:
                 sched.step()
+            if evaluate is not None and step % 20 == 19:
+                wb.evaluate({"val": evaluate()})
     return wb.path
 
 
