@@ -12,7 +12,11 @@ blocks of steps (docs/benchmarks.md has the spreads of both). Each variant owns 
 the same model, optimizer and scheduler and one Workbench for the whole benchmark, warmed
 up for `warmup` consecutive steps first — which is when the term-gradient probe calibrates
 its sampling interval N on the variant's real step time — and closed after the last
-(neither is timed).
+(neither is timed). Each Workbench then keeps stepping, untimed, until it has chosen its
+observation stride (riswb.instrument.observation: `CALIBRATED` cycles); the cycles a run
+observes in full beyond that stride (its first ones, and a calibration every `RECHECK`
+cycles) are charged at their measured cost, spread over `run_length` steps, on a line of
+their own.
 
 Sampled work is counted at its true share however short the window: the term-gradient
 probe samples one step in N (N ≈ 100–1000, chosen from its cost), more than a round holds.
@@ -57,6 +61,8 @@ from typing import Any
 
 import torch
 
+from riswb.bench_sampling import StepTimes, calibration_share, pin_term_sampling, term_samples
+from riswb.instrument import observation
 from riswb.instrument.hooks import Probe
 from riswb.instrument.workbench import DEFAULT_LOG_EVERY, Workbench
 from riswb.probes.term_gradients import FRONT
@@ -73,6 +79,8 @@ TINY = {"width": 64, "depth": 3, "batch": 32}
 TINY_BUDGET = 1.25
 RUN_LENGTH = 10_000  # steps over which one-off front-loaded term samples are amortized
 FAIL_FAST_EVERY = 50  # Workbench(check_every=...) of the fail-fast variant
+# optimizer-step cycles after which a Workbench has chosen its observation stride
+CALIBRATED = observation.FRONT + 2 * observation.CALIBRATE
 BUDGET = 1.10  # docs/design.md §10: default probes ≤ 1.10× a plain loop (target 1.05×)
 REFERENCE_BATCH = 32  # the reference model's default batch (`batch=None`)
 # Steps per turn on an accelerator: synchronising around every single step would expose all
@@ -94,6 +102,9 @@ class BenchResult:
     # per variant: ms/step of the one-off front-loaded term samples over `run_length` steps
     # (included in `ms` and the ratios, reported on their own line)
     one_off_ms: dict[str, float] = field(default_factory=dict)
+    # per variant: ms/step of the cycles observed in full beyond the chosen stride (the
+    # first ones of a run, and the calibrations), included in `ms` and the ratios
+    calibration_ms: dict[str, float] = field(default_factory=dict)
     fail_fast_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,7 +300,7 @@ def _measure(
     turn = 1 if device.type == "cpu" else ACCELERATOR_TURN
     steps = max(-(-steps // turn), 2) * turn  # ≥ 2 turns: a round always has ordinary ones
     window = rounds * steps
-    timing = {name: _StepTimes() for name in factories}
+    timing = {name: StepTimes() for name in factories}
     order = list(factories)
     interval: int | None = None
 
@@ -307,9 +318,11 @@ def _measure(
                 step = _plain_step if wb is None else _wb_step
                 for _ in range(warmup):
                     step(setup, wb)
+                while wb is not None and wb.observation.cycle < CALIBRATED:
+                    step(setup, wb)  # the observation stride is decided before timing
             probes = {name: wb and wb.registry.get("term_gradients")
                       for name, wb in benches.items()}
-            sampled = {name: _pin_term_sampling(probe, steps, turn)
+            sampled = {name: pin_term_sampling(probe, steps, turn)
                        for name, probe in probes.items()}
             interval = sampled[TOTAL][1] if sampled.get(TOTAL) else None
             for r in range(rounds):
@@ -319,7 +332,7 @@ def _measure(
                     for name in order[shift:] + order[:shift]:
                         setup, wb = setups[name], benches[name]
                         step = _plain_step if wb is None else _wb_step
-                        hits = _term_samples(probes[name], wb, turn)
+                        hits = term_samples(probes[name], wb, turn)
                         _sync(device)
                         start = timer()
                         for _ in range(turn):
@@ -340,21 +353,25 @@ def _measure(
 
     # steady state: one sample per chosen interval (none if the probe never chose one);
     # plus the one-off front-loaded samples, spread over `run_length` steps
-    per_step, one_off = {}, {}
+    per_step, one_off, calibrating = {}, {}, {}
     for name in factories:
         chosen = sampled[name][1] if sampled.get(name) else None
         steady = timing[name].amortized(chosen)
         one_off[name] = 1e3 * len(FRONT) * timing[name].extra() / run_length
-        per_step[name] = 1e3 * steady + one_off[name]
+        calibrating[name] = 1e3 * calibration_share(benches[name], run_length)
+        per_step[name] = 1e3 * steady + one_off[name] + calibrating[name]
 
     def ratio(name: str) -> float:
         return per_step[name] / per_step[PLAIN] if per_step[PLAIN] > 0 else float("nan")
 
+    benches_stride = {name: wb.observation.stride for name, wb in benches.items()
+                      if wb is not None}.get(TOTAL)
     config = {"model": model, "width": width, "depth": depth, "batch": batch, "steps": window,
               "rounds": rounds, "steps_per_turn": turn, "term_grad_every": interval,
               "term_grad_samples_timed": timing[TOTAL].samples,
               "term_grad_front": len(FRONT), "run_length": run_length,
-              "warmup": warmup, "log_every": log_every, "device": str(device), "clock": clock,
+              "warmup": warmup, "log_every": log_every,
+              "observe_stride": benches_stride, "device": str(device), "clock": clock,
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "probes": [m for m, _ in BUILTIN]}
     return BenchResult(
@@ -366,68 +383,9 @@ def _measure(
         ms=per_step,
         raw_ms=raw,
         one_off_ms={name: value for name, value in one_off.items() if probes[name]},
+        calibration_ms={name: value for name, value in calibrating.items() if value},
         fail_fast_ratio=ratio(FAIL_FAST) if fail_fast else None,
     )
-
-
-class _StepTimes:
-    """One variant's timed turns (of one or more steps), split by whether a turn held
-    term-gradient samples (front-loaded turns of an accelerator can hold several)."""
-
-    def __init__(self) -> None:
-        self.other = self.sampled = 0.0
-        self.other_steps = self.sampled_steps = self.samples = 0
-
-    def add(self, seconds: float, samples: int, steps: int = 1) -> None:
-        if samples:
-            self.sampled += seconds
-            self.sampled_steps += steps
-            self.samples += int(samples)
-        else:
-            self.other += seconds
-            self.other_steps += steps
-
-    def ordinary(self) -> float:
-        """Mean seconds of a step without a sample."""
-        if not self.other_steps:
-            return self.sampled / max(self.sampled_steps, 1)
-        return self.other / self.other_steps
-
-    def extra(self) -> float:
-        """A sample's mean extra seconds: sampled turns' time less `ordinary()` per step."""
-        if not self.samples or not self.other_steps:
-            return 0.0
-        return (self.sampled - self.ordinary() * self.sampled_steps) / self.samples
-
-    def amortized(self, interval: int | None) -> float:
-        """Seconds per step when one step in `interval` samples (None: never): m + e/interval,
-        with m the mean ordinary step and e a sample's extra time — exactly Σt/n when the
-        window holds one sample per `interval` steps."""
-        return self.ordinary() + (self.extra() / interval if interval else 0.0)
-
-
-def _term_samples(probe: Any, wb: Workbench | None, turn: int) -> int:
-    """Term-gradient samples the next `turn` steps will take, by the probe's own schedule
-    (front-loaded steps and every interval-th; the first step seen is front-loaded)."""
-    if probe is None:
-        return 0
-    first = wb.next_step
-    return sum(probe._origin is None and k == 0 or probe._origin is not None
-               and probe._due(first + k) for k in range(turn))
-
-
-def _pin_term_sampling(probe: Any, steps: int, turn: int) -> tuple[int, int] | None:
-    """(interval used while timing, interval the probe chose) for a variant whose
-    term-gradient probe has settled on one, else None. An interval longer than a round is
-    pinned to the round length (every round then times one sample, whose extra cost is
-    amortized over the real interval); a shorter one is left alone; never under two turns,
-    so that ordinary turns are timed too."""
-    chosen = getattr(probe, "interval", None)
-    if not chosen:
-        return None
-    used = max(min(int(chosen), steps), 2 * turn)
-    probe.interval = used
-    return used, int(chosen)
 
 
 def format_table(result: BenchResult) -> str:
@@ -441,7 +399,7 @@ def format_table(result: BenchResult) -> str:
         f"riswb bench: {what}, batch {c['batch']}, {c['steps']} interleaved steps per "
         f"variant ({c['rounds']} rounds; term gradients every {c.get('term_grad_every')}), "
         f"{c['device']} ({c['threads']} threads), log_every {c['log_every']}, "
-        f"{c['clock']} clock",
+        f"{c['clock']} clock; sampled probes observe one cycle in {c['observe_stride']}",
         f"{'variant':<20}{'ms/step':>10}{'ratio':>9}",
         f"{PLAIN:<20}{result.plain_ms:>10.2f}{1.0:>9.3f}",
         f"{'default (all)':<20}{result.ms[TOTAL]:>10.2f}{result.total_ratio:>9.3f}",
@@ -456,6 +414,12 @@ def format_table(result: BenchResult) -> str:
         lines.append(f"  of which one-off front-loaded term samples ({c['term_grad_front']} "
                      f"per run, amortized over {c['run_length']} steps): {one_off:.3f} ms/step "
                      f"= {one_off / result.plain_ms:+.3f}x")
+    calibrating = result.calibration_ms.get(TOTAL)
+    if calibrating and result.plain_ms > 0:
+        lines.append(f"  of which cycles observed in full beyond the stride "
+                     f"({c['observe_stride']}: a run's first ones and the calibrations, over "
+                     f"{c['run_length']} steps): {calibrating:.3f} ms/step = "
+                     f"{calibrating / result.plain_ms:+.3f}x")
     verdict = "within" if result.passed else "OVER"
     target = "" if c.get("model") == "tiny" else "; target 1.05x"
     checked = ("" if result.fail_fast_ratio is None

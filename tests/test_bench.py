@@ -1,6 +1,5 @@
 """The overhead benchmark runs end to end on a tiny loop and returns consistent data."""
 
-import pytest
 
 from riswb.bench import format_table, run_bench
 from riswb.probes import BUILTIN
@@ -14,29 +13,6 @@ def test_bench_tiny_returns_ratios():
     table = format_table(result)
     assert "default (all)" in table and "lr_trace" in table
     assert result.to_dict()["config"]["width"] == 16
-
-
-def test_amortized_step_equals_the_plain_mean_over_whole_intervals():
-    """Oracle: a window holding one sample per N steps has mean Σt/n; the amortized mean
-    must give exactly that, and give the same for a window cut short (one sample in 5)."""
-    from riswb.bench import _StepTimes
-
-    times = [1.0] * 9 + [11.0]  # N = 10: nine ordinary steps, one sampled
-    whole = _StepTimes()
-    for i, t in enumerate(times * 3):
-        whole.add(t, i % 10 == 9)
-    assert whole.amortized(10) == pytest.approx(sum(times) / len(times))
-    short = _StepTimes()
-    for i, t in enumerate([1.0] * 4 + [11.0]):  # pinned to 5: the sample weighs 1/10 still
-        short.add(t, i == 4)
-    assert short.amortized(10) == pytest.approx(2.0)
-    turns = _StepTimes()  # accelerator turns of 10 steps: 1 s per step, a sample costs 10 s
-    for k in range(4):
-        turns.add(20.0 if k == 0 else 10.0, k == 0, 10)
-    assert turns.amortized(100) == pytest.approx(1.1)
-    empty = _StepTimes()
-    empty.add(3.0, False)
-    assert empty.amortized(10) == 3.0
 
 
 def test_term_sampling_is_pinned_into_short_rounds():

@@ -81,11 +81,14 @@ class Probe:
 
     `every` sets the schedule for step events (run on steps where step % every == 0);
     `name` defaults to the class name in snake_case. Override `on_<event>` only for the
-    events you need: the registry never calls the others.
+    events you need: the registry never calls the others. `sampled = True` declares that the
+    probe's records are statistics over the steps it saw: its step events then reach it
+    only on the cycles the Workbench observes (riswb.instrument.observation).
     """
 
     name: str | None = None
     every: int = 1
+    sampled: bool = False
 
     def __init__(self, every: int | None = None):
         if every is not None:
@@ -159,8 +162,14 @@ class Registry:
         self._subscribers: dict[Event, list[Probe]] = {event: [] for event in Event}
         self._flushers: list[Probe] = []
         # per event, the enabled subscribers' bound methods: emit runs several times per
-        # step, so the lookups happen once here (and again whenever a probe is disabled)
+        # step, so the lookups happen once here (and again whenever a probe is disabled);
+        # `_unobserved`: the same less the sampled probes', for step events of cycles the
+        # Workbench does not observe
         self._handlers: dict[Event, list[tuple[Probe, Any]]] = {event: [] for event in Event}
+        self._unobserved: dict[Event, list[tuple[Probe, Any]]] = dict(self._handlers)
+        # whether the current optimizer-step cycle reaches the sampled probes: set by the
+        # Workbench (riswb.instrument.observation), read on every event
+        self.observing = True
         self.cost = ProbeCostWatch(lambda message: self.wb.writer.warn(message))
 
     def add(self, probe: Probe) -> Probe:
@@ -181,6 +190,11 @@ class Registry:
                     if p.name not in self.disabled]
             for event, subscribers in self._subscribers.items()
         }
+        self._unobserved = {
+            event: [(p, m) for p, m in handlers if not p.sampled]
+            if event in SCHEDULED_EVENTS else handlers
+            for event, handlers in self._handlers.items()
+        }
 
     def get(self, name: str) -> Probe | None:
         return next((probe for probe in self.probes if probe.name == name), None)
@@ -190,16 +204,24 @@ class Registry:
         return bool(self._handlers[event])
 
     def emit(self, event: Event, step: int, **payload: Any) -> None:
-        handlers = self._handlers[event]
+        handlers = (self._handlers if self.observing else self._unobserved)[event]
         if not handlers:
             return
         ctx = StepContext(self.wb, event, step, payload)
         scheduled = event in SCHEDULED_EVENTS
+        disabled, timed = self.disabled, self.cost.active
         for probe, method in handlers:
             if scheduled and step % probe.every:
                 continue
-            if probe.name not in self.disabled:  # disabled by an earlier handler just now
+            if disabled and probe.name in disabled:  # by an earlier handler just now
+                continue
+            if timed:
                 self._call(probe, method, ctx)
+                continue
+            try:  # `_call` inlined: this loop runs some twenty times per training step
+                method(ctx)
+            except Exception as error:
+                self._failed(probe, ctx, error)
 
     def _call(self, probe: Probe, method, ctx: StepContext) -> None:
         """Run one probe method; its Exception disables the probe (or raises when strict).
@@ -208,11 +230,14 @@ class Registry:
         try:
             method(ctx)
         except Exception as error:
-            if self.strict:
-                raise strict_error(probe, ctx, error) from error
-            self._disable(probe, ctx, error)
+            self._failed(probe, ctx, error)
         if start is not None:
             self.cost.add(probe.name, time.perf_counter() - start)
+
+    def _failed(self, probe: Probe, ctx: StepContext, error: Exception) -> None:
+        if self.strict:
+            raise strict_error(probe, ctx, error) from error
+        self._disable(probe, ctx, error)
 
     def flush(self, step: int) -> None:
         ctx = StepContext(self.wb, Event.RUN_END, step)

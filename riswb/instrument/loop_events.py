@@ -13,6 +13,8 @@ Payload dicts are built only for events some enabled probe subscribes to
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import torch
@@ -68,6 +70,8 @@ class LoopEvents:
             return
         if torch.is_grad_enabled():
             self.n_forward += 1
+            if self._cycle_opened is None:
+                self._cycle_opened = time.perf_counter()
             event = Event.AFTER_FORWARD
         else:
             self.n_nograd_forward += 1
@@ -102,15 +106,31 @@ class LoopEvents:
         self.opt_step += 1
         self.opt_steps[index] += 1
         self._cache.clear()
+        opened, self._cycle_opened = self._cycle_opened, None
+        self.cycle_busy = None if opened is None else time.perf_counter() - opened
+        self.cycle_losses, self._cycle_loss_start = (self.n_loss - self._cycle_loss_start,
+                                                     self.n_loss)
         if self.registry.subscribed(Event.AFTER_OPTIMIZER_STEP):
             self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step,
                        optimizer=index, optimizer_step=self.opt_steps[index], closure=closure)
+        self._end_cycle()
         # loops that step without wb.loss (or between loss calls) still flush
         if (
             self.n_loss == self._flushed_loss
             and self.opt_step - self._flushed_opt >= self.log_every
         ):
             self.flush()
+
+    def _end_cycle(self) -> None:
+        """The optimizer step closes a cycle: decide whether the next one is observed."""
+        schedule, registry = self.observation, self.registry
+        registry.observing = schedule.end_cycle(self.cycle_busy, registry.observing)
+        if schedule.stride != self._stride_noted and not self._closed:
+            self._stride_noted = schedule.stride
+            observed, unobserved = schedule.costs or (math.nan, math.nan)
+            self.writer.event(self.step, "observation_stride", stride=schedule.stride,
+                              cycle=schedule.cycle, observed_ms=observed * 1e3,
+                              unobserved_ms=unobserved * 1e3)
 
     def _on_scaler_skip(self, index: int) -> None:
         self.step_skipped("scaler", optimizer=index)

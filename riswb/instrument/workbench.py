@@ -26,9 +26,17 @@ What the Workbench sees, and how (no other call in the loop is needed):
 * GradScaler — riswb.instrument.scaler: the scale the gradients carry, what `unscale_` did,
   and skipped steps (written as `step_skipped` reason "scaler", emitted as STEP_SKIPPED);
 * clearing   — riswb.instrument.grad_clearing: whether each step's gradients were cleared;
+* observing  — riswb.instrument.observation: which optimizer-step cycles reach the sampled
+  probes (`Probe.sampled`); all of them unless those probes cost a noticeable share of the
+  loop's step (event `observation_stride` when that changes);
 * scheduler  — `scheduler.step` wrapped on the instance (riswb.instrument.loop_hooks).
 
 The hook callbacks live in riswb.instrument.loop_events (a mixin of this class).
+
+`cycle_busy` / `cycle_losses`: the latest optimizer-step cycle's busy time (its first
+forward or `wb.loss` call to the end of its optimizer step: data loading and other loops'
+turns excluded) and its `wb.loss` calls — what budget-driven probes weigh their cost
+against.
 
 Counters: `n_forward`, `n_loss`, `n_backward`, `opt_step` (all optimizers), `opt_steps[i]`,
 `n_scheduler`, `n_eval` (`wb.counts()` returns them under the `cadence` record's keys).
@@ -48,6 +56,7 @@ step and after `sanitize_`/`clip_grad_norm_`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +70,7 @@ from riswb.instrument.hooks import Event, Registry
 from riswb.instrument.loop_events import LoopEvents
 from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list
 from riswb.instrument.loss_weights import LossWeights, checked_metrics, checked_terms
+from riswb.instrument.observation import ObservationSchedule
 from riswb.instrument.optimizer_info import describe_optimizer
 from riswb.instrument.probe_resolution import resolve_probes
 from riswb.instrument.ranks import rank_info, run_name_for_rank
@@ -102,6 +112,7 @@ class Workbench(LoopEvents):
         first_step: int = 0,
         check_every: int | None = None,
         on_finding: str | Callable[..., Any] = "raise",
+        observe_every: int | None = None,
     ):
         """`optimizer`: one optimizer or a list; `optimizers`: more of them (the union is
         watched, in that order: optimizer i is `opt/<i>` in the records). `log_every`: flush
@@ -111,7 +122,9 @@ class Workbench(LoopEvents):
         where its predecessor stopped, so both runs share one step axis. `check_every`:
         diagnose the run in progress every N steps and act on the first error finding —
         `on_finding` "raise" (fail_fast.FindingError), "warn", or a callable. Under torchrun
-        each rank writes its own run `<name>-rank<r>`, its rank in manifest `distributed`."""
+        each rank writes its own run `<name>-rank<r>`, its rank in manifest `distributed`.
+        `observe_every`: the sampled probes observe one optimizer-step cycle in this many
+        (1: every cycle); None measures it (riswb.instrument.observation)."""
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if log_every < 1:
@@ -148,6 +161,15 @@ class Workbench(LoopEvents):
         self.n_loss = self.n_forward = self.n_nograd_forward = self.n_backward = 0
         self.opt_step = self.n_scheduler = self.n_eval = 0
         self.opt_steps = [0] * len(self.optimizers)
+        self.observation = ObservationSchedule(observe_every)
+        # the loop's own busy time per optimizer-step cycle, from the cycle's first forward
+        # (or wb.loss call) to the end of its optimizer step: set before AFTER_OPTIMIZER_STEP,
+        # read by the probes that budget their cost against the loop's step
+        self.cycle_busy: float | None = None  # seconds of the latest cycle (None: unknown)
+        self.cycle_losses = 0  # wb.loss calls in it
+        self._cycle_opened: float | None = None
+        self._cycle_loss_start = 0
+        self._stride_noted = self.observation.stride
         self.skipped: dict[str, int] = {}  # reason -> skipped optimizer-step attempts
         self.loss_without_backward = 0  # wb.loss calls followed by no backward
         self.steps_without_backward = 0  # optimizer steps with no backward since the last one
@@ -220,6 +242,8 @@ class Workbench(LoopEvents):
         terms, constants = checked_terms(terms, self.device)
         if not self._closed:
             self.registry.cost.on_loss(self.n_loss)
+            if self._cycle_opened is None:
+                self._cycle_opened = time.perf_counter()
         names = tuple(terms)
         used = {n: (1.0 if weights is None else weights.get(n, 1.0)) for n in names}
         total, values = self.loss_weights.total(names, terms, used)

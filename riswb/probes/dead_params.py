@@ -56,6 +56,7 @@ class DeadParamsProbe(Probe):
     """Tensors whose gradient stays None/zero over a window, and zero-gradient fractions."""
 
     name = "dead_params"
+    sampled = True  # statistics over observed steps (riswb.instrument.observation)
 
     def __init__(self, every: int | None = None, *, window: int = 50, elem_every: int = 23):
         super().__init__(every)

@@ -31,6 +31,7 @@ class GradNormsProbe(Probe):
     """Total and per-top-level-module raw gradient norms, RMS over each flush interval."""
 
     name = "grad_norms"
+    sampled = True  # statistics over observed steps (riswb.instrument.observation)
 
     def __init__(self, every: int | None = None):
         super().__init__(every)

@@ -30,11 +30,16 @@ default order); elements non-finite at backward in tensors that are all finite a
 added to `wb.observed_sanitized` at the step (NonFiniteProbe's `sanitized` takes the larger
 of it and `wb.sanitize_`'s count).
 
-Elementwise (sampled: the first `elem_first` (3) optimizer steps, then every `elem_every`-th
-(200): a sample costs ~6 passes over the gradients, 28 ms on the reference model's CPU step):
-the backward's gradients are copied at AFTER_BACKWARD (one `_foreach_copy_` into kept
-buffers) and compared at step bit for bit (after the same unscale): `frac_changed` (of all
-elements) and `frac_zeroed` (of the elements non-zero at backward, zero or None at step).
+Observed cycles only (`sampled`: on a host-bound loop the Workbench may observe one
+optimizer-step cycle in several, riswb.instrument.observation); a step whose latest backward
+fell in an unobserved cycle is not compared.
+
+Elementwise (sampled: the first `elem_first` (3) optimizer steps, then the first observed
+one at or after every `elem_every`-th (200): a sample costs ~6 passes over the gradients,
+28 ms on the reference model's CPU step): the backward's gradients are copied at
+AFTER_BACKWARD (one `_foreach_copy_` into kept buffers) and compared at step bit for bit
+(after the same unscale): `frac_changed` (of all elements) and `frac_zeroed` (of the
+elements non-zero at backward, zero or None at step).
 
 Record (one per flush, over the interval's observed steps): `steps`, `norm_backward` and
 `norm_step` (RMS of the unscaled total norms), `ratio` (mean r over steps with a defined
@@ -66,6 +71,7 @@ class GradStepProbe(Probe):
     """What the loop did to the gradients between backward and optimizer.step."""
 
     name = "grad_step"
+    sampled = True  # statistics over observed steps (riswb.instrument.observation)
 
     def __init__(self, every: int | None = None, *, tol: float = 1e-3, elem_first: int = 3,
                  elem_every: int = 200):
@@ -76,6 +82,7 @@ class GradStepProbe(Probe):
         self._bw: GradStats | None = None
         self._bw_bad: torch.Tensor | None = None
         self._bw_versions: list[int] = []
+        self._bw_index = 0  # wb.n_backward of the backward `_bw` was taken at
         self._copies: list[torch.Tensor | None] = []
         self._copied = False
         self._pending: set[int] = set()  # optimizers not yet stepped since the backward
@@ -86,19 +93,23 @@ class GradStepProbe(Probe):
         self._replaced: dict[int, list[int]] = {}  # optimizer -> [steps, first step]
         self._elems: list[torch.Tensor] = []  # (changed, total, zeroed, nonzero before)
         self._unscaled = 0
+        # the next elementwise sample: the first OBSERVED step at or after this one (on a
+        # host-bound loop the Workbench observes one cycle in several)
+        self._elem_next = elem_every
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "tol": self.tol, "elem_first": self.elem_first,
                 "elem_every": self.elem_every}
 
     def _elem_due(self, opt_step: int) -> bool:
-        return opt_step <= self.elem_first or opt_step % self.elem_every == 0
+        return opt_step <= self.elem_first or opt_step >= self._elem_next
 
     def on_after_backward(self, ctx: StepContext) -> None:
         wb = ctx.wb
         if not wb.named_params:
             return
         self._bw = raw_grad_stats(wb)
+        self._bw_index = wb.n_backward
         self._bw_bad = raw_nonfinite(wb)
         self._bw_versions = grad_versions(wb.params)
         self._pending = set(range(len(wb.optimizers)))
@@ -143,8 +154,11 @@ class GradStepProbe(Probe):
         wb, bw = ctx.wb, self._bw
         index = ctx.payload.get("optimizer", 0)
         chosen = self._indices(wb, index)
-        if bw is None or not chosen or index not in self._pending:
-            return  # no backward since this optimizer's last step: nothing to compare
+        if (bw is None or not chosen or index not in self._pending
+                or self._bw_index != wb.n_backward):
+            # no backward since this optimizer's last step, or the latest was not observed
+            # (a cycle this probe did not see): nothing to compare
+            return
         self._pending.discard(index)
         device = bw.norms.device
         # one optimizer over every trainable tensor (the usual loop) needs no index_select
@@ -171,6 +185,8 @@ class GradStepProbe(Probe):
                 wb.observed_sanitized += sanitized.to(wb.observed_sanitized)
             if self._copied:
                 self._compare(chosen, grads, inverse)
+                opt_step = ctx.payload.get("opt_step", wb.opt_step)
+                self._elem_next = (opt_step // self.elem_every + 1) * self.elem_every
         # the arithmetic waits for the flush, batched over the interval's steps
         self._rows.append((index, ctx.step, expected, step, _select(bw.unscaled, at), bad,
                            not wb.clip_log))

@@ -34,6 +34,7 @@ class InputsProbe(Probe):
     carried a grad_fn; `leaf_tensors` forward arguments that were leaves requiring grad."""
 
     name = "inputs"
+    sampled = True  # statistics over observed steps (riswb.instrument.observation)
 
     def __init__(self, every: int | None = None):
         super().__init__(every)

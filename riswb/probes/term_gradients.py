@@ -21,17 +21,19 @@ the only expensive thing among the default probes (the cheap per-interval view i
 riswb.probes.term_output). Samples are FRONT-LOADED so that a term dead or dominant at init
 is decided in the first steps: steps 0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144 after the
 first step seen (`FRONT`: 12 samples in a 200-step run) are always sampled; on top, `every=N`
-samples steps ≡ 0 mod N. The default, `every=None`, fixes N from a budget: the probe times
-the loop's period (wb.loss to wb.loss) after sampled and after ordinary steps (the first
-sample's period is left out: it pays one-off warm-up costs, 190 ms vs 3 ms steady on a GPU),
-and once it holds `calibrate` (4) ordinary periods and 3 sampled ones it takes as a sample's
-cost the median sampled period less the median ordinary one (knock-on costs included: fresh
-allocations, evicted caches) and fixes N once — the smallest of 10, 20, 30, 50, 75, 100,
-150, 200, 300, 500, 750, 1000 with cost/N ≤ `budget` (default 1%) of a step. The chosen N
-goes to the manifest (`describe()`); tests and reproducible records pass `every`
-explicitly. Measured with `riswb bench` (2-core CPU, one thread): on the bench MLP
-(4×512, batch 256, 3 terms) N = 150 for a 20 ms step; on the
-reference model (12 terms, a sample ≈ 330 ms more than a 50 ms step) N = 750. The budget is
+samples steps ≡ 0 mod N. The default, `every=None`, fixes N from a budget: the probe reads
+the loop's own busy time of each optimizer-step cycle (`wb.cycle_busy`: first forward to
+the step's end — data loading, and the other loops' turns in an interleaved benchmark, are
+not the loop's step and would make samples look cheap), per `wb.loss` call in cycles
+without a sample, and the excess per sample in cycles with samples (the first sample's
+cycle is left out: it pays one-off warm-up costs, 190 ms vs 3 ms steady on a GPU); once it
+holds `calibrate` (4) ordinary cycles and 3 sampled ones it takes as a sample's cost the
+median excess (knock-on costs included: fresh allocations, evicted caches) and fixes N
+once — the smallest of 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000 with
+cost/N ≤ `budget` (default 1%) of a step. The chosen N goes to the manifest (`describe()`);
+tests and reproducible records pass `every` explicitly. Measured with `riswb bench` (2-core
+CPU, one thread): on the bench MLP (4×512, batch 256, 3 terms) N = 150 for a 20 ms step;
+on the reference model (12 terms, a sample ≈ 330 ms more than a 50 ms step) N = 750. The budget is
 1% because the probe shares the 1.05× overhead target with a dozen per-step probes.
 
 Modes. `batched=False` (default): a loop of T `autograd.grad` calls — exactly the per-term
@@ -55,7 +57,6 @@ from __future__ import annotations
 
 import functools
 import statistics
-import time
 from typing import Any
 
 import torch
@@ -129,9 +130,10 @@ class TermGradientsProbe(Probe):
         self._pending: list[tuple[int, list[str], torch.Tensor, torch.Tensor]] = []
         self._cost: float | None = None
         self._origin: int | None = None  # the first step seen: FRONT counts from it
-        self._previous: tuple[float, bool, bool] | None = None  # (start, sampled, first)
-        self._ordinary: list[float] = []  # loop periods after ordinary steps (calibration)
-        self._sampled: list[float] = []  # ... and after sampled ones
+        self._cycle_samples = 0  # samples taken in the current optimizer-step cycle
+        self._warm = False  # the first sample's cycle (one-off costs) has passed
+        self._ordinary: list[float] = []  # busy seconds per wb.loss, cycles without samples
+        self._sampled: list[tuple[float, int, int]] = []  # (busy, losses, samples) with
 
     def describe(self) -> dict[str, Any]:
         mode = {None: "auto", True: "batched", False: "loop"}[self.batched]
@@ -148,24 +150,32 @@ class TermGradientsProbe(Probe):
         return self.interval is not None and step % self.interval == 0
 
     def on_after_loss(self, ctx: StepContext) -> None:
-        now = time.perf_counter()
         if self._origin is None:
             self._origin = ctx.step
-        if self.interval is None and self._previous is not None:
-            start, sampled, first = self._previous
-            if not first:
-                (self._sampled if sampled else self._ordinary).append(now - start)
-            self._fix_interval()
-        due = self._due(ctx.step)
-        if due:
+        if self._due(ctx.step):
+            self._cycle_samples += 1
             self._sample(ctx)
-        self._previous = (now, due, ctx.step == self._origin)
+
+    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        samples, self._cycle_samples = self._cycle_samples, 0
+        busy, losses = ctx.wb.cycle_busy, ctx.wb.cycle_losses
+        if self.interval is not None or busy is None or not losses:
+            return
+        if samples and not self._warm:
+            self._warm = True  # the first sample's cycle: one-off warm-up, not a cost
+        elif samples:
+            self._sampled.append((busy, losses, samples))
+        else:
+            self._ordinary.append(busy / losses)
+        self._fix_interval()
 
     def _fix_interval(self) -> None:
         if len(self._ordinary) < self.calibrate or len(self._sampled) < 3:
             return
         step_time = max(statistics.median(self._ordinary), 1e-9)
-        self._cost = max(statistics.median(self._sampled) - step_time, 0.0)
+        self._cost = max(statistics.median(
+            (busy - losses * step_time) / samples for busy, losses, samples in self._sampled
+        ), 0.0)
         self.interval = nice_interval(self._cost / (self.budget * step_time))
 
     def _sample(self, ctx: StepContext) -> None:
