@@ -28,43 +28,50 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
 
 
-def _column(values: list[Any], device: torch.device) -> torch.Tensor:
-    """(N,) float64 on `device` from tensors and/or numbers, in as few ops as possible."""
+def _column(values: list[Any]) -> list[float]:
+    """Python floats from tensors and/or numbers: one stack and one host copy for the
+    tensors (0-dim, as `wb.clip_grad_norm_` and grad_step store them, need no reshape)."""
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if not tensors:
-        return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    if len(tensors) == len(values) and all(v.device == device for v in tensors):
-        return torch.stack([v.detach().reshape(()) for v in tensors]).to(torch.float64)
-    return torch.stack([
-        v.detach().to(device=device, dtype=torch.float64).reshape(())
-        if isinstance(v, torch.Tensor)
-        else torch.tensor(float(v), dtype=torch.float64, device=device)
-        for v in values
-    ])
+        return [float(v) for v in values]
+    device = tensors[0].device
+    if all(t.dim() == 0 and t.device == device for t in tensors):
+        stacked = torch.stack(tensors)
+    else:
+        stacked = torch.stack([t.detach().reshape(()).to(device) for t in tensors])
+    floats = iter(stacked.detach().double().tolist())
+    return [next(floats) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
+def clip_ratio(norm: float, limit: float) -> float:
+    """min(1, limit / norm) as float arithmetic has it: NaN stays NaN (as torch.clamp keeps
+    it), limit/0 is ±inf (1 after the min) or NaN for 0/0, inf/inf is NaN."""
+    if norm == 0.0:
+        quotient = math.nan if limit == 0.0 or math.isnan(limit) else math.copysign(
+            math.inf, limit)
+    else:
+        quotient = limit / norm
+    return quotient if math.isnan(quotient) or quotient < 1.0 else 1.0
 
 
 def clip_summary(entries: list[tuple[Any, Any]]) -> dict[str, float]:
-    """Aggregate (pre-clip norm, max_norm) pairs into the `clip` record (one stack and one
-    host copy, then numpy: the flush reads these numbers anyway)."""
-    device = next(
-        (v.device for pair in entries for v in pair if isinstance(v, torch.Tensor)),
-        torch.device("cpu"),
-    )
-    norms, limits = (_column([pair[i] for pair in entries], device).cpu().numpy() for i in (0, 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.minimum(limits / norms, 1.0)  # NaN stays NaN, as torch.clamp keeps it
+    """Aggregate (pre-clip norm, max_norm) pairs into the `clip` record, in plain Python
+    floats after one host copy: a flush holds a few dozen pairs, for which numpy's per-call
+    overhead cost more than the arithmetic (this runs once per log interval)."""
+    norms = _column([norm for norm, _ in entries])
+    limits = _column([limit for _, limit in entries])
+    count = len(entries)
     return {
-        "norm": float(norms.mean()),
-        "max_norm": float(limits[-1]),
-        "ratio": float(ratio.mean()),
-        "clipped": float((norms > limits).mean()),
-        "calls": len(entries),
+        "norm": sum(norms) / count,
+        "max_norm": limits[-1],
+        "ratio": sum(clip_ratio(n, lim) for n, lim in zip(norms, limits, strict=True)) / count,
+        "clipped": sum(n > lim for n, lim in zip(norms, limits, strict=True)) / count,
+        "calls": count,
     }
 
 
@@ -82,8 +89,7 @@ class ClipProbe(Probe):
             record = {**clip_summary(explicit), "observed": 0}
         elif observed:
             record = {**clip_summary(observed), "observed": 1}
-            limits = [v for v in _column([lim for _, lim in observed], wb.device).tolist()
-                      if math.isfinite(v)]
+            limits = [v for v in _column([lim for _, lim in observed]) if math.isfinite(v)]
             record["max_norm"] = max(limits) if limits else math.nan
         else:
             return

@@ -75,9 +75,7 @@ class TermOutputProbe(Probe):
         self.front, self.budget = front, budget
         self.stride = 1  # log intervals between samples (grows when a sample is costly)
         self._period: float | None = None  # smoothed busy time of the loop per wb.loss call
-        self._opened: float | None = None  # first forward (or wb.loss) since the last step
-        self._losses = 0  # wb.loss calls since then
-        self._sampling = 0.0  # seconds of samples since then
+        self._sampling = 0.0  # seconds of samples in the current optimizer-step cycle
         self._sample_cost: float | None = None  # the last sample's, until the stride is set
         self._captured: list[Any] = []
         self._pending: list[tuple[int, list[str], torch.Tensor]] = []
@@ -92,30 +90,26 @@ class TermOutputProbe(Probe):
         return calls <= self.front or (calls - 1) % (wb.log_every * self.stride) == 0
 
     def on_after_forward(self, ctx: StepContext) -> None:
-        if self._opened is None:
-            self._opened = time.perf_counter()
         if self._due(ctx.wb) and len(self._captured) < _MAX_CAPTURED:
             self._captured.append(ctx.payload.get("output"))
 
     def on_after_loss(self, ctx: StepContext) -> None:
         start = time.perf_counter()
-        if self._opened is None:  # a forward the Workbench does not see: time from here
-            self._opened = start
-        self._losses += 1
         if self._observe(ctx):
             self._sample_cost = time.perf_counter() - start
             self._sampling += self._sample_cost
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
-        """Close the loop's own busy time (first forward to step end, less the samples) and
-        keep the samples within the budget of it. Wall time between two `wb.loss` calls
+        """Keep the samples within the budget of the loop's own busy time per `wb.loss`
+        call (`wb.cycle_busy`, less the samples). Wall time between two `wb.loss` calls
         would also count data loading and, in an interleaved benchmark, the other loops'
         turns, and set the stride too low."""
-        if self._opened is None or not self._losses:
+        sampling, self._sampling = self._sampling, 0.0
+        busy, losses = ctx.wb.cycle_busy, ctx.wb.cycle_losses
+        if busy is None or not losses:
             return
-        busy = (time.perf_counter() - self._opened - self._sampling) / self._losses
+        busy = max(busy - sampling, 0.0) / losses
         self._period = busy if self._period is None else 0.9 * self._period + 0.1 * busy
-        self._opened, self._losses, self._sampling = None, 0, 0.0
         if self._sample_cost is not None and self._period > 0:
             per_step = self._sample_cost / (ctx.wb.log_every * self._period)
             self.stride = max(1, math.ceil(per_step / self.budget))

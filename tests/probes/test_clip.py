@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import riswb
-from riswb.probes.clip import ClipProbe, clip_summary
+from riswb.probes.clip import ClipProbe, clip_ratio, clip_summary
 from riswb.runlog import read_run
 
 
@@ -58,3 +59,28 @@ def test_summary_edge_cases():
     assert out["ratio"] == 0.5 and out["clipped"] == 0.5 and out["max_norm"] == 2.0
     out = clip_summary([(torch.tensor(float("nan")), 1.0)])
     assert math.isnan(out["ratio"]) and out["clipped"] == 0.0 and out["calls"] == 1
+
+
+def test_clip_summary_matches_numpy_on_every_edge_case():
+    """Oracle: the numpy formulas the record is defined by (min(1, limit/norm) with IEEE
+    division, NaN kept; means over the calls), on norms and limits mixing tensors and
+    floats, 0, inf and NaN."""
+    specials = [0.0, 1e-12, 0.5, 1.0, 3.0, math.inf, math.nan]
+    pairs = [(n, lim) for n in specials for lim in specials]
+    norms, limits = np.array([n for n, _ in pairs]), np.array([lim for _, lim in pairs])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.minimum(limits / norms, 1.0)
+    for (n, lim), want in zip(pairs, ratios, strict=True):
+        got = clip_ratio(n, lim)
+        assert (math.isnan(got) and math.isnan(want)) or got == want, (n, lim, got, want)
+    finite = [(n, lim) for n, lim in pairs if not (math.isnan(n) or math.isnan(lim))]
+    entries = [(torch.tensor(n, dtype=torch.float64) if i % 2 else n, lim)
+               for i, (n, lim) in enumerate(finite)]
+    norms, limits = np.array([n for n, _ in finite]), np.array([lim for _, lim in finite])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.minimum(limits / norms, 1.0).mean()
+    summary = clip_summary(entries)
+    assert summary["norm"] == pytest.approx(norms.mean())  # inf: a norm was infinite
+    assert (math.isnan(summary["ratio"]) and math.isnan(ratio)) or summary["ratio"] == ratio
+    assert summary["clipped"] == (norms > limits).mean()
+    assert summary["max_norm"] == limits[-1] and summary["calls"] == len(finite)
