@@ -13,7 +13,9 @@ the same model, optimizer and scheduler and one Workbench for the whole benchmar
 up for `warmup` consecutive steps first — which is when the term-gradient probe calibrates
 its sampling interval N on the variant's real step time — and closed after the last
 (neither is timed). Each Workbench then keeps stepping, untimed, until it has chosen its
-observation stride (riswb.instrument.observation: `CALIBRATED` cycles); the cycles a run
+observation stride (riswb.instrument.observation: `CALIBRATED` cycles) and its log interval
+(riswb.instrument.log_interval: `FRONT` calls; the early records' extra flushes, at most
+~1 ms per 20 steps over 200 steps, are left out); the cycles a run
 observes in full beyond that stride (its first ones, and a calibration every `RECHECK`
 cycles) are charged at their measured cost, spread over `run_length` steps, on a line of
 their own.
@@ -62,9 +64,9 @@ from typing import Any
 import torch
 
 from riswb.bench_sampling import StepTimes, calibration_share, pin_term_sampling, term_samples
-from riswb.instrument import observation
+from riswb.instrument import log_interval, observation
 from riswb.instrument.hooks import Probe
-from riswb.instrument.workbench import DEFAULT_LOG_EVERY, Workbench
+from riswb.instrument.workbench import Workbench
 from riswb.probes.term_gradients import FRONT
 from riswb.reference.losses import weighted_total
 from riswb.reference.schedule import warmup_cosine
@@ -211,7 +213,7 @@ def run_bench(
     per_probe: bool = True,
     fail_fast: bool = True,
     run_length: int = RUN_LENGTH,
-    log_every: int = DEFAULT_LOG_EVERY,
+    log_every: int | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     threads: int | None = None,
@@ -318,8 +320,9 @@ def _measure(
                 step = _plain_step if wb is None else _wb_step
                 for _ in range(warmup):
                     step(setup, wb)
-                while wb is not None and wb.observation.cycle < CALIBRATED:
-                    step(setup, wb)  # the observation stride is decided before timing
+                while wb is not None and (wb.observation.cycle < CALIBRATED
+                                          or wb.n_loss < log_interval.FRONT):
+                    step(setup, wb)  # the observation stride and log interval are settled
             probes = {name: wb and wb.registry.get("term_gradients")
                       for name, wb in benches.items()}
             sampled = {name: pin_term_sampling(probe, steps, turn)
@@ -439,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--model", choices=MODELS, default="mlp")
-    parser.add_argument("--log-every", type=int, default=DEFAULT_LOG_EVERY)
+    parser.add_argument("--log-every", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")

@@ -110,6 +110,7 @@ class LoopEvents:
         self.cycle_busy = None if opened is None else time.perf_counter() - opened
         self.cycle_losses, self._cycle_loss_start = (self.n_loss - self._cycle_loss_start,
                                                      self.n_loss)
+        self.log_interval.note_cycle(self.cycle_busy, self.cycle_losses)
         if self.registry.subscribed(Event.AFTER_OPTIMIZER_STEP):
             self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step,
                        optimizer=index, optimizer_step=self.opt_steps[index], closure=closure)
@@ -117,7 +118,7 @@ class LoopEvents:
         # loops that step without wb.loss (or between loss calls) still flush
         if (
             self.n_loss == self._flushed_loss
-            and self.opt_step - self._flushed_opt >= self.log_every
+            and self.opt_step - self._flushed_opt >= self.log_interval.every
         ):
             self.flush()
 

@@ -40,10 +40,12 @@ against.
 
 Counters: `n_forward`, `n_loss`, `n_backward`, `opt_step` (all optimizers), `opt_steps[i]`,
 `n_scheduler`, `n_eval` (`wb.counts()` returns them under the `cadence` record's keys).
-Probes are flushed at the start of every `log_every`-th `wb.loss` call (so a record covers
-whole batches, its `step` being the interval's last loss step), after every `log_every`-th
-optimizer step when no `wb.loss` call came in between (loops that step without it), and at
-`close`: nothing here forces a host sync per step.
+Probes are flushed at the start of every `log_interval.every`-th `wb.loss` call (so a record
+covers whole batches, its `step` being the interval's last loss step), after as many
+optimizer steps when no `wb.loss` call came in between (loops that step without it), and at
+`close`: nothing here forces a host sync per step. The interval is `log_every` when given,
+else 20 calls, grown on loops whose step is well under a millisecond
+(riswb.instrument.log_interval; event `log_interval` when it changes).
 
 A constructor that fails (bad arguments: before any directory exists; a probe that raises
 under strict=True, or anything later) detaches every hook and marks the run `failed`.
@@ -67,6 +69,7 @@ from riswb.instrument import scaler as scaler_hooks
 from riswb.instrument.backward import BackwardEnd
 from riswb.instrument.grad_clearing import GradClearWatch
 from riswb.instrument.hooks import Event, Registry
+from riswb.instrument.log_interval import LogInterval
 from riswb.instrument.loop_events import LoopEvents
 from riswb.instrument.loop_hooks import SchedulerPatch, optimizer_list
 from riswb.instrument.loss_weights import LossWeights, checked_metrics, checked_terms
@@ -75,8 +78,6 @@ from riswb.instrument.optimizer_info import describe_optimizer
 from riswb.instrument.probe_resolution import resolve_probes
 from riswb.instrument.ranks import rank_info, run_name_for_rank
 from riswb.runlog import RunWriter
-
-DEFAULT_LOG_EVERY = 20
 
 
 def grad_versions(params: list[torch.Tensor]) -> list[int]:
@@ -104,7 +105,7 @@ class Workbench(LoopEvents):
         config: dict | None = None,
         probes: Any = "default",
         strict: bool = False,
-        log_every: int = DEFAULT_LOG_EVERY,
+        log_every: int | None = None,
         accumulation: int = 1,
         intent: dict | None = None,
         plugins: str | os.PathLike | None = None,
@@ -116,8 +117,9 @@ class Workbench(LoopEvents):
     ):
         """`optimizer`: one optimizer or a list; `optimizers`: more of them (the union is
         watched, in that order: optimizer i is `opt/<i>` in the records). `log_every`: flush
-        probes every N `wb.loss` calls. `accumulation`: loss calls per intended optimizer
-        step (manifest intent). `plugins`: a directory of plugin probes to add to `probes`.
+        probes every N `wb.loss` calls (None: riswb.instrument.log_interval decides).
+        `accumulation`: loss calls per intended optimizer step (manifest intent).
+        `plugins`: a directory of plugin probes to add to `probes`.
         `first_step`: the step number of the first `wb.loss` call — a resumed run passes
         where its predecessor stopped, so both runs share one step axis. `check_every`:
         diagnose the run in progress every N steps and act on the first error finding —
@@ -127,8 +129,6 @@ class Workbench(LoopEvents):
         (1: every cycle); None measures it (riswb.instrument.observation)."""
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {log_every}")
         if accumulation < 1:
             raise ValueError(f"accumulation must be >= 1, got {accumulation}")
         if first_step < 0:
@@ -138,7 +138,8 @@ class Workbench(LoopEvents):
         self.optimizer = self.optimizers[0]
         self.scheduler = scheduler
         self.strict = strict
-        self.log_every = int(log_every)
+        self.log_interval = LogInterval(log_every)
+        self.log_every = self.log_interval.base  # the interval records start from
         self.named_params: list[tuple[str, torch.nn.Parameter]] = [
             (n, p) for n, p in model.named_parameters() if p.requires_grad
         ]
@@ -249,7 +250,7 @@ class Workbench(LoopEvents):
         total, values = self.loss_weights.total(names, terms, used)
         if self._closed:
             return total
-        if self.n_loss - self._flushed_loss >= self.log_every:
+        if self.n_loss - self._flushed_loss >= self.log_interval.every:
             self.flush()
         if not self._bw_since_loss:
             self.loss_without_backward += 1
@@ -406,6 +407,8 @@ class Workbench(LoopEvents):
             self.registry.flush(self.step)
         if not self._optimizers_noted and self.opt_step:
             self._note_optimizers()
+        if self.log_interval.update(self.n_loss):
+            self.writer.event(self.step, "log_interval", every=self.log_interval.every)
 
     def _note_optimizers(self) -> None:
         """Manifest `optimizers`: class and kind of each, once all of them hold state."""

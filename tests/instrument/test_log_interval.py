@@ -1,0 +1,72 @@
+"""The flush interval: exact when given, grown from the loop's busy time when not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from riswb.instrument.log_interval import (
+    DEFAULT_LOG_EVERY,
+    FRONT,
+    MAX_FACTOR,
+    MIN_SECONDS,
+    LogInterval,
+)
+from riswb.instrument.workbench import Workbench
+from riswb.runlog import read_run
+
+
+def test_a_given_interval_is_kept_whatever_the_step_costs():
+    interval = LogInterval(5)
+    for _ in range(50):
+        interval.note_cycle(1e-5, 1)
+    assert not interval.update(10 * FRONT) and interval.every == 5
+
+
+@pytest.mark.parametrize(("per_call", "factor"), [
+    (5e-3, 1),  # 20 calls already hold 100 ms
+    (MIN_SECONDS / DEFAULT_LOG_EVERY / 4.2, 5),  # 20 calls hold a quarter of MIN_SECONDS
+    (1e-7, MAX_FACTOR),  # capped
+])
+def test_the_default_grows_to_hold_min_seconds_of_busy_time(per_call, factor):
+    interval = LogInterval(None)
+    for _ in range(100):
+        interval.note_cycle(2 * per_call, 2)  # two wb.loss calls per cycle
+    assert not interval.update(FRONT - 1) and interval.every == DEFAULT_LOG_EVERY
+    assert interval.update(FRONT) == (factor != 1)
+    assert interval.every == DEFAULT_LOG_EVERY * factor
+
+
+def test_a_bad_interval_is_refused():
+    with pytest.raises(ValueError, match="log_every"):
+        LogInterval(0)
+
+
+def _train(steps: int, tmp_path, **options) -> Workbench:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    wb = Workbench(model, optimizer, runs_dir=tmp_path, name="interval", **options)
+    x, y = torch.randn(8, 4), torch.randn(8, 1)
+    for _ in range(steps):
+        loss = wb.loss({"mse": ((model(x) - y) ** 2).mean()})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    wb.close()
+    return wb
+
+
+def test_a_sub_millisecond_loop_logs_every_20_calls_first_then_sparser(tmp_path):
+    wb = _train(FRONT + 800, tmp_path / "auto")
+    run = read_run(wb.path)
+    steps = run.scalars[run.scalars.kind == "loss"]["step"].tolist()
+    early = [s for s in steps if s < FRONT]
+    assert early == list(range(DEFAULT_LOG_EVERY - 1, FRONT, DEFAULT_LOG_EVERY))
+    late = [b - a for a, b in zip(steps, steps[1:]) if a >= FRONT + DEFAULT_LOG_EVERY][:-1]
+    assert late and min(late) > DEFAULT_LOG_EVERY  # the final flush at close aside
+    changed = run.events[run.events.event == "log_interval"]
+    assert changed["every"].iloc[-1] == wb.log_interval.every > DEFAULT_LOG_EVERY
+    fixed = read_run(_train(FRONT + 200, tmp_path / "fixed", log_every=20).path)
+    steps = fixed.scalars[fixed.scalars.kind == "loss"]["step"].tolist()
+    assert steps == list(range(19, FRONT + 200, 20))
