@@ -47,6 +47,9 @@ class Summary:
     git_sha: str | None
     versions: dict[str, str]
     warnings: list[str]
+    # the sampled probes' final stride (riswb.instrument.observation): > 1 on a host-bound
+    # loop, whose gradient statistics then come from one optimizer-step cycle in that many
+    observe_stride: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,6 +69,9 @@ class Summary:
         if self.final_terms:
             terms = self.final_terms.items()
             pairs.append(("final terms", ", ".join(f"{k}={fmt(v)}" for k, v in terms)))
+        if self.observe_stride > 1:
+            pairs.append(("observed", f"1 optimizer step in {self.observe_stride} for gradient "
+                          "norms, dead tensors, grad_step and inputs (a host-bound loop)"))
         return pairs
 
 
@@ -159,6 +165,7 @@ def summarize(run: Run) -> Summary:
             best_loss, best_step = float(total[index]), int(loss["step"].iloc[index])
         final_terms = {t: last_finite(col(loss, t)) for t in value_columns(loss, exclude={"total"})}
 
+    strides = run.events_of("observation_stride")
     warnings = list(run.warnings)
     for message in map(str, manifest.get("warnings") or []):
         if message not in warnings:
@@ -183,6 +190,7 @@ def summarize(run: Run) -> Summary:
         git_sha=manifest.get("git_sha"),
         versions=manifest.get("versions") or {},
         warnings=warnings,
+        observe_stride=int(strides[-1]["stride"]) if strides else 1,
     )
 
 

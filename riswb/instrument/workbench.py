@@ -170,7 +170,7 @@ class Workbench(LoopEvents):
         self.cycle_losses = 0  # wb.loss calls in it
         self._cycle_opened: float | None = None
         self._cycle_loss_start = 0
-        self._stride_noted = self.observation.stride
+        self._stride_noted = 1  # a fixed stride > 1 is noted at the first cycle's end
         self.skipped: dict[str, int] = {}  # reason -> skipped optimizer-step attempts
         self.loss_without_backward = 0  # wb.loss calls followed by no backward
         self.steps_without_backward = 0  # optimizer steps with no backward since the last one

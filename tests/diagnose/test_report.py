@@ -100,3 +100,28 @@ def test_json_has_findings_unchecked_summary_tables(tmp_path, synthetic_run):
         assert FINDING_FIELDS <= set(finding)
     grads = {r["term"]: r for r in data["tables"]["term_gradients"]["rows"]}
     assert grads["ortho"]["median"] == 0
+
+
+def test_summary_says_when_gradient_statistics_came_from_sampled_cycles(tmp_path):
+    import torch
+
+    import riswb
+
+    def run(**options):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        with riswb.Workbench(model, optimizer, runs_dir=tmp_path, **options) as wb:
+            x = torch.randn(8, 4)
+            for _ in range(12):
+                loss = wb.loss({"mse": model(x).square().mean()})
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return summarize(read_run(wb.path))
+
+    strided, full = run(observe_every=4, name="strided"), run(name="full")
+    assert strided.observe_stride == 4 and full.observe_stride == 1
+    labels = {label: text for label, text in strided.pairs()}
+    assert "1 optimizer step in 4" in labels["observed"]
+    assert "observed" not in dict(full.pairs())
