@@ -7,8 +7,9 @@ into records (about a millisecond for the default probes on a CPU, whatever the 
 holds), which on a loop whose step is well under a millisecond would cost more than the
 probes themselves and write hundreds of records a second. The interval then grows to a
 multiple of 20 calls (at most `MAX_FACTOR`), from the busy time per call the Workbench
-measures (`wb.cycle_busy` / `wb.cycle_losses`, smoothed); the early records, which short
-runs and the first findings rely on, keep the plain cadence.
+measures (`wb.cycle_busy` / `wb.cycle_losses`, smoothed; a change within a quarter of the
+current interval is noise and ignored); the early records, which short runs and the first
+findings rely on, keep the plain cadence.
 """
 
 from __future__ import annotations
@@ -47,5 +48,7 @@ class LogInterval:
             return False
         factor = math.ceil(MIN_SECONDS / (self.base * self._per_call))
         every = self.base * min(max(factor, 1), MAX_FACTOR)
-        changed, self.every = every != self.every, every
-        return changed
+        if abs(every - self.every) * 4 <= self.every:
+            return False  # within a quarter: timer noise, not a new loop speed
+        self.every = every
+        return True

@@ -23,6 +23,10 @@ from riswb.diagnose.rules import Diagnosis, diagnose
 
 Loop = Callable[[Path], Path]
 LOG_EVERY = 10
+# what the `_plain_steps` loops run with; tests/loops/test_long_host_bound_loops.py runs the
+# same loops long, under the Workbench's own defaults (measured observation stride, log
+# interval) or a fixed stride, by replacing these
+RUN = {"steps": None, "workbench": {"log_every": LOG_EVERY}}
 
 
 def _mlp(seed: int = 0, width: int = 16, dropout: float = 0.0) -> nn.Module:
@@ -55,8 +59,9 @@ def _plain_steps(runs_dir: Path, name: str, model: nn.Module, opt, sched=None, *
     `wb.evaluate({"val": evaluate()})` every 20 steps."""
     x, y = _data()
     batches = _batches(x, y)
+    steps = RUN["steps"] or steps
     with riswb.Workbench(model, opt, sched, runs_dir=runs_dir, name=name,
-                         log_every=LOG_EVERY) as wb:
+                         **RUN["workbench"]) as wb:
         for step in range(steps):
             if at_step is not None:
                 at_step(step)
