@@ -14,20 +14,21 @@ The stride comes from what the probes cost on this loop, measured, not guessed:
 
 * the first `FRONT` cycles are all observed (a term dead or a tensor frozen at init is
   decided from the first steps, and short runs are observed whole);
-* then `CALIBRATE` observed and as many unobserved cycles alternate; each cycle's busy time
-  (from its first forward, or `wb.loss` call, to the end of its optimizer step: data loading
-  and, in an interleaved benchmark, the other loops' turns are not the loop's step), the
-  shortest per kind, gives the loop's own cycle u (unobserved,
-  with the always-on probes) and the sampled probes' cost c = observed − u (the shortest:
-  a shared machine's load, a flush or a garbage collection only ever adds time, so the
-  minimum of several cycles is the steadiest estimate of what a cycle needs);
+* then `CALIBRATE` observed and as many unobserved cycles alternate. Each cycle's busy time
+  (`wb.cycle_busy`: its first forward, or `wb.loss` call, to the end of its optimizer step;
+  data loading, and the other loops' turns in an interleaved benchmark, are not the loop's
+  step), the shortest of each kind, gives the loop's own cycle u (unobserved, always-on
+  probes included) and the sampled probes' cost c = observed − u. The shortest, because a
+  shared machine's load, a flush or a garbage collection only ever add time: the minimum
+  of several cycles is the steadiest estimate of what a cycle needs;
 * stride = ⌈c / (`SHARE`·u)⌉, between 1 and `MAX_STRIDE`: the sampled probes keep to about
   `SHARE` of the step (a loop whose probes are cheap against its step keeps stride 1);
 * every `RECHECK` cycles the calibration is repeated, as a loop's step time drifts.
 
 Observed cycles are spaced by gaps drawn uniformly from 1 … 2·stride − 1 (mean `stride`),
 from a fixed seed: a loop with a period of its own (alternating optimizers, one backward per
-head, accumulation) is observed at every phase of it, and runs are reproducible.
+head, accumulation) is observed at every phase of it, and a given stride always observes
+the same cycles.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class ObservationSchedule:
         self.fixed = stride is not None
         self.stride = 1 if stride is None else int(stride)
         self.cycle = 0  # cycles ended so far
-        self.costs: tuple[float, float] | None = None  # (observed, unobserved) s, last calibration
+        # (observed, unobserved) shortest cycle seconds at the last calibration
+        self.costs: tuple[float, float] | None = None
         self._random = random.Random(seed)
         self._calibration_start = FRONT
         self._times: dict[bool, list[float]] = {True: [], False: []}
