@@ -13,9 +13,10 @@ the same model, optimizer and scheduler and one Workbench for the whole benchmar
 up for `warmup` consecutive steps first — which is when the term-gradient probe calibrates
 its sampling interval N on the variant's real step time — and closed after the last
 (neither is timed). Each Workbench then keeps stepping, untimed, until it has chosen its
-observation stride (riswb.instrument.observation: `CALIBRATED` cycles) and its log interval
-(riswb.instrument.log_interval: `FRONT` calls; the early records' extra flushes, at most
-~1 ms per 20 steps over 200 steps, are left out); the cycles a run
+observation stride (riswb.instrument.observation: `CALIBRATED` cycles, when it holds a
+sampled probe) and its log interval (riswb.instrument.log_interval: up to `FRONT` calls on
+a fast loop; the early records' extra flushes, at most ~1 ms per 20 steps over 200 steps,
+are left out); the cycles a run
 observes in full beyond that stride (its first ones, and a calibration every `RECHECK`
 cycles) are charged at their measured cost, spread over `run_length` steps, on a line of
 their own.
@@ -64,7 +65,7 @@ from typing import Any
 import torch
 
 from riswb.bench_sampling import StepTimes, calibration_share, pin_term_sampling, term_samples
-from riswb.instrument import log_interval, observation
+from riswb.instrument import observation
 from riswb.instrument.hooks import Probe
 from riswb.instrument.workbench import Workbench
 from riswb.probes.term_gradients import FRONT
@@ -196,6 +197,14 @@ def _wb_step(s: _Setup, wb: Workbench) -> None:
     s.scheduler.step()
 
 
+def _settled(wb: Workbench) -> bool:
+    """Whether the Workbench has chosen its observation stride (when it holds a sampled
+    probe) and its log interval: what the timed window should see is the steady state."""
+    observed = (wb.observation.fixed or wb.observation.cycle >= CALIBRATED
+                or not any(probe.sampled for probe in wb.registry.probes))
+    return observed and wb.log_interval.settled(wb.n_loss)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -320,9 +329,8 @@ def _measure(
                 step = _plain_step if wb is None else _wb_step
                 for _ in range(warmup):
                     step(setup, wb)
-                while wb is not None and (wb.observation.cycle < CALIBRATED
-                                          or wb.n_loss < log_interval.FRONT):
-                    step(setup, wb)  # the observation stride and log interval are settled
+                while wb is not None and not _settled(wb):
+                    step(setup, wb)
             probes = {name: wb and wb.registry.get("term_gradients")
                       for name, wb in benches.items()}
             sampled = {name: pin_term_sampling(probe, steps, turn)

@@ -42,6 +42,12 @@ class LogInterval:
         self._per_call = per_call if self._per_call is None else (
             (1 - _SMOOTHING) * self._per_call + _SMOOTHING * per_call)
 
+    def settled(self, calls: int) -> bool:
+        """Whether the interval can no longer change by itself: fixed, past `FRONT` calls, or
+        a loop slow enough that `base` calls already hold `MIN_SECONDS`."""
+        return (self.fixed or calls >= FRONT
+                or (self._per_call is not None and self.base * self._per_call >= MIN_SECONDS))
+
     def update(self, calls: int) -> bool:
         """After a flush at `calls` wb.loss calls: set the next interval; whether it changed."""
         if self.fixed or calls < FRONT or not self._per_call:
