@@ -7,9 +7,10 @@ into records (about a millisecond for the default probes on a CPU, whatever the 
 holds), which on a loop whose step is well under a millisecond would cost more than the
 probes themselves and write hundreds of records a second. The interval then grows to a
 multiple of 20 calls (at most `MAX_FACTOR`), from the busy time per call the Workbench
-measures (`wb.cycle_busy` / `wb.cycle_losses`, smoothed; a change within a quarter of the
-current interval is noise and ignored); the early records, which short runs and the first
-findings rely on, keep the plain cadence.
+measures (`wb.cycle_busy` / `wb.cycle_losses`, smoothed; it moves only when the wanted
+multiple is half a step past the current one and the change exceeds a quarter of the
+interval, so that a loop near a boundary does not make it flap); the early records, which
+short runs and the first findings rely on, keep the plain cadence.
 """
 
 from __future__ import annotations
@@ -52,9 +53,18 @@ class LogInterval:
         """After a flush at `calls` wb.loss calls: set the next interval; whether it changed."""
         if self.fixed or calls < FRONT or not self._per_call:
             return False
-        factor = math.ceil(MIN_SECONDS / (self.base * self._per_call))
-        every = self.base * min(max(factor, 1), MAX_FACTOR)
+        wanted = MIN_SECONDS / (self.base * self._per_call)  # intervals of `base` calls
+        factor = self.every // self.base
+        # half a factor of hysteresis each way, and a quarter of the interval: a loop near a
+        # boundary, or timer noise, must not make the interval flap
+        if math.ceil(wanted - 0.5) > factor:
+            new = math.ceil(wanted - 0.5)
+        elif math.ceil(wanted + 0.5) < factor:
+            new = math.ceil(wanted + 0.5)
+        else:
+            return False
+        every = self.base * min(max(new, 1), MAX_FACTOR)
         if abs(every - self.every) * 4 <= self.every:
-            return False  # within a quarter: timer noise, not a new loop speed
+            return False
         self.every = every
         return True

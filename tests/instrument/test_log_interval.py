@@ -25,7 +25,7 @@ def test_a_given_interval_is_kept_whatever_the_step_costs():
 
 @pytest.mark.parametrize(("per_call", "factor"), [
     (5e-3, 1),  # 20 calls already hold 100 ms
-    (MIN_SECONDS / DEFAULT_LOG_EVERY / 4.2, 5),  # 20 calls hold a quarter of MIN_SECONDS
+    (MIN_SECONDS / DEFAULT_LOG_EVERY / 4.7, 5),  # 20 calls hold a 4.7th of MIN_SECONDS
     (1e-7, MAX_FACTOR),  # capped
 ])
 def test_the_default_grows_to_hold_min_seconds_of_busy_time(per_call, factor):
@@ -35,6 +35,18 @@ def test_the_default_grows_to_hold_min_seconds_of_busy_time(per_call, factor):
     assert not interval.update(FRONT - 1) and interval.every == DEFAULT_LOG_EVERY
     assert interval.update(FRONT) == (factor != 1)
     assert interval.every == DEFAULT_LOG_EVERY * factor
+
+
+def test_a_loop_near_a_boundary_does_not_make_the_interval_flap():
+    """Busy time per call wandering across the 1× / 2× boundary (wanted multiple 1.2–1.8)
+    moves the interval once, to 2×, and never back and forth."""
+    interval, changes = LogInterval(None), 0
+    for k in range(4000):
+        wanted = 1.2 + 0.6 * (k // 50 % 2)  # 50 cycles at 1.2, 50 at 1.8, ...
+        interval.note_cycle(MIN_SECONDS / (DEFAULT_LOG_EVERY * wanted), 1)
+        if k % 20 == 0:
+            changes += interval.update(FRONT + k)
+    assert changes == 1 and interval.every == 2 * DEFAULT_LOG_EVERY
 
 
 def test_a_bad_interval_is_refused():
