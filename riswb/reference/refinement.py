@@ -53,6 +53,7 @@ from riswb.reference.physics.baselines._common import (
     project_out,
     suppress_near,
     to_pos,
+    to_search,
     unit_directions,
 )
 from riswb.reference.physics.baselines._greedy import grid_spectrum
@@ -62,11 +63,6 @@ from riswb.reference.physics.presets import Preset
 ITERATIONS = 10  # pattern-search moves per slot per sweep, as in baselines/dml.py
 CHUNK = 32  # scenes per batch: bounds the (L, B, G) grid correlations
 RANGE_POINTS = 49  # the 1/r grid of each slot's range posterior
-
-
-def _to_search(pos: torch.Tensor) -> torch.Tensor:
-    """(φ, θ, r) → (φ, θ, 1/r), the search coordinates."""
-    return torch.stack([pos[..., 0], pos[..., 1], 1 / pos[..., 2]], -1)
 
 
 def _extend(fit: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
@@ -111,8 +107,7 @@ class Refiner:
 
     def cost(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """J (B,) at sources x (B, K, 3) in (φ, θ, 1/r)."""
-        cols = coded_steering(self.preset, self.g_ops, x).permute(0, 2, 3, 1)
-        return project_out(orthonormal_basis(cols), y).abs().square().sum((1, 2))
+        return dml.residual_energy(y, dml.columns(self.preset, self.g_ops, x))
 
     @torch.no_grad()
     def __call__(self, y: torch.Tensor, pos: torch.Tensor, k_logits: torch.Tensor,
@@ -123,7 +118,7 @@ class Refiner:
         else the network's own slot."""
         k_max = pos.shape[1]
         y = y.detach().to(torch.complex128).cpu()
-        x_net = _to_search(pos.detach().to(torch.float64).cpu())
+        x_net = to_search(pos.detach().to(torch.float64).cpu())
         fits, bic = [], []
         for kk in range(1, k_max + 1):
             x = torch.cat([self._refine(y[i:i + CHUNK], x_net[i:i + CHUNK, :kk], sweeps)
@@ -158,8 +153,7 @@ class Refiner:
         """(cost(cand) = −explained/σ̂² + prior, residual) for slot j, the others held:
         the exact change of C when slot j moves to cand (B, C, 3); net=None: no prior."""
         others = [i for i in range(x.shape[1]) if i != j]
-        cols = coded_steering(self.preset, self.g_ops, x[:, others]).permute(0, 2, 3, 1)
-        q = orthonormal_basis(cols)
+        q = orthonormal_basis(dml.columns(self.preset, self.g_ops, x[:, others]))
         res = project_out(q, y)
 
         def cost(cand):

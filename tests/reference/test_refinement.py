@@ -101,11 +101,11 @@ def test_extend_keeps_the_fit_and_adds_unclaimed_slots():
 def test_detection_keeps_real_sources_and_drops_empty_slots(refiner, scenes, preset):
     """At 20 dB every true source passes the residual-share test; a slot placed where no
     source is (another scene's source) does not."""
-    from riswb.reference.refinement import _to_search
+    from riswb.reference.physics.baselines._common import to_search
 
     truth = _truth(scenes).double()
     two = scenes.k == 2
     x = truth[two].clone()
     x[:, 2] = torch.tensor([0.05, -0.5, 5.5], dtype=torch.float64)  # an empty corner
-    detected = refiner._detected(scenes.y[two].to(torch.complex128), _to_search(x))
+    detected = refiner._detected(scenes.y[two].to(torch.complex128), to_search(x))
     assert detected[:, :2].all() and not detected[:, 2].any()

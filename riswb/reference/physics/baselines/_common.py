@@ -94,8 +94,11 @@ def bounds(preset: Preset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def to_pos(x: torch.Tensor) -> torch.Tensor:
-    """(φ, θ, 1/r) → (φ, θ, r)."""
+    """(φ, θ, 1/r) → (φ, θ, r); the map is its own inverse (`to_search`)."""
     return torch.stack([x[..., 0], x[..., 1], 1 / x[..., 2]], -1)
+
+
+to_search = to_pos  # (φ, θ, r) → (φ, θ, 1/r), the search coordinates: the same map
 
 
 def suppress_near(score: torch.Tensor, grid_u: torch.Tensor, picked_u: torch.Tensor,

@@ -33,6 +33,7 @@ from riswb.reference.physics.baselines._common import (
     pattern_search,
     project_out,
     to_pos,
+    to_search,
 )
 from riswb.reference.physics.baselines._greedy import greedy_path
 from riswb.reference.physics.music import MusicGrid
@@ -42,12 +43,13 @@ SWEEPS = 3
 ITERATIONS = 10  # pattern-search moves per source per sweep
 
 
-def _columns(preset: Preset, g_ops: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def columns(preset: Preset, g_ops: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """B_l for sources x (B, K, 3) in (φ, θ, 1/r): (B, L, M, K)."""
     return coded_steering(preset, g_ops, x).permute(0, 2, 3, 1)
 
 
-def _residual_energy(y: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def residual_energy(y: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Σ_l ‖P⊥_{cols_l} y_l‖² (B,): the concentrated cost J of sources whose columns these are."""
     res = project_out(orthonormal_basis(cols), y.to(torch.complex128))
     return res.abs().square().sum((1, 2))
 
@@ -55,8 +57,8 @@ def _residual_energy(y: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 def dml_cost(preset: Preset, y: torch.Tensor, h: torch.Tensor, codes: torch.Tensor,
              pos: torch.Tensor) -> torch.Tensor:
     """J = Σ_l ‖P⊥_{B_l} y_l‖² (B,) for y (B, L, M) and sources pos (B, K, 3) = (φ, θ, r)."""
-    x = torch.stack([pos[..., 0], pos[..., 1], 1 / pos[..., 2]], -1).to(torch.float64)
-    return _residual_energy(y, _columns(preset, operators(h, codes), x))
+    x = to_search(pos).to(torch.float64)
+    return residual_energy(y, columns(preset, operators(h, codes), x))
 
 
 def refine(preset: Preset, g_ops: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
@@ -70,14 +72,14 @@ def refine(preset: Preset, g_ops: torch.Tensor, y: torch.Tensor, x: torch.Tensor
     for _ in range(SWEEPS):
         for j in range(k):  # one source at a time, batched over scenes
             others = [i for i in range(k) if i != j]
-            q = orthonormal_basis(_columns(preset, g_ops, x[:, others]))
+            q = orthonormal_basis(columns(preset, g_ops, x[:, others]))
             res = project_out(q, y)
 
             def loss(cand, q=q, res=res):
                 return -explained(res, project_out(q, coded_steering(preset, g_ops, cand)))
 
             x[:, j], step[:, j] = pattern_search(loss, x[:, j], step[:, j], lo, hi, ITERATIONS)
-    return x, _residual_energy(y, _columns(preset, g_ops, x))
+    return x, residual_energy(y, columns(preset, g_ops, x))
 
 
 def bic(cost: torch.Tensor, k: int, l: int, m: int) -> torch.Tensor:  # noqa: E741
