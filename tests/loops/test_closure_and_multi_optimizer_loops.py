@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import riswb
-from tests.loops.zoo import diagnose_loop
+from tests.loops.zoo import severities
 
 OWN = ("step-cadence", "step-skipped", "grads-not-cleared")
 LOG_EVERY = 10
@@ -196,20 +196,16 @@ BUGGY = {gan_generator_never_cleared: ("grads-not-cleared", "error"),
          one_step_per_epoch_cleared: ("step-cadence", "error")}
 
 
-def _findings(loop, tmp_path) -> dict[str, str]:
-    return {f.id: f.severity for f in diagnose_loop(loop, tmp_path).findings if f.id in OWN}
-
-
 @pytest.mark.parametrize("loop", HEALTHY, ids=lambda f: f.__name__)
 def test_healthy_loop_draws_no_cadence_skip_or_clearing_finding(loop, tmp_path):
-    found = _findings(loop, tmp_path)
+    found = severities(loop, tmp_path, OWN)
     assert not {i: s for i, s in found.items() if s in ("error", "warning")}, found
 
 
 @pytest.mark.parametrize("loop", list(BUGGY), ids=lambda f: f.__name__)
 def test_buggy_loop_is_named(loop, tmp_path):
     rule, severity = BUGGY[loop]
-    assert _findings(loop, tmp_path).get(rule) == severity
+    assert severities(loop, tmp_path, OWN).get(rule) == severity
 
 
 def test_lbfgs_records_closure_steps_and_one_batch_per_step(tmp_path):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import riswb
-from tests.loops.zoo import diagnose_loop
+from tests.loops.zoo import severities
 
 OWN = ("weights-swapped", "params-not-moving", "optimizer-coverage", "dead-params")
 LOG_EVERY = 10
@@ -228,20 +228,16 @@ BUGGY = {ema_never_restored: ("weights-swapped", "error"),
          unfrozen_but_not_in_optimizer: ("optimizer-coverage", "error")}
 
 
-def _findings(loop, tmp_path) -> dict[str, str]:
-    return {f.id: f.severity for f in diagnose_loop(loop, tmp_path).findings if f.id in OWN}
-
-
 @pytest.mark.parametrize("loop", HEALTHY, ids=lambda f: f.__name__)
 def test_healthy_loop_draws_no_swap_or_idle_finding(loop, tmp_path):
-    found = _findings(loop, tmp_path)
+    found = severities(loop, tmp_path, OWN)
     assert not {i: s for i, s in found.items() if s in ("error", "warning")}, found
 
 
 @pytest.mark.parametrize("loop", list(BUGGY), ids=lambda f: f.__name__)
 def test_buggy_loop_is_named(loop, tmp_path):
     rule, severity = BUGGY[loop]
-    assert _findings(loop, tmp_path).get(rule) == severity
+    assert severities(loop, tmp_path, OWN).get(rule) == severity
 
 
 def test_unfrozen_backbone_is_measured_from_then_on(tmp_path):

@@ -49,19 +49,10 @@ def gan_frozen_discriminator(runs_dir: Path) -> Path:
 def value_clipping(runs_dir: Path) -> Path:
     """torch.nn.utils.clip_grad_value_: a deliberate clip, not a mask."""
     model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    x, y = _data()
-    batches = _batches(x, y)
-    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="clip-value",
-                         log_every=LOG_EVERY) as wb:
-        for _ in range(60):
-            xb, yb = next(batches)
-            loss = wb.loss({"mse": (model(xb) - yb).square().mean()})
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_value_(model.parameters(), 0.05)
-            opt.step()
-    return wb.path
+    return _plain_steps(
+        runs_dir, "clip-value", model, torch.optim.SGD(model.parameters(), lr=0.05,
+                                                       momentum=0.9), steps=60,
+        before_step=lambda _: torch.nn.utils.clip_grad_value_(model.parameters(), 0.05))
 
 
 class TwoHeads(nn.Module):

@@ -94,6 +94,11 @@ def diagnose_loop(loop: Loop, runs_dir: Path) -> Diagnosis:
         return diagnose(riswb.read_run(loop(runs_dir)), strict=True)
 
 
+def severities(loop: Loop, runs_dir: Path, ids: tuple[str, ...]) -> dict[str, str]:
+    """{finding id: severity} of `loop`'s run, for the ids a suite is about."""
+    return {f.id: f.severity for f in diagnose_loop(loop, runs_dir).findings if f.id in ids}
+
+
 # -- healthy ------------------------------------------------------------------------------
 
 
