@@ -103,24 +103,12 @@ def test_json_has_findings_unchecked_summary_tables(tmp_path, synthetic_run):
 
 
 def test_summary_says_when_gradient_statistics_came_from_sampled_cycles(tmp_path):
-    import torch
+    from tests.instrument.linear_loop import train_linear
 
-    import riswb
+    def run(name, **options):
+        return summarize(read_run(train_linear(12, tmp_path, name, **options).path))
 
-    def run(**options):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(4, 1)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        with riswb.Workbench(model, optimizer, runs_dir=tmp_path, **options) as wb:
-            x = torch.randn(8, 4)
-            for _ in range(12):
-                loss = wb.loss({"mse": model(x).square().mean()})
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        return summarize(read_run(wb.path))
-
-    strided, full = run(observe_every=4, name="strided"), run(name="full")
+    strided, full = run("strided", observe_every=4), run("full")
     assert strided.observe_stride == 4 and full.observe_stride == 1
     labels = {label: text for label, text in strided.pairs()}
     assert "1 optimizer step in 4" in labels["observed"]

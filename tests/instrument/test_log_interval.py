@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from riswb.instrument.log_interval import (
     DEFAULT_LOG_EVERY,
@@ -12,8 +11,8 @@ from riswb.instrument.log_interval import (
     MIN_SECONDS,
     LogInterval,
 )
-from riswb.instrument.workbench import Workbench
 from riswb.runlog import read_run
+from tests.instrument.linear_loop import train_linear
 
 
 def test_a_given_interval_is_kept_whatever_the_step_costs():
@@ -54,23 +53,8 @@ def test_a_bad_interval_is_refused():
         LogInterval(0)
 
 
-def _train(steps: int, tmp_path, **options) -> Workbench:
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    wb = Workbench(model, optimizer, runs_dir=tmp_path, name="interval", **options)
-    x, y = torch.randn(8, 4), torch.randn(8, 1)
-    for _ in range(steps):
-        loss = wb.loss({"mse": ((model(x) - y) ** 2).mean()})
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    wb.close()
-    return wb
-
-
 def test_a_sub_millisecond_loop_logs_every_20_calls_first_then_sparser(tmp_path):
-    wb = _train(FRONT + 800, tmp_path / "auto")
+    wb = train_linear(FRONT + 800, tmp_path / "auto")
     run = read_run(wb.path)
     steps = run.scalars[run.scalars.kind == "loss"]["step"].tolist()
     early = [s for s in steps if s < FRONT]
@@ -81,6 +65,6 @@ def test_a_sub_millisecond_loop_logs_every_20_calls_first_then_sparser(tmp_path)
     assert late and min(late) > DEFAULT_LOG_EVERY  # the final flush at close aside
     changed = run.events[run.events.event == "log_interval"]
     assert changed["every"].iloc[-1] == wb.log_interval.every > DEFAULT_LOG_EVERY
-    fixed = read_run(_train(FRONT + 200, tmp_path / "fixed", log_every=20).path)
+    fixed = read_run(train_linear(FRONT + 200, tmp_path / "fixed", log_every=20).path)
     steps = fixed.scalars[fixed.scalars.kind == "loss"]["step"].tolist()
     assert steps == list(range(19, FRONT + 200, 20))

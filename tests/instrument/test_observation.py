@@ -18,6 +18,7 @@ from riswb.instrument.observation import (
 )
 from riswb.instrument.workbench import Workbench
 from riswb.runlog import read_run
+from tests.instrument.linear_loop import train_linear
 
 
 def _drive(schedule: ObservationSchedule, cycles: int, observed_s: float,
@@ -97,18 +98,7 @@ class _Counting(Probe):
 
 
 def _train(steps: int, probes: list[Probe], tmp_path, **options) -> Workbench:
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    wb = Workbench(model, optimizer, runs_dir=tmp_path, name="obs", probes=probes, **options)
-    x, y = torch.randn(8, 4), torch.randn(8, 1)
-    for _ in range(steps):
-        loss = wb.loss({"mse": ((model(x) - y) ** 2).mean()})
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    wb.close()
-    return wb
+    return train_linear(steps, tmp_path, "obs", probes=probes, **options)
 
 
 def test_sampled_probes_see_whole_cycles_and_the_others_see_every_step(tmp_path):
