@@ -133,6 +133,11 @@ class WeightSwapProbe(Probe):
         self._ref = self._fingerprint()
         self._ref_vals_cache = None
 
+    def _restart(self, params: list[torch.Tensor]) -> None:
+        """Before any training step: the weights now (storage included) are the start."""
+        self._storage_moved(params)
+        self._rebase()
+
     @property
     def _ref_vals(self) -> torch.Tensor:
         if self._ref_vals_cache is None:
@@ -212,8 +217,7 @@ class WeightSwapProbe(Probe):
             return
         now = self._fingerprint()
         if not self._steps_done:  # nothing trained yet: a loaded checkpoint is the start
-            self._storage_moved(ctx.wb.params)
-            self._rebase()
+            self._restart(ctx.wb.params)
             self._pre_vals = self._ref_vals if self._measures_update() else None
             return
         self._compared += 1
@@ -301,11 +305,9 @@ class WeightSwapProbe(Probe):
                 swaps_only: bool = False) -> bool:
         if self._ref is None:
             return False
-        if not self._steps_done:  # before any training: nothing a swap could lose yet
-            if swaps_only:
-                self._storage_moved(ctx.wb.params)
-                self._rebase()
-                return False
+        if swaps_only and not self._steps_done:  # before any training: nothing to lose yet
+            self._restart(ctx.wb.params)
+            return False
         changed = self._count_changed(ctx.wb.params, swaps_only=swaps_only)
         if changed:
             self._pending = {"step": ctx.step, "kind": kind, "params_changed": changed,
