@@ -51,12 +51,10 @@ update per epoch instead of one per batch; docs/failures.md #9: a loss computed 
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
-
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.tensor_mark import TensorMark, mark, unchanged
 
 
 def _first_tensor(payload: dict) -> torch.Tensor | None:
@@ -84,7 +82,7 @@ class CadenceProbe(Probe):
         # a reused buffer is a new batch, the same object re-fed unmodified is not)
         self._window_loss = 0
         self._forwards = 0
-        self._input: tuple[Any, int] | None = None
+        self._input: TensorMark | None = None
         self._one_input = True
         # loss and backward counts at the current step's pre-hook: a closure's calls run
         # between the pre- and post-hook, the micro-batches accumulated before it do not
@@ -99,8 +97,8 @@ class CadenceProbe(Probe):
         if tensor is None:
             self._one_input = False
         elif self._input is None:
-            self._input = (weakref.ref(tensor), tensor._version)
-        elif self._input[0]() is not tensor or self._input[1] != tensor._version:
+            self._input = mark(tensor)
+        elif not unchanged(self._input, tensor):
             self._one_input = False
 
     def on_before_optimizer_step(self, ctx: StepContext) -> None:

@@ -25,24 +25,20 @@ the watch once a gradient arrived."""
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.params import CoverageAudit, audit_coverage, strip_wrappers
+from riswb.probes.tensor_mark import TensorMark, mark, unchanged
 
 
-def _grad_key(p: torch.Tensor) -> tuple | None:
+def _grad_key(p: torch.Tensor) -> TensorMark | None:
+    return None if p.grad is None else mark(p.grad)
+
+
+def _grad_changed(p: torch.Tensor, key: TensorMark | None) -> bool:
     grad = p.grad
-    return None if grad is None else (weakref.ref(grad), grad._version)
-
-
-def _grad_changed(p: torch.Tensor, key: tuple | None) -> bool:
-    grad = p.grad
-    if grad is None:
-        return False
-    return key is None or key[0]() is not grad or key[1] != grad._version
+    return grad is not None and (key is None or not unchanged(key, grad))
 
 
 def _signature(optimizers: list[torch.optim.Optimizer]) -> tuple[int, ...]:
@@ -61,7 +57,7 @@ class CoverageProbe(Probe):
         self._untrained: list[torch.nn.Parameter] = []  # the model's tensors never trainable
         self.last: CoverageAudit | None = None
         # missing tensors not yet seen to receive a gradient: name -> (param, grad key)
-        self._watch: dict[str, tuple[torch.Tensor, tuple | None]] = {}
+        self._watch: dict[str, tuple[torch.Tensor, TensorMark | None]] = {}
         self._watched = 0
         self._backwards = 0
         self._reported: frozenset[str] | None = None
