@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from riswb.diagnose.frames import col
 from riswb.probes import BUILTIN, default_probes
 from riswb.probes.term_keys import split_pair_key
 
@@ -280,10 +281,6 @@ def disabled_probes(run) -> dict[str, str]:
 CONVERGED_FALL = 0.01
 
 
-def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
-
-
 def converged_closure_steps(run, ustep: np.ndarray, empty: np.ndarray) -> np.ndarray:
     """Of the steps `ustep` marked `empty` (changed no parameter), those an optimizer stepped
     with a closure (LBFGS) took after the loss had converged: such an optimizer runs its own
@@ -294,14 +291,14 @@ def converged_closure_steps(run, ustep: np.ndarray, empty: np.ndarray) -> np.nda
     cadence = frame_of(run, "cadence")
     if not empty.any() or "closure_steps" not in cadence.columns:
         return none
-    closure, steps = _col(cadence, "closure_steps"), _col(cadence, "optimizer_step")
+    closure, steps = col(cadence, "closure_steps"), col(cadence, "optimizer_step")
     last = np.flatnonzero(np.isfinite(closure) & np.isfinite(steps))
     if not len(last) or closure[last[-1]] < steps[last[-1]] or steps[last[-1]] < 1:
         return none  # some steps ran without a closure: no termination test of its own
     losses = frame_of(run, "loss")
     if "total" not in losses.columns:
         return none
-    lstep, total = steps_of(losses), _col(losses, "total")
+    lstep, total = steps_of(losses), col(losses, "total")
     keep = np.isfinite(total)
     lstep, total = lstep[keep], total[keep]
     out = none.copy()
