@@ -64,6 +64,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     frozen = never_gradient(run) or set()
     frozen_dead = [n for n in names if n in frozen]
     names = [n for n in names if n not in frozen]
+    frozen_modules = {n.split(".", 1)[0] for n in frozen_dead if "." in n}
 
     n_dead_last = frac_last = None
     steps_dead: list[int] = []
@@ -84,8 +85,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         .items()
     } if not dead.empty else {}
     if frozen_dead:  # their elements are in the totals: judge by the other modules only
-        module_dead = {m: v for m, v in module_dead.items()
-                       if not any(f.startswith(f"{m}.") for f in frozen_dead)}
+        module_dead = {m: v for m, v in module_dead.items() if m not in frozen_modules}
         frac_last = None
 
     dead_modules = []
@@ -95,10 +95,10 @@ def check(run, th: Thresholds) -> list[Finding]:
             values = col(grads, name)
             ok = np.isfinite(values)
             module = name[len("module/"):]
-            if any(f.startswith(f"{module}.") for f in frozen_dead):
+            if module in frozen_modules:
                 continue  # the frozen-in-effect tensors' module
             if ok.sum() >= th.min_term_samples and np.all(values[ok] <= 0):
-                dead_modules.append({"module": name[len("module/"):],
+                dead_modules.append({"module": module,
                                      "steps": span(gsteps[ok])})
 
     if names or (n_dead_last or 0) > 0 or dead_modules:
