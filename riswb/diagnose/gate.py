@@ -18,7 +18,7 @@ import numpy as np
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules import RULES, Diagnosis, Finding, Thresholds, diagnose
-from riswb.diagnose.rules.loss_not_dropping import alternating_objectives
+from riswb.diagnose.rules._util import alternating_objectives
 from riswb.diagnose.text import fmt, fmt_evidence
 from riswb.errors import RiswbError
 from riswb.runlog import Run

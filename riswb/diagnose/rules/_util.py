@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from riswb.diagnose.frames import col
+from riswb.diagnose.frames import col, value_columns
 from riswb.probes import BUILTIN, default_probes
 from riswb.probes.term_keys import split_pair_key
 
@@ -325,3 +325,21 @@ def never_gradient(run) -> set[str] | None:
     if not records:
         return None
     return set(as_names(records[-1].get("no_grad")))
+
+
+# -- alternating objectives (loss-not-dropping, term-conflict and the gate share it) -------
+
+
+def alternating_objectives(frame: pd.DataFrame, finite: np.ndarray) -> list[str]:
+    """The term sets of loss calls that alternate between objectives (at least two sets,
+    each on a fifth of the records or more; a GAN's discriminator and generator): [] for one
+    objective. `frame` is kind `loss`, `finite` its rows with a finite total."""
+    terms = [c for c in value_columns(frame) if c != "total"]
+    present = frame.loc[finite, terms].notna().to_numpy() if terms else np.zeros((0, 0))
+    if not len(present):
+        return []
+    sets, counts = np.unique(present, axis=0, return_counts=True)
+    common = sets[counts >= 0.2 * len(present)]
+    if len(common) < 2:
+        return []
+    return [", ".join(t for t, on in zip(terms, row, strict=True) if on) for row in common]

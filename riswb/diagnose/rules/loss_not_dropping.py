@@ -16,7 +16,15 @@ import pandas as pd
 
 from riswb.diagnose.frames import col, value_columns
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, frame_of, hint, need, span, steps_of
+from riswb.diagnose.rules._util import (
+    Unchecked,
+    alternating_objectives,
+    frame_of,
+    hint,
+    need,
+    span,
+    steps_of,
+)
 from riswb.diagnose.text import fmt, pct
 
 ID = "loss-not-dropping"
@@ -46,21 +54,6 @@ def check(run, th: Thresholds) -> list[Finding]:
                         f"({'; '.join(objectives[:3])}), e.g. a GAN's discriminator and "
                         "generator: their sum need not fall")
     return findings
-
-
-def alternating_objectives(frame: pd.DataFrame, finite: np.ndarray) -> list[str]:
-    """The term sets of loss calls that alternate between objectives (at least two sets,
-    each on a fifth of the records or more; a GAN's discriminator and generator): [] for one
-    objective. `frame` is kind `loss`, `finite` its rows with a finite total."""
-    terms = [c for c in value_columns(frame) if c != "total"]
-    present = frame.loc[finite, terms].notna().to_numpy() if terms else np.zeros((0, 0))
-    if not len(present):
-        return []
-    sets, counts = np.unique(present, axis=0, return_counts=True)
-    common = sets[counts >= 0.2 * len(present)]
-    if len(common) < 2:
-        return []
-    return [", ".join(t for t, on in zip(terms, row, strict=True) if on) for row in common]
 
 
 def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds) -> list[Finding]:

@@ -17,6 +17,7 @@ from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
 from riswb.diagnose.rules._util import (
     Unchecked,
+    alternating_objectives,
     frame_of,
     hint,
     matrix,
@@ -25,7 +26,6 @@ from riswb.diagnose.rules._util import (
     span,
     steps_of,
 )
-from riswb.diagnose.rules.loss_not_dropping import alternating_objectives
 from riswb.diagnose.text import fmt, pct
 
 ID = "term-conflict"
@@ -88,8 +88,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     evidence = {"steps": [min(steps), max(steps)], "conflicts": conflicts[:10],
                 "n_conflicts": len(conflicts), "conflict_cosine": th.conflict_cosine}
     loss = run.kind("loss")
-    objectives = alternating_objectives(loss, np.isfinite(col(loss, "total"))) \
-        if "total" in loss else []
+    objectives = alternating_objectives(loss, np.isfinite(col(loss, "total")))
     if all(c.get("weaker_share", 1.0) < WEAK_SHARE for c in conflicts):
         weak, strong = sorted(worst["pair"], key=worst["median_grad_norm"].get)
         return [Finding(
