@@ -74,6 +74,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _json_number(value: Any) -> str:
+    """A Python number as `json.dumps(value, allow_nan=True)` writes it."""
+    kind = type(value)
+    if kind is float:
+        if value - value == 0:  # finite
+            return float.__repr__(value)
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if kind is int:
+        return int.__repr__(value)
+    return json.dumps(_plain(value), allow_nan=True)
+
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -129,6 +141,7 @@ class RunWriter:
         self._deferred: set[str] | None = None  # streams written inside `batched()`
         self._lock: BinaryIO | None = None
         self._step = 0  # of the last record, for the log_error event
+        self._templates: dict[tuple[str, tuple[str, ...]], str] = {}  # see `scalar_row`
         self.manifest: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "id": self.path.name,
@@ -232,8 +245,11 @@ class RunWriter:
     def _append(self, stream: str, record: dict) -> None:
         if self.closed or self.failure is not None:
             return
-        line = json.dumps(_plain(record), allow_nan=True) + "\n"
-        self._step = record["step"]
+        self._write_line(stream, json.dumps(_plain(record), allow_nan=True) + "\n",
+                         record["step"])
+
+    def _write_line(self, stream: str, line: str, step: int) -> None:
+        self._step = step
         try:  # `_guard` inline: this runs for every record, a context manager per line costs
             handle = self._streams[stream]
             handle.write(line)
@@ -266,6 +282,23 @@ class RunWriter:
 
     def scalars(self, step: int, kind: str, values: dict[str, Any]) -> None:
         self._append("scalars", {"step": int(step), "kind": kind, **values})
+
+    def scalar_row(self, step: int, kind: str, keys: tuple[str, ...],
+                   values: tuple[Any, ...]) -> None:
+        """`scalars(step, kind, dict(zip(keys, values)))` for values that are Python
+        numbers (int, float, bool or None): the same line, filled into a template kept per
+        (kind, keys) instead of encoded whole. A per-step trace (one record per optimizer
+        step) pays the encoding on every step."""
+        if self.closed or self.failure is not None:
+            return
+        template = self._templates.get((kind, keys))
+        if template is None:
+            if len(self._templates) > 64:
+                self._templates.clear()
+            fields = "".join(", " + json.dumps(key).replace("%", "%%") + ": %s" for key in keys)
+            template = self._templates[kind, keys] = (
+                '{"step": %d, "kind": ' + json.dumps(kind).replace("%", "%%") + fields + "}\n")
+        self._write_line("scalars", template % (step, *map(_json_number, values)), step)
 
     def spectrum(self, step: int, name: str, values, **extra: Any) -> None:
         self._append("spectra", {"step": int(step), "name": name, "values": values, **extra})

@@ -167,6 +167,7 @@ class Registry:
         # Workbench does not observe
         self._handlers: dict[Event, list[tuple[Probe, Any]]] = {event: [] for event in Event}
         self._unobserved: dict[Event, list[tuple[Probe, Any]]] = dict(self._handlers)
+        self._scheduled: frozenset[Event] = frozenset()  # see `_rebuild_handlers`
         # whether the current optimizer-step cycle reaches the sampled probes: set by the
         # Workbench (riswb.instrument.observation), read on every event
         self.observing = True
@@ -195,6 +196,11 @@ class Registry:
             if event in SCHEDULED_EVENTS else handlers
             for event, handlers in self._handlers.items()
         }
+        # events where some handler runs on a schedule (`every` > 1): only those pay the check
+        self._scheduled = frozenset(
+            event for event, handlers in self._handlers.items()
+            if event in SCHEDULED_EVENTS and any(p.every != 1 for p, _ in handlers)
+        )
 
     def get(self, name: str) -> Probe | None:
         return next((probe for probe in self.probes if probe.name == name), None)
@@ -208,17 +214,18 @@ class Registry:
         if not handlers:
             return
         ctx = StepContext(self.wb, event, step, payload)
-        scheduled = event in SCHEDULED_EVENTS
-        disabled, timed = self.disabled, self.cost.active
-        for probe, method in handlers:
-            if scheduled and step % probe.every:
-                continue
+        disabled = self.disabled
+        if self.cost.active or event in self._scheduled:
+            scheduled = event in self._scheduled
+            for probe, method in handlers:
+                if (scheduled and step % probe.every) or (disabled and probe.name in disabled):
+                    continue
+                self._call(probe, method, ctx)
+            return
+        for probe, method in handlers:  # the usual event: `_call` inlined, some forty per step
             if disabled and probe.name in disabled:  # by an earlier handler just now
                 continue
-            if timed:
-                self._call(probe, method, ctx)
-                continue
-            try:  # `_call` inlined: this loop runs some twenty times per training step
+            try:
                 method(ctx)
             except Exception as error:
                 self._failed(probe, ctx, error)

@@ -86,6 +86,7 @@ class LossWeights:
         self.used: dict[str, Any] = {}
         self._written: dict[str, float] | None = None
         self._vectors: dict[Any, torch.Tensor | None] = {}
+        self._noted: dict[str, Any] | None = None  # the latest call's weights, if all numbers
 
     def total(
         self, names: tuple[str, ...], terms: Mapping[str, torch.Tensor], used: dict[str, Any]
@@ -127,11 +128,15 @@ class LossWeights:
 
     def note(self, step: int, names: tuple[str, ...], used: dict[str, Any]) -> None:
         """Record the terms and weights of one call (new names go to the manifest)."""
+        if used == self._noted:  # the usual call: the same Python-number weights again
+            return
+        tensors = any(isinstance(w, torch.Tensor) for w in used.values())
+        self._noted = None if tensors else used
         if any(n not in self.used for n in names):
             self.terms = list(dict.fromkeys([*self.terms, *names]))
             self.writer.update_manifest(loss_terms=self.terms)
         self.used.update(used)
-        if any(isinstance(w, torch.Tensor) for w in used.values()):
+        if tensors:
             return  # compared at flush
         if self._written is None or any(
             self._written.get(n) != float(w) for n, w in used.items()

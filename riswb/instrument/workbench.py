@@ -183,8 +183,9 @@ class Workbench(LoopEvents):
         self.clip_log: list[tuple[torch.Tensor, torch.Tensor | float]] = []
         self.observed_clip_log: list[tuple[torch.Tensor, torch.Tensor]] = []  # grad_step's
         self.observed_sanitized = torch.zeros((), dtype=torch.float64, device=self.device)
-        # the latest whole-model wb.clip_grad_norm_: (grad versions before, after, factor)
-        self.last_clip: tuple[list[int], list[int], torch.Tensor] | None = None
+        # the latest whole-model wb.clip_grad_norm_ of an observed cycle: (grad versions
+        # before, after, its total norm, max_norm)
+        self.last_clip: tuple[list[int], list[int], torch.Tensor, Any] | None = None
         self._cache: dict[Any, Any] = {}
         self._skip_log: dict[str, list[int]] = {}  # reason -> [count, first step, optimizer]
 
@@ -380,14 +381,16 @@ class Workbench(LoopEvents):
         if max_norm is None:
             raise TypeError("clip_grad_norm_() needs max_norm")
         chosen = self.params if params is None else list(params)
-        before = grad_versions(chosen) if params is None else None
+        # for grad_step, which reads it on observed cycles only: the clip's norm, to rescale
+        # its backward-end norms instead of taking a pass of its own
+        tracked = params is None and self.registry.observing
+        before = grad_versions(chosen) if tracked else None
         norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
         limit = max_norm.detach() if isinstance(max_norm, torch.Tensor) else float(max_norm)
         if not self._closed:
             self.clip_log.append((norm.detach(), limit))
-        # torch's factor, for grad_step to rescale its backward-end norms instead of a pass
         self.last_clip = None if before is None else (
-            before, grad_versions(chosen), (limit / (norm.detach() + 1e-6)).clamp(max=1.0))
+            before, grad_versions(chosen), norm.detach(), limit)
         self._cache.clear()
         return norm
 

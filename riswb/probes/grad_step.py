@@ -203,7 +203,9 @@ class GradStepProbe(Probe):
         clip = wb.last_clip
         if (clip is not None and clip[0] == self._bw_versions
                 and now == [clip[1][i] for i in chosen]):
-            return _select(self._bw.norms, at) * clip[2].to(self._bw.norms)
+            _, _, norm, limit = clip
+            factor = (limit / (norm + 1e-6)).clamp(max=1.0)  # torch's own clip factor
+            return _select(self._bw.norms, at) * factor.to(self._bw.norms)
         return None
 
     def _table(self, rows: list[tuple]) -> np.ndarray:

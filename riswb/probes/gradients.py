@@ -61,12 +61,12 @@ def tensor_norms(grads: list[torch.Tensor | None], device: torch.device) -> torc
                  for g in present]
     else:
         norms = list(torch._foreach_norm(present))
-    if all(n.device == device and n.dtype == torch.float32 for n in norms):
+    try:  # one device (the usual case): stack, then one check of the result
         stacked = torch.stack(norms)
-    elif all(n.device == device for n in norms) and len({n.dtype for n in norms}) == 1:
-        stacked = torch.stack(norms).float()
-    else:
-        stacked = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms])
+    except RuntimeError:  # tensors on several devices
+        stacked = torch.stack([n.to(device) for n in norms])
+    if stacked.dtype != torch.float32 or stacked.device != device:
+        stacked = stacked.to(device=device, dtype=torch.float32)
     if len(present) == out_len:
         return stacked
     index = device_index(tuple(i for i, g in enumerate(grads) if g is not None), device)

@@ -26,6 +26,8 @@ import torch
 from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.params import group_label
 
+_HEAD = ("opt_step", "optimizer", "optimizer_step")
+
 
 def _labels(groups: list[dict[str, Any]]) -> list[str]:
     return [group_label(g, i) for i, g in enumerate(groups)]
@@ -45,7 +47,7 @@ class LRTraceProbe(Probe):
 
     def __init__(self, every: int | None = None):
         super().__init__(every)
-        self._rows: list[tuple[int, dict[str, int], list[str], list[Any], list[Any]]] = []
+        self._rows: list[tuple[int, tuple[int, int, int], list[str], list[Any], list[Any]]] = []
         self._labels: dict[int, tuple[Any, list[str]]] = {}  # optimizer -> (key, labels)
         self._order_reported = False
 
@@ -59,8 +61,8 @@ class LRTraceProbe(Probe):
         lrs = [g["lr"] for g in groups]
         lrs = [lr.detach().clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs]
         initial = [g.get("initial_lr") for g in groups]
-        head = {"opt_step": ctx.payload["opt_step"], "optimizer": index,
-                "optimizer_step": ctx.payload.get("optimizer_step", ctx.payload["opt_step"])}
+        head = (ctx.payload["opt_step"], index,  # in `_HEAD` order
+                ctx.payload.get("optimizer_step", ctx.payload["opt_step"]))
         self._rows.append((ctx.step, head, cached[1], lrs, initial))
 
     def on_after_scheduler_step(self, ctx: StepContext) -> None:
@@ -72,10 +74,13 @@ class LRTraceProbe(Probe):
 
     def flush(self, ctx: StepContext) -> None:
         rows, self._rows = self._rows, []
+        writer = ctx.wb.writer
         for step, head, labels, lrs, initial in rows:
-            record: dict[str, Any] = dict(head)
+            keys, values = list(_HEAD), list(head)
             for label, lr, base in zip(labels, lrs, initial, strict=True):
-                record[f"group/{label}"] = _as_float(lr)
+                keys.append(f"group/{label}")
+                values.append(_as_float(lr))
                 if base is not None:
-                    record[f"initial/{label}"] = _as_float(base)
-            ctx.wb.writer.scalars(step, "lr", record)
+                    keys.append(f"initial/{label}")
+                    values.append(_as_float(base))
+            writer.scalar_row(step, "lr", tuple(keys), tuple(values))

@@ -65,7 +65,7 @@ def count_nonfinite(
     every present tensor is counted, with no host sync.
     """
     if branch is None:
-        branch = norms.device.type == "cpu"
+        branch = norms.is_cpu
     if branch:
         # norms are ≥ 0: their sum is finite when every norm is (one op and one read); a
         # sum that overflowed finds no non-finite norm below and counts nothing
@@ -113,7 +113,8 @@ class NonFiniteProbe(Probe):
     def __init__(self, every: int | None = None):
         super().__init__(every)
         self._counts: torch.Tensor | None = None  # (P,) float64 elements, summed over backwards
-        self._loss: torch.Tensor | None = None  # scalar: NaN once a total was non-finite
+        # NaN at [-1] once a total was non-finite (wb.loss's values vector, or the total)
+        self._loss: torch.Tensor | None = None
         self._zero: torch.Tensor | None = None
         self._seen = False
         self._last_bad: Any = False  # did the latest backward leave a non-finite gradient?
@@ -137,14 +138,20 @@ class NonFiniteProbe(Probe):
         total = ctx.payload.get("total")
         if not isinstance(total, torch.Tensor) or total.numel() != 1:
             return
-        total = total.detach().reshape(())
-        if self._loss is None or self._loss.dtype != total.dtype or (
-            self._loss.device != total.device
+        # wb.loss's detached [terms…, total] saves the detach: marked whole, its last slot
+        # is the total's mark (unless it was narrowed to float32, where a huge finite
+        # float64 total would overflow)
+        values = ctx.payload.get("values")
+        if values is None or values.dtype != total.dtype:
+            values = total.detach().reshape(1)
+        loss = self._loss
+        if loss is None or loss.shape != values.shape or loss.dtype != values.dtype or (
+            loss.device != values.device
         ):
-            self._loss = torch.zeros((), dtype=total.dtype, device=total.device)
-            self._zero = torch.zeros((), dtype=total.dtype, device=total.device)
+            loss = self._loss = torch.zeros_like(values)
+            self._zero = torch.zeros_like(values)
         # one fused op, no sync: x·0 is 0 for a finite x and NaN for ±inf/NaN
-        self._loss.addcmul_(total, self._zero)
+        loss.addcmul_(values, self._zero)
         self._seen = True
 
     def on_after_backward(self, ctx: StepContext) -> None:
@@ -178,7 +185,7 @@ class NonFiniteProbe(Probe):
             "grad_elems": int(self._counts.sum().item()) if self._counts is not None else 0,
             "params": int((self._counts > 0).sum().item()) if self._counts is not None else 0,
             "sanitized": sanitized,
-            "loss": int(bool(torch.isnan(self._loss))) if self._loss is not None else 0,
+            "loss": int(bool(torch.isnan(self._loss[-1]))) if self._loss is not None else 0,
             "step_attempts": self._attempts,
             "attempts_nonfinite": int(self._bad_attempts),
             "attempts_skipped": self._skipped,

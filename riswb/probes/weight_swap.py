@@ -59,6 +59,8 @@ import torch
 from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.bits import as_bits
 
+_REFERENCE, _CURRENT = 0, 1  # the two fingerprint buffers
+
 
 class WeightSwapProbe(Probe):
     """Detects parameter changes outside optimizer.step and whether they were undone."""
@@ -94,13 +96,17 @@ class WeightSwapProbe(Probe):
     def _build(self, params: list[torch.Tensor]) -> None:
         self._reduce_masks()  # pending masks belong to the old sample layout
         # live integer views of each sample, flat where the layout allows, so that a
-        # fingerprint is usually one `cat` and nothing else
+        # fingerprint is usually one fused copy into a buffer kept for it
         self._views = [_flat_if_possible(as_bits(_sample_view(p.detach(), self.max_elems)))
                        for p in params]
         self._ptrs = [p.data_ptr() for p in params]
         kinds = {(v.dtype, v.device) for v in self._views}
         self._single = len(kinds) == 1 and all(v.dim() == 1 for v in self._views)
         device = self._views[0].device if self._views else torch.device("cpu")
+        if self._single:  # [the reference's buffer, the current one], and their slices
+            sizes = [v.numel() for v in self._views]
+            self._buffers = [self._views[0].new_empty(sum(sizes)) for _ in range(2)]
+            self._slices = [list(buffer.split(sizes)) for buffer in self._buffers]
         owner = [i for i, v in enumerate(self._views) for _ in range(v.numel())]
         self._owner = torch.tensor(owner, dtype=torch.long, device=device)
         # float views of the same samples (complex as real pairs), for sizes of changes
@@ -130,7 +136,7 @@ class WeightSwapProbe(Probe):
 
     def _rebase(self) -> None:
         """The current weights become the reference (its values are read when needed)."""
-        self._ref = self._fingerprint()
+        self._ref = self._fingerprint(_REFERENCE)
         self._ref_vals_cache = None
 
     def _restart(self, params: list[torch.Tensor]) -> None:
@@ -147,7 +153,8 @@ class WeightSwapProbe(Probe):
     def _measures_update(self) -> bool:
         """Whether this optimizer step's update size is taken (the yardstick of changes
         outside the step): the first steps, then one in `_UPDATE_EVERY` — update sizes drift
-        slowly, and reading values on every step cost a host-bound loop ~6% of its step."""
+        slowly, and measuring one takes some ten small ops, which on every fourth step still
+        cost a host-bound loop ~1% of its step."""
         return self._steps_done < _UPDATE_FIRST or self._steps_done % _UPDATE_EVERY == 0
 
     def _compare(self, now: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -164,10 +171,14 @@ class WeightSwapProbe(Probe):
         big = ~(torch.where(changed, d_sq, zero).sum() <= _BIG**2 * base)
         return changed, d_sq, changed.any() & big, vals
 
-    def _fingerprint(self) -> torch.Tensor:
-        """(E,) integers: the bits of every sampled element, tensor after tensor."""
+    def _fingerprint(self, slot: int = _CURRENT) -> torch.Tensor:
+        """(E,) integers: the bits of every sampled element, tensor after tensor. One
+        dtype and device: written into the buffer `slot` (the reference's is rewritten only
+        by `_rebase`; a current one lives until the next call), one fused copy instead of a
+        `cat`'s allocation and gather, the costliest op in this probe's per-step pair."""
         if self._single:
-            return torch.cat(self._views)
+            torch._foreach_copy_(self._slices[slot], self._views)
+            return self._buffers[slot]
         device = self._views[0].device
         return torch.cat([v.reshape(-1).to(device=device, dtype=torch.int64)
                           for v in self._views])
@@ -333,7 +344,7 @@ class WeightSwapProbe(Probe):
 
 
 _MASK_BATCH = 64  # steps of masks held before they are reduced (bounds the memory)
-_UPDATE_FIRST, _UPDATE_EVERY = 16, 4  # update sizes measured: the first steps, then one in 4
+_UPDATE_FIRST, _UPDATE_EVERY = 16, 16  # update sizes measured: the first steps, then 1 in 16
 _ROUNDING = 4.0  # ‖Δ‖/‖θ‖ up to this many eps of the dtype is rounding, not a change
 _BIG = 2.0  # a swap moves θ more than this many times its latest update and routine edit
 _RECURRING = 0.5  # edits on at least this share of the compared steps are a constraint
