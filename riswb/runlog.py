@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,18 +72,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
-
-
-def _json_number(value: Any) -> str:
-    """A Python number as `json.dumps(value, allow_nan=True)` writes it."""
-    kind = type(value)
-    if kind is float:
-        if value - value == 0:  # finite
-            return float.__repr__(value)
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if kind is int:
-        return int.__repr__(value)
-    return json.dumps(_plain(value), allow_nan=True)
 
 
 def _git_sha() -> str | None:
@@ -141,7 +129,7 @@ class RunWriter:
         self._deferred: set[str] | None = None  # streams written inside `batched()`
         self._lock: BinaryIO | None = None
         self._step = 0  # of the last record, for the log_error event
-        self._templates: dict[tuple[str, tuple[str, ...]], str] = {}  # see `scalar_row`
+        self._templates: dict[tuple[str, tuple[str, ...]], str] = {}  # see `scalar_rows`
         self.manifest: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "id": self.path.name,
@@ -283,13 +271,15 @@ class RunWriter:
     def scalars(self, step: int, kind: str, values: dict[str, Any]) -> None:
         self._append("scalars", {"step": int(step), "kind": kind, **values})
 
-    def scalar_row(self, step: int, kind: str, keys: tuple[str, ...],
-                   values: tuple[Any, ...]) -> None:
-        """`scalars(step, kind, dict(zip(keys, values)))` for values that are Python
-        numbers (int, float, bool or None): the same line, filled into a template kept per
-        (kind, keys) instead of encoded whole. A per-step trace (one record per optimizer
-        step) pays the encoding on every step."""
-        if self.closed or self.failure is not None:
+    def scalar_rows(self, kind: str, keys: tuple[str, ...],
+                    rows: Sequence[tuple[int, Sequence[Any]]]) -> None:
+        """`scalars(step, kind, dict(zip(keys, values)))` for each (step, values) of `rows`,
+        values being Python numbers (int, float, bool or None): the same lines, for a trace
+        that writes one record per optimizer step. Encoding each record whole cost more
+        than the rest of the probe: here one C-level `json.dumps` encodes every value of
+        every row, its output is cut back into values at the separators (an encoded number
+        holds no comma or bracket), and a template kept per (kind, keys) adds the keys."""
+        if self.closed or self.failure is not None or not rows:
             return
         template = self._templates.get((kind, keys))
         if template is None:
@@ -297,8 +287,16 @@ class RunWriter:
                 self._templates.clear()
             fields = "".join(", " + json.dumps(key).replace("%", "%%") + ": %s" for key in keys)
             template = self._templates[kind, keys] = (
-                '{"step": %d, "kind": ' + json.dumps(kind).replace("%", "%%") + fields + "}\n")
-        self._write_line("scalars", template % (step, *map(_json_number, values)), step)
+                '{"step": %s, "kind": ' + json.dumps(kind).replace("%", "%%") + fields + "}\n")
+        try:
+            encoded = json.dumps([[int(step), *values] for step, values in rows],
+                                 allow_nan=True)
+            lines = [template % tuple(row.split(", ")) for row in encoded[2:-2].split("], [")]
+        except TypeError:  # not plain numbers after all (or a string holding ", ")
+            for step, values in rows:
+                self.scalars(step, kind, dict(zip(keys, values, strict=True)))
+            return
+        self._write_line("scalars", "".join(lines), rows[-1][0])
 
     def spectrum(self, step: int, name: str, values, **extra: Any) -> None:
         self._append("spectra", {"step": int(step), "name": name, "values": values, **extra})

@@ -33,6 +33,24 @@ def test_round_trip_keeps_nan_and_infinity(tmp_path):
     assert run.warnings == []
 
 
+@pytest.mark.parametrize("keys, rows", [
+    (("opt_step", "group/a%s", "initial/a"),
+     [(3, [3, 1e-3, 0.1]), (4, [4, math.nan, math.inf]), (5, [5, -math.inf, 5e-324])]),
+    (("flag", "none", "n"), [(0, [True, None, -7]), (1, [False, 0.5, 2**70])]),
+    (("text",), [(0, ["a, b"]), (1, ["c"])]),  # not numbers: written record by record
+])
+def test_scalar_rows_writes_the_lines_scalars_would(tmp_path, keys, rows):
+    fast, plain = RunWriter(tmp_path, "fast"), RunWriter(tmp_path, "plain")
+    fast.scalar_rows("k%d", keys, rows)
+    for step, values in rows:
+        plain.scalars(step, "k%d", dict(zip(keys, values, strict=True)))
+    fast.close()
+    plain.close()
+    lines = [(w.path / "scalars.jsonl").read_text() for w in (fast, plain)]
+    assert lines[0] == lines[1]
+    assert len(lines[0].splitlines()) == len(rows)
+
+
 def test_batched_block_reaches_the_file_at_its_end(tmp_path):
     """Inside `batched()` lines wait in the buffer; at the end of the block (also on an
     exception) every one of them is on disk, whole."""

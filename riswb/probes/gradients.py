@@ -8,7 +8,7 @@ top-level module; `device_index` keeps index tensors resident on the device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import Any
 
 import torch
@@ -18,22 +18,51 @@ from riswb.probes.params import top_module
 _CACHE_KEY = "riswb.raw_grad_stats"
 
 
-@dataclass
 class GradStats:
     """Raw gradients of the trainable tensors at one AFTER_BACKWARD.
 
     grads: the `.grad` of each trainable tensor (None where it has none), in
-    `wb.named_params` order; norms: (P,) float32 on the first parameter's device, ‖g‖₂ per
-    tensor (0 for a None grad; NaN/Inf if the grad holds one); present: P booleans;
-    inverse_scale: 1/scale of the GradScaler whose `scale(loss)` this backward ran under (a
-    device scalar), else None; unscaled: norms × inverse_scale (norms itself without one).
+    `wb.named_params` order; present: P booleans; inverse_scale: 1/scale of the GradScaler
+    whose `scale(loss)` this backward ran under (a device scalar), else None.
+    The per-tensor norms are one `_foreach_norm`, taken at construction; the (P,) vectors
+    built from them are made on first use, since on the cycles the sampled probes skip
+    only the non-finite check reads them, and on CPU it needs no vector (`host_finite`):
+    norms: (P,) float32 on the first parameter's device, ‖g‖₂ per tensor (0 for a None
+    grad; NaN/Inf if the grad holds one); unscaled: norms × inverse_scale (norms itself
+    without a scaler).
     """
 
-    grads: list[torch.Tensor | None]
-    norms: torch.Tensor
-    present: list[bool]
-    inverse_scale: torch.Tensor | None = None
-    unscaled: torch.Tensor | None = None
+    def __init__(self, grads: list[torch.Tensor | None], device: torch.device,
+                 inverse_scale: torch.Tensor | None):
+        self.grads = grads
+        self.present = [g is not None for g in grads]
+        self.inverse_scale = inverse_scale
+        self._device = device
+        self._on_cpu = device.type == "cpu"
+        self._present_norms = present_norms([g for g in grads if g is not None])
+        self._norms: torch.Tensor | None = None
+        self._unscaled: torch.Tensor | None = None
+
+    @property
+    def norms(self) -> torch.Tensor:
+        if self._norms is None:
+            self._norms = stacked_norms(self._present_norms, self.present, self._device)
+        return self._norms
+
+    @property
+    def unscaled(self) -> torch.Tensor:
+        if self._unscaled is None:
+            inverse = self.inverse_scale
+            self._unscaled = (self.norms if inverse is None
+                              else self.norms * inverse.to(self._device))
+        return self._unscaled
+
+    def host_finite(self) -> bool:
+        """True when the gradients live on the CPU and every norm is finite, read on the
+        host from the norms as they are (no vector). False says "look closer": a norm is
+        non-finite, their sum overflowed, or they live on an accelerator (a read would
+        wait for it)."""
+        return self._on_cpu and math.isfinite(sum(n.item() for n in self._present_norms))
 
 
 _INDEX_CACHE: dict[tuple, torch.Tensor] = {}
@@ -51,26 +80,39 @@ def device_index(indices: tuple[int, ...], device: torch.device) -> torch.Tensor
     return found
 
 
-def tensor_norms(grads: list[torch.Tensor | None], device: torch.device) -> torch.Tensor:
-    present = [g for g in grads if g is not None]
-    out_len = len(grads)
+def present_norms(present: list[torch.Tensor]) -> list[torch.Tensor]:
+    """‖g‖₂ of each of `present` (no None): one fused op for dense gradients."""
     if not present:
-        return torch.zeros(out_len, device=device)
+        return []
     if any(g.is_sparse for g in present):
-        norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g)
-                 for g in present]
-    else:
-        norms = list(torch._foreach_norm(present))
+        return [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g)
+                for g in present]
+    return list(torch._foreach_norm(present))
+
+
+def stacked_norms(norms: list[torch.Tensor], present: list[bool],
+                  device: torch.device) -> torch.Tensor:
+    """(P,) float32 on `device`: `norms` (those of the present gradients) in place, 0 for
+    the absent ones."""
+    out_len = len(present)
+    if not norms:
+        return torch.zeros(out_len, device=device)
     try:  # one device (the usual case): stack, then one check of the result
         stacked = torch.stack(norms)
     except RuntimeError:  # tensors on several devices
         stacked = torch.stack([n.to(device) for n in norms])
     if stacked.dtype != torch.float32 or stacked.device != device:
         stacked = stacked.to(device=device, dtype=torch.float32)
-    if len(present) == out_len:
+    if len(norms) == out_len:
         return stacked
-    index = device_index(tuple(i for i, g in enumerate(grads) if g is not None), device)
+    index = device_index(tuple(i for i, there in enumerate(present) if there), device)
     return torch.zeros(out_len, device=device).index_copy_(0, index, stacked)
+
+
+def tensor_norms(grads: list[torch.Tensor | None], device: torch.device) -> torch.Tensor:
+    """(P,) float32 ‖g‖₂ of `grads` on `device`, 0 for None."""
+    return stacked_norms(present_norms([g for g in grads if g is not None]),
+                         [g is not None for g in grads], device)
 
 
 def _param_device(wb: Any) -> torch.device:
@@ -89,10 +131,7 @@ def raw_grad_stats(wb: Any) -> GradStats:
 
     def compute() -> GradStats:
         grads = [p.grad for _, p in wb.named_params]
-        norms = tensor_norms(grads, _param_device(wb))
-        inverse = wb.scaler.inverse()
-        unscaled = norms if inverse is None else norms * inverse.to(norms.device)
-        return GradStats(grads, norms, [g is not None for g in grads], inverse, unscaled)
+        return GradStats(grads, _param_device(wb), wb.scaler.inverse())
 
     return wb.cached(_CACHE_KEY, compute)
 

@@ -29,8 +29,18 @@ from riswb.probes.params import group_label
 _HEAD = ("opt_step", "optimizer", "optimizer_step")
 
 
-def _labels(groups: list[dict[str, Any]]) -> list[str]:
-    return [group_label(g, i) for i, g in enumerate(groups)]
+def _labels(groups: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(group_label(g, i) for i, g in enumerate(groups))
+
+
+def _keys(labels: tuple[str, ...], present: tuple[bool, ...]) -> tuple[str, ...]:
+    """A record's keys: `_HEAD`, then per group its lr and, where known, its base lr."""
+    keys = list(_HEAD)
+    for label, has_initial in zip(labels, present, strict=True):
+        keys.append(f"group/{label}")
+        if has_initial:
+            keys.append(f"initial/{label}")
+    return tuple(keys)
 
 
 def _as_float(lr: Any) -> float:
@@ -47,8 +57,8 @@ class LRTraceProbe(Probe):
 
     def __init__(self, every: int | None = None):
         super().__init__(every)
-        self._rows: list[tuple[int, tuple[int, int, int], list[str], list[Any], list[Any]]] = []
-        self._labels: dict[int, tuple[Any, list[str]]] = {}  # optimizer -> (key, labels)
+        self._rows: list[tuple[int, tuple[int, int, int], tuple[str, ...], list, list]] = []
+        self._labels: dict[int, tuple[Any, tuple[str, ...]]] = {}  # optimizer -> (key, labels)
         self._order_reported = False
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
@@ -74,13 +84,16 @@ class LRTraceProbe(Probe):
 
     def flush(self, ctx: StepContext) -> None:
         rows, self._rows = self._rows, []
-        writer = ctx.wb.writer
+        batches: list[tuple[tuple, list]] = []  # runs of records with the same keys
         for step, head, labels, lrs, initial in rows:
-            keys, values = list(_HEAD), list(head)
-            for label, lr, base in zip(labels, lrs, initial, strict=True):
-                keys.append(f"group/{label}")
-                values.append(_as_float(lr))
+            present = tuple(base is not None for base in initial)
+            values = list(head)
+            for lr, base in zip(lrs, initial, strict=True):
+                values.append(lr if type(lr) is float else _as_float(lr))
                 if base is not None:
-                    keys.append(f"initial/{label}")
-                    values.append(_as_float(base))
-            writer.scalar_row(step, "lr", tuple(keys), tuple(values))
+                    values.append(base if type(base) is float else _as_float(base))
+            if not batches or batches[-1][0] != (labels, present):
+                batches.append(((labels, present), []))
+            batches[-1][1].append((step, values))
+        for (labels, present), batch in batches:
+            ctx.wb.writer.scalar_rows("lr", _keys(labels, present), batch)

@@ -50,6 +50,8 @@ def raw_nonfinite(wb: Any) -> torch.Tensor | None:
 
     def compute() -> torch.Tensor | None:
         stats = raw_grad_stats(wb)
+        if stats.host_finite():
+            return None  # the usual CPU step: no vector of norms built for this
         return count_nonfinite(stats.grads, stats.norms)
 
     return wb.cached(_CACHE_KEY, compute)

@@ -9,7 +9,7 @@ module's forward returned since the previous `wb.loss` call (tensors found in tu
 dicts and dataclasses of the output, requiring grad), with `torch.autograd.grad(...,
 retain_graph=True, allow_unused=True)`: the backward walks only the loss head between the
 outputs and the terms, never the network. When the loss head itself is costly
-(eigendecompositions in the reference model's loss) the probe keeps to `budget` (2%) of the
+(eigendecompositions in the reference model's loss) the probe keeps to `budget` (1%) of the
 loop's busy time (from a step's first forward to its optimizer step, samples excluded): at
 the optimizer step after each sample it sets `stride`, the number of log intervals between
 samples (1 when cheap; in the manifest). Records (at the sampled step):

@@ -3,8 +3,9 @@
 docs/failures.md #19: EMA weights swapped in for validation and never swapped back;
 #20: an SWA swap-in that changed nothing. The probe keeps a fingerprint of the trainable tensors —
 the bits of a strided sample of at most `max_elems` elements per tensor (live views, copied
-by ONE `torch.cat` when the parameters share a dtype and device and are contiguous, which is
-the usual case; otherwise each view is flattened and widened to int64 first),
+by ONE fused `_foreach_copy_` into a buffer kept for it when the parameters share a dtype and
+device and are contiguous, which is the usual case; otherwise each view is flattened and
+widened to int64 and concatenated),
 compared bit for bit (NaN weights compare equal to themselves) — taken after every
 optimizer step, and compares it:
 
