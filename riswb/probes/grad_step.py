@@ -21,7 +21,9 @@ tensors where both are finite and e_p > 0, the step's ratio r = √(Σ s_p² / �
   zeroing, a clamp of some tensors); `altered_down` — altered with every r_p ≤ 1 + `tol`
   (nothing grew: `clip_grad_value_`, a per-tensor clip);
 * zeroed   — Σ s_p² = 0 while Σ e_p² > 0 (zero_grad between backward and step);
-* replaced — some `.grad` is a different tensor object or None at step (host check).
+* replaced — some `.grad` is a different tensor object or None at step (host check) and
+  the step is altered or zeroed: a copy of the same values (`p.grad = p.grad.clone()`, a
+  `nan_to_num` with nothing to replace) changes nothing the optimizer sees.
 
 Feeds: a step with no `wb.clip_grad_norm_` call in its interval adds (pre-norm, post-norm
 when rescaled down, else +inf) to `wb.observed_clip_log`, from which ClipProbe writes an
@@ -88,9 +90,9 @@ class GradStepProbe(Probe):
         self._pending: set[int] = set()  # optimizers not yet stepped since the backward
         self._layouts: dict[int, tuple[Any, tuple[int, ...]]] = {}
         # per observed step: (optimizer, step, expected norms, step norms, unscaled backward
-        # norms, non-finite counts at backward or None, no wb.clip_grad_norm_ call yet)
+        # norms, non-finite counts at backward or None, no wb.clip_grad_norm_ call yet,
+        # some `.grad` another tensor object or None at step)
         self._rows: list[tuple] = []
-        self._replaced: dict[int, list[int]] = {}  # optimizer -> [steps, first step]
         self._elems: list[torch.Tensor] = []  # (changed, total, zeroed, nonzero before)
         self._unscaled = 0
         # the next elementwise sample: the first OBSERVED step at or after this one (on a
@@ -166,10 +168,8 @@ class GradStepProbe(Probe):
         grads = [wb.named_params[i][1].grad for i in chosen]
         before = [bw.grads[i] for i in chosen]
         same = all(g is b for g, b in zip(grads, before, strict=True))
-        if not same and any(b is not None and g is not b
-                            for g, b in zip(grads, before, strict=True)):
-            entry = self._replaced.setdefault(index, [0, ctx.step])
-            entry[0] += 1
+        replaced = not same and any(b is not None and g is not b
+                                    for g, b in zip(grads, before, strict=True))
         inverse = wb.scaler.unscaled.get(index)
         self._unscaled += inverse is not None
         with torch.no_grad():
@@ -189,7 +189,7 @@ class GradStepProbe(Probe):
                 self._elem_next = (opt_step // self.elem_every + 1) * self.elem_every
         # the arithmetic waits for the flush, batched over the interval's steps
         self._rows.append((index, ctx.step, expected, step, _select(bw.unscaled, at), bad,
-                           not wb.clip_log))
+                           not wb.clip_log, replaced))
 
     def _unchanged(self, wb: Any, chosen: tuple[int, ...],
                    at: torch.Tensor | None) -> torch.Tensor | None:
@@ -274,6 +274,10 @@ class GradStepProbe(Probe):
             sums = dict(zip(_FIELDS, np.nan_to_num(table, nan=0.0).sum(0).tolist(), strict=True))
             n = len(rows)
             defined = sums["defined"]
+            # a `.grad` replaced by another tensor counts when the gradients changed with it:
+            # `p.grad = torch.nan_to_num(p.grad)` with nothing to replace copies the values
+            changed = (table[:, 5] > 0) | (table[:, 6] > 0)
+            replaced = [bool(row[7] and flag) for row, flag in zip(rows, changed, strict=True)]
             record = {
                 "steps": n,
                 "norm_backward": math.sqrt(sums["bw2"] / n),
@@ -282,14 +286,13 @@ class GradStepProbe(Probe):
                 "rescaled": sums["rescaled"] / n, "altered": sums["altered"] / n,
                 "altered_down": sums["altered_down"] / n,
                 "zeroed": sums["zeroed"] / n,
-                "replaced": sum(c for c, _ in self._replaced.values()) / n,
+                "replaced": sum(replaced) / n,
                 "unscaled": self._unscaled / n,
                 "nonfinite_backward": int(sums["nonfinite"]), "sanitized": int(sums["sanitized"]),
                 **self._elem_record(),
             }
             wb.writer.scalars(ctx.step, "grad_step", record)
-            self._events(ctx, rows, table[:, 6].tolist())
-        self._replaced = {}
+            self._events(ctx, rows, {"zeroed": table[:, 6] > 0, "replaced": replaced})
         self._unscaled = 0
 
     @staticmethod
@@ -310,14 +313,16 @@ class GradStepProbe(Probe):
         return {"elem_samples": len(elems), "frac_changed": changed / total,
                 "frac_zeroed": zeroed / nonzero if nonzero else 0.0}
 
-    def _events(self, ctx: StepContext, rows: list[tuple], zeroed: list[float]) -> None:
-        by_optimizer: dict[int, list[int]] = {}
-        for row, flag in zip(rows, zeroed, strict=True):
-            if flag:
-                entry = by_optimizer.setdefault(row[0], [0, row[1]])
-                entry[0] += 1
-        for change, table in (("zeroed", by_optimizer), ("replaced", self._replaced)):
-            for index, (count, first) in table.items():
+    @staticmethod
+    def _events(ctx: StepContext, rows: list[tuple], flags: dict[str, Any]) -> None:
+        """One `grad_step_change` per change and optimizer: steps flagged, the first one."""
+        for change, flagged in flags.items():
+            by_optimizer: dict[int, list[int]] = {}
+            for row, flag in zip(rows, flagged, strict=True):
+                if flag:
+                    entry = by_optimizer.setdefault(row[0], [0, row[1]])
+                    entry[0] += 1
+            for index, (count, first) in by_optimizer.items():
                 ctx.wb.writer.event(ctx.step, "grad_step_change", change=change, steps=count,
                                     first_step=first, optimizer=index)
 

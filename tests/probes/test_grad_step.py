@@ -126,3 +126,21 @@ def test_nan_to_num_in_the_loop_is_counted_as_sanitized(tmp_path):
     assert nonfinite["grad_elems"] > 0 and nonfinite["sanitized"] == nonfinite["grad_elems"]
     assert step["nonfinite_backward"] == step["sanitized"] == nonfinite["grad_elems"]
     assert nonfinite["step_attempts"] == 3 and nonfinite["attempts_nonfinite"] == 1
+
+
+@pytest.mark.parametrize("replace, counted", [
+    (lambda p: torch.nan_to_num(p.grad), False),  # nothing to replace: the same values
+    (lambda p: p.grad.clone(), False),
+    (lambda p: None, True),  # the gradient is gone: the update is lost
+    (lambda p: torch.zeros_like(p.grad), True),
+])
+def test_a_replaced_grad_counts_when_its_values_changed(tmp_path, replace, counted):
+    def between(model):
+        first = next(model.parameters())
+        first.grad = replace(first)
+
+    record, _ = run(tmp_path, between)
+    step = record.kind("grad_step").iloc[-1]
+    changes = {e["change"] for e in record.events_of("grad_step_change")}
+    assert step["replaced"] == (1.0 if counted else 0.0)
+    assert ("replaced" in changes) == counted
