@@ -10,18 +10,18 @@ reads on that cached list:
 * at every grad-enabled forward of the root module (training): is any of them in eval
   mode? (`model.eval()` left on from validation: BatchNorm stops updating its statistics,
   Dropout stops dropping);
-* at every grad-disabled forward and at `wb.evaluate`: is any of them still in training
-  mode? (validation with Dropout active and BatchNorm statistics updated by val batches).
-  A loop that calls `wb.evaluate` after switching back to `model.train()` shows up here at
-  `wb.evaluate` but not in `nograd_forwards_train_mode`: the forward counts are the better
-  evidence.
+* at every grad-disabled forward, and for `wb.evaluate` at the forwards it followed: was
+  any of them still in training mode? (validation with Dropout active and BatchNorm
+  statistics updated by val batches).
 
 Record (one per flush with anything counted; counts over the interval): `modules` (mode-
 dependent modules found), `forwards` (grad-enabled forwards), `forwards_eval_mode` (of those,
 forwards with ≥ 1 of them in eval mode), `nograd_forwards`, `nograd_forwards_train_mode`,
-`evals` (`wb.evaluate` calls), `evals_train_mode` (calls made with mode-dependent modules in
-train mode after the watched model ran forwards no backward followed; an evaluation of a
-separate copy, an EMA or SWA model, runs none of its forwards and is not judged). Event
+`evals` (`wb.evaluate` calls), `evals_train_mode` (calls whose forwards — those the watched
+model ran since the last backward — ran with mode-dependent modules in train mode: the mode
+at the call itself does not count, as a loop may switch back to model.train() before
+logging; an evaluation of a separate copy, an EMA or SWA model, runs none of its forwards
+and is not judged). Event
 `mode_mismatch` {`phase`: "train" (eval-mode modules at training forwards) | "eval" (train-
 mode modules at no-grad forwards or evaluate), `modules` (names, wrapper prefixes stripped,
 at most 20), `trainable` (how many of them hold trainable parameters: a frozen, deliberately
@@ -29,8 +29,12 @@ eval-mode backbone holds none), `params` ({module: its trainable parameters' nam
 prefixes stripped} for the listed modules holding any, at most 20 names each; read with the
 `coverage` and `coverage_grads` events, it tells a sub-network that is stepped in eval mode
 from one that requires grad but never gets a gradient, e.g. a KD teacher run under
-torch.no_grad), `first_step`} once per phase and set of names. Built at flush, from the
-cached module list.
+torch.no_grad), `eval_holders` (phase train: {module: its own trainable parameters' names}
+for modules holding parameters themselves — Linear, Conv, … — that were in eval mode at a
+training forward; read once per interval, and only when a mode-dependent module was:
+`model.eval()` left on puts them there too, which tells it from a deliberately frozen
+eval-mode backbone when only parameter-free Dropout layers are listed), `first_step`} once
+per phase and set of names. Built at flush, from the cached module list.
 """
 
 from __future__ import annotations
@@ -76,8 +80,11 @@ class ModeProbe(Probe):
     def __init__(self, every: int | None = None):
         super().__init__(every)
         self._modules: list[tuple[str, nn.Module]] = []
+        self._holders: list[tuple[str, nn.Module]] = []  # modules with parameters of their own
+        self._eval_holders: dict[str, list[str]] = {}  # see `_note_eval_holders`
         self._size = -1
-        self._loose = 0  # forwards since the last backward or evaluation: evaluation forwards
+        # forwards since the last backward or evaluation: evaluation forwards
+        self._forget_loose()
         self._reported: dict[str, frozenset[str]] = {}
         self._reset()
 
@@ -87,40 +94,80 @@ class ModeProbe(Probe):
                                       "evals_train_mode"), 0)
         self._wrong: dict[str, set[str]] = {"train": set(), "eval": set()}
         self._first: dict[str, int] = {}
+        self._holders_read = False  # `_note_eval_holders` ran in this interval
 
     def _refresh(self, model: nn.Module) -> None:
         size = sum(1 for _ in model.modules())
         if size != self._size:
             self._size, self._modules = size, mode_dependent(model)
+            self._holders = [(strip_wrappers(name) or "<root>", module)
+                             for name, module in model.named_modules()
+                             if next(module.parameters(recurse=False), None) is not None]
+
+    def _note_eval_holders(self) -> None:
+        """Modules holding trainable parameters themselves (Linear, Conv, ...) that are in
+        eval mode at a training forward: `model.eval()` left on puts them there along with
+        the Dropout and BatchNorm layers; a deliberately frozen eval-mode backbone holds no
+        trainable one, and `model.eval(); model.head.train()` leaves the head in train mode.
+        Read once per interval, and only when a mode-dependent module ran in eval mode."""
+        self._holders_read = True
+        for name, module in self._holders:
+            if not module.training and name not in self._eval_holders:
+                prefix = "" if name == "<root>" else name + "."
+                trainable = [prefix + n for n, p in module.named_parameters(recurse=False)
+                             if p.requires_grad]
+                if trainable:
+                    self._eval_holders[name] = trainable[:_MAX_NAMES]
 
     def on_run_start(self, ctx: StepContext) -> None:
         self._refresh(ctx.wb.model)
 
-    def _check(self, ctx: StepContext, key: str, phase: str, training: bool) -> None:
+    def _check(self, ctx: StepContext, key: str, phase: str, training: bool) -> list[str]:
+        """Count a forward; the modules not in the expected mode (`training`)."""
         self._counts[key] += 1
         wrong = [name for name, module in self._modules if module.training is not training]
         if wrong:
             self._counts[f"{key}_{'eval' if training else 'train'}_mode"] += 1
             self._wrong[phase].update(wrong)
             self._first.setdefault(phase, ctx.step)
+        return wrong
 
     def on_after_forward(self, ctx: StepContext) -> None:
         self._loose += 1
-        self._check(ctx, "forwards", "train", training=True)
+        in_eval = self._check(ctx, "forwards", "train", training=True)
+        if len(in_eval) < len(self._modules):  # some ran in train mode
+            self._loose_grad_train = True
+        if in_eval and not self._holders_read:
+            self._note_eval_holders()
 
     def on_nograd_forward(self, ctx: StepContext) -> None:
         self._loose += 1
-        self._check(ctx, "nograd_forwards", "eval", training=False)
+        self._loose_train.update(self._check(ctx, "nograd_forwards", "eval", training=False))
 
     def on_after_backward(self, ctx: StepContext) -> None:
-        self._loose = 0  # those forwards were training forwards
+        self._forget_loose()  # those forwards were training forwards
+
+    def _forget_loose(self) -> None:
+        self._loose = 0
+        self._loose_train: set[str] = set()  # in train mode at a loose no-grad forward
+        self._loose_grad_train = False  # a loose grad-enabled forward ran some in train mode
 
     def on_eval(self, ctx: StepContext) -> None:
+        """An evaluation is judged by the mode its own forwards (those since the last
+        backward) ran in: a loop that switches back to model.train() before logging the
+        metrics evaluated correctly."""
+        self._counts["evals"] += 1
         if self._loose:
-            self._check(ctx, "evals", "eval", training=False)
-        else:  # the watched model ran no forward for it: a separate copy (EMA, SWA) was
-            self._counts["evals"] += 1  # evaluated, whose mode is not this model's
-        self._loose = 0
+            wrong = set(self._loose_train)
+            if self._loose_grad_train:  # validation without torch.no_grad, in train mode
+                wrong.update(name for name, module in self._modules if module.training)
+            if wrong:
+                self._counts["evals_train_mode"] += 1
+                self._wrong["eval"].update(wrong)
+                self._first.setdefault("eval", ctx.step)
+        # else the watched model ran no forward for it: a separate copy (EMA, SWA) was
+        # evaluated, whose mode is not this model's
+        self._forget_loose()
 
     def flush(self, ctx: StepContext) -> None:
         wb = ctx.wb
@@ -136,8 +183,9 @@ class ModeProbe(Probe):
                 params = {n: p for n, p in params.items() if p}
                 trainable = sum(any(p.requires_grad for p in owners[n].parameters())
                                 for n in names if n in owners)
+                extra = {"eval_holders": dict(self._eval_holders)} if phase == "train" else {}
                 wb.writer.event(ctx.step, "mode_mismatch", phase=phase, modules=listed,
                                 trainable=trainable, params=params,
-                                first_step=self._first.get(phase, ctx.step))
+                                first_step=self._first.get(phase, ctx.step), **extra)
         self._reset()
         self._refresh(wb.model)

@@ -17,6 +17,7 @@ import riswb
 from tests.loops import test_closure_and_multi_optimizer_loops as closure_loops
 from tests.loops import test_constraint_and_unfreeze_loops as constraint_loops
 from tests.loops import test_distillation_loops as distillation_loops
+from tests.loops import test_validation_and_schedule_loops as validation_loops
 from tests.loops.unseen import unseen_buggy, unseen_healthy
 from tests.loops.zoo import (
     LOG_EVERY,
@@ -111,7 +112,7 @@ def amp_nan_every_step(runs_dir: Path) -> Path:
 
 # the scout round's regression suites, each checked there for its own ids, here for all
 SUITES = {"closure": closure_loops, "constraint": constraint_loops,
-          "distillation": distillation_loops}
+          "distillation": distillation_loops, "validation": validation_loops}
 HEALTHY = {**healthy_loops(), **unseen_healthy(),
            **{f"{key}:{loop.__name__}": loop for key, suite in SUITES.items()
               for loop in suite.HEALTHY}}

@@ -77,3 +77,35 @@ def test_evaluating_a_separate_copy_does_not_judge_the_watched_models_mode(tmp_p
     assert counts["evals"] == 4 and counts["evals_train_mode"] == 0
     counts = _train_and_evaluate(tmp_path / "own", evaluate_watched=True)
     assert counts["evals_train_mode"] == 4 and counts["nograd_forwards_train_mode"] == 4
+
+
+def _validate_then_log(tmp_path, validation_mode: str, grad: bool = False):
+    """Train a BatchNorm model; every 5 steps validate with the model in `validation_mode`,
+    switch back to model.train(), then log the metric with wb.evaluate."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["mode"], strict=True) as wb:
+        for step in range(20):
+            opt.zero_grad()
+            wb.loss({"mse": model(torch.randn(16, 4)).square().mean()}).backward()
+            opt.step()
+            if step % 5 == 4:
+                model.train(validation_mode == "train")
+                with torch.set_grad_enabled(grad):
+                    val = float(model(torch.randn(16, 4)).square().mean())
+                model.train()
+                wb.evaluate({"val": val})
+    return read_run(wb.path).kind("mode").sum()
+
+
+def test_an_evaluation_is_judged_by_the_mode_its_forwards_ran_in(tmp_path):
+    # model.train() before wb.evaluate: the validation itself ran in eval mode
+    counts = _validate_then_log(tmp_path / "eval", "eval")
+    assert counts["evals"] == 4 and counts["evals_train_mode"] == 0
+    assert counts["nograd_forwards_train_mode"] == 0
+    counts = _validate_then_log(tmp_path / "train", "train")
+    assert counts["evals_train_mode"] == 4 and counts["nograd_forwards_train_mode"] == 4
+    # validation without torch.no_grad, in train mode: the grad-enabled forwards tell
+    counts = _validate_then_log(tmp_path / "grad", "train", grad=True)
+    assert counts["evals_train_mode"] == 4

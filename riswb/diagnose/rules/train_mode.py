@@ -7,9 +7,12 @@ Reads kind `mode` (per interval: `forwards` — grad-enabled root forwards —,
 them hold trainable params; `params`: their trainable parameters' names), the `coverage`
 event (`missing`) and `coverage_grads` (`no_grad`), and kind `cadence` (`backward`).
 Deliberate cases stay silent: a frozen eval-mode backbone (every mismatched module without
-trainable params, or — when `params` is recorded — without a parameter that is stepped: in
-an optimizer and not among the gradient-free ones, e.g. a KD teacher kept in eval mode and
-run under torch.no_grad with requires_grad left on), and grad-enabled eval-mode forwards that
+trainable params — unless a layer beside one of them, holding stepped parameters of its own,
+ran in eval mode too, event field `eval_holders`: `model.eval()` left on a net whose
+mode-dependent modules are parameter-free Dropout —, or — when `params` is recorded —
+without a parameter that is stepped: in an optimizer and not among the gradient-free ones,
+e.g. a KD teacher kept in eval mode and run under torch.no_grad with requires_grad left
+on), and grad-enabled eval-mode forwards that
 no backward followed (validation run without torch.no_grad: wasteful, not wrong). A module
 whose parameters get gradients but sit in no optimizer is optimizer-coverage's error.
 """
@@ -56,6 +59,31 @@ def _stepped_modules(event: dict, idle: set[str]) -> tuple[list[str], list[str]]
     return modules, [p for ps in stepped.values() for p in ps]
 
 
+def _parent(name: str) -> str:
+    return "" if name == "<root>" or "." not in name else name.rsplit(".", 1)[0]
+
+
+def _beside_stepped(event: dict, modules: list[str],
+                    idle: set[str]) -> tuple[list[str], list[str]]:
+    """(modules, stepped params): the listed modules that sit beside a layer holding stepped
+    parameters of its own which ran in eval mode with them (same parent module; event field
+    `eval_holders`, absent in older runs), and those parameters. A Dropout between trained
+    Linear layers put in eval mode by `model.eval()` is; a frozen backbone's BatchNorm, whose
+    neighbours are frozen too, is not — nor is it when only a separate head is trained."""
+    holders = event.get("eval_holders")
+    if not isinstance(holders, dict):
+        return [], []
+    by_parent: dict[str, list[str]] = {}
+    for holder, params in holders.items():
+        live = [p for p in as_names(params) if p not in idle]
+        if live:
+            by_parent.setdefault(_parent(str(holder)), []).extend(live)
+    chosen = [m for m in modules if _parent(m) in by_parent]
+    params = [p for parent in dict.fromkeys(_parent(m) for m in chosen)
+              for p in by_parent[parent]]
+    return chosen, params
+
+
 def _mismatch(run, phase: str) -> tuple[list[str], int | None, int, list[str]]:
     """(module names, first step, trainable count, stepped params) of the `mode_mismatch`
     events of a phase whose modules hold trainable params — stepped ones, where recorded —
@@ -71,7 +99,17 @@ def _mismatch(run, phase: str) -> tuple[list[str], int | None, int, list[str]]:
         modules = as_names(event.get("modules"))
         if phase == "train":
             if count == 0:
-                continue  # a deliberately frozen eval-mode backbone
+                # parameter-free Dropout, or a frozen backbone: a finding only when layers
+                # holding stepped parameters were in eval mode with them (model.eval() left
+                # on); a deliberately frozen eval-mode backbone holds none
+                modules, held = _beside_stepped(event, modules, idle)
+                if not held:
+                    continue
+                stepped += [p for p in held if p not in stepped]
+                names += [n for n in modules if n not in names]
+                step = int(event.get("first_step", event.get("step", 0)))
+                first = step if first is None else min(first, step)
+                continue
             found = _stepped_modules(event, idle)
             if found is not None:
                 modules, params = found
@@ -115,8 +153,8 @@ def check(run, th: Thresholds) -> list[Finding]:
             ID, "error" if fraction >= th.train_mode_error_fraction else "warning",
             f"Training forwards ran with {', '.join(names[:5])} in eval mode "
             f"({pct(fraction)} of {int(min(forwards, backward or forwards))} training "
-            "forwards)" + (f"; {len(stepped)} of their parameter tensors are in the "
-                           "optimizer and trained" if stepped else ""),
+            "forwards)" + (f"; {len(stepped)} parameter tensors trained in eval mode "
+                           "with them" if stepped else ""),
             evidence,
             "BatchNorm in eval mode normalizes with its running statistics instead of the "
             "batch's and stops updating them; Dropout is off. model.eval() was called (for "
