@@ -70,10 +70,16 @@ def _scalar(term: torch.Tensor) -> torch.Tensor:
 
 
 def _weight(weights: Any, name: str) -> Any:
+    """The term's weight as a constant: a learnable weight (uncertainty weighting, exp(-s))
+    would add ∂w/∂s·term on its own parameter, which the weight's regularizer term opposes
+    by construction, and read as a conflict between the two; what a term sends to the model
+    is w·∂term/∂θ."""
     if not weights:
         return 1.0
     value = weights.get(name, 1.0)
-    return 1.0 if value is None else value
+    if value is None:
+        return 1.0
+    return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 def _flat_real(grad: torch.Tensor, leading: int) -> torch.Tensor:

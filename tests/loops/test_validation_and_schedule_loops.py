@@ -81,7 +81,101 @@ def dropout_left_in_eval_after_validation(runs_dir: Path) -> Path:
     return _classify(runs_dir, "dropout-eval", _dropout_mlp(), after_validation="stay")
 
 
-HEALTHY = [validation_then_train_then_log, grads_copied_without_change]
+class _VAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+        self.decoder = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 16))
+
+    def forward(self, x):
+        mu, logvar = self.encoder(x).chunk(2, -1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        kl = (-0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(-1)).mean()
+        return (self.decoder(z) - x).square().sum(-1).mean(), kl
+
+
+def vae_kl_warmup_from_zero(runs_dir: Path) -> Path:
+    """β = 0 for the first half (an autoencoder: the KL term free to grow), then a ramp to
+    1: the weighted total rises with the ramp, and the KL term sends no gradient at β = 0."""
+    model = _VAE()
+    gen = torch.Generator().manual_seed(1)
+    data = torch.tanh(torch.randn(512, 3, generator=gen) @ torch.randn(3, 16, generator=gen))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="vae-warmup",
+                         log_every=LOG_EVERY) as wb:
+        for step in range(240):
+            recon, kl = model(data[torch.randint(0, 512, (32,), generator=gen)])
+            beta = min(1.0, max(0.0, (step - 120) / 80))
+            loss = wb.loss({"recon": recon, "kl": kl}, {"recon": 1.0, "kl": beta})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return wb.path
+
+
+class _MultiTask(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(8, 32), nn.ReLU())
+        self.regress, self.classify = nn.Linear(32, 1), nn.Linear(32, 4)
+        self.log_vars = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x):
+        hidden = self.body(x)
+        return self.regress(hidden), self.classify(hidden)
+
+
+def uncertainty_weighted_tasks(runs_dir: Path) -> Path:
+    """Learnable task weights exp(-s) with their +s regularizers as terms of their own
+    (homoscedastic uncertainty weighting): the weight's gradient and its regularizer's
+    cancel by design, which is not a conflict between the terms."""
+    model = _MultiTask()
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="uncertainty",
+                         log_every=LOG_EVERY) as wb:
+        for _ in range(120):
+            x, label = _classes(gen)
+            value, logits = model(x)
+            s = model.log_vars
+            loss = wb.loss(
+                {"mse": (value.squeeze(1) - 3 * x[:, 2]).square().mean(),
+                 "ce": nn.functional.cross_entropy(logits, label), "s_mse": s[0], "s_ce": s[1]},
+                {"mse": 0.5 * torch.exp(-s[0]), "ce": torch.exp(-s[1]), "s_mse": 0.5,
+                 "s_ce": 1.0})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return wb.path
+
+
+def auxiliary_weight_annealed_to_zero(runs_dir: Path) -> Path:
+    """Deep supervision: an auxiliary head's weight decays linearly to 0 at the last step."""
+    torch.manual_seed(0)
+    body, head, aux = nn.Sequential(nn.Linear(8, 32), nn.ReLU()), nn.Linear(32, 4), \
+        nn.Linear(32, 4)
+    model = nn.ModuleDict({"body": body, "head": head, "aux": aux})
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    steps = 90
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="aux-anneal",
+                         log_every=LOG_EVERY) as wb:
+        for step in range(steps):
+            x, label = _classes(gen)
+            hidden = body(x)
+            loss = wb.loss({"ce": nn.functional.cross_entropy(head(hidden), label),
+                            "aux_ce": nn.functional.cross_entropy(aux(hidden), label)},
+                           {"ce": 1.0, "aux_ce": 0.4 * (1 - step / (steps - 1))})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return wb.path
+
+
+HEALTHY = [validation_then_train_then_log, grads_copied_without_change, vae_kl_warmup_from_zero,
+           uncertainty_weighted_tasks, auxiliary_weight_annealed_to_zero]
 BUGGY = {dropout_left_in_eval_after_validation: ("train-mode", "error")}
 
 

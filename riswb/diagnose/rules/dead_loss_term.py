@@ -1,8 +1,10 @@
 """dead-loss-term: a loss term that sends no gradient to any parameter.
 
-Reads kind `loss_weight` (the weights actually used), the `term_no_grad` event (a term with
-no path to any parameter, known at wb.loss time), kind `term_grad` (‖∂(w·term)/∂θ‖ on
-front-loaded sampled steps), kind `term_grad_out` (zero at the outputs too: no path at all,
+Reads kind `loss_weight` (the weights actually used, written when they change: a weight 0 on
+every record is a dead term, one scheduled through 0 is not, and a gradient sample taken
+while the term's weight was 0 is left out), the `term_no_grad` event (a term with no path
+to any parameter, known at wb.loss time), kind `term_grad` (‖∂(w·term)/∂θ‖ on front-loaded
+sampled steps), kind `term_grad_out` (zero at the outputs too: no path at all,
 not a weight penalty), kind `loss` (term values), the manifest's `loss_terms`, and the
 weights the config asked for (`config.weights`).
 """
@@ -125,7 +127,10 @@ def check(run, th: Thresholds) -> list[Finding]:
             "reads them under another key. Pass the configured weights through to the loss "
             "and log the weights actually used (loss_weight)."))
 
-    zero_weight = sorted(t for t, w in weights.items() if w == 0 and t not in mismatched)
+    # 0 on every record: a weight scheduled through 0 (a KL warm-up from 0, an auxiliary
+    # weight annealed to 0 by the end) is the loop's plan, not a dead term
+    zero_weight = sorted(t for t, w in weights.items() if w == 0 and t not in mismatched
+                         and _always_zero(weights_frame, t))
     if zero_weight:
         findings.append(Finding(
             ID, "warning",
@@ -169,7 +174,8 @@ def check(run, th: Thresholds) -> list[Finding]:
             if term in silent:
                 continue
             values = col(grads, term)
-            ok = np.isfinite(values)
+            # samples taken while the term's weight was 0 (a warm-up from 0) say nothing
+            ok = np.isfinite(values) & (_weight_at(weights_frame, term, gsteps) != 0)
             n = int(ok.sum())
             no_grad = ok & (values <= th.dead_term_grad)
             fraction = no_grad.sum() / n if n else 0.0
@@ -197,6 +203,32 @@ def check(run, th: Thresholds) -> list[Finding]:
                 "overwrote or dropped them. Build the terms dict in one place and compare its "
                 "keys to the configured term names."))
     return findings
+
+
+def _weight_series(weights_frame, term: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, weights) of the term's `loss_weight` records, finite weights only."""
+    if weights_frame.empty or term not in weights_frame.columns:
+        return np.array([]), np.array([])
+    values = col(weights_frame, term)
+    keep = np.isfinite(values)
+    return steps_of(weights_frame)[keep], values[keep]
+
+
+def _always_zero(weights_frame, term: str) -> bool:
+    _, values = _weight_series(weights_frame, term)
+    return bool(len(values)) and bool(np.all(values == 0))
+
+
+def _weight_at(weights_frame, term: str, steps: np.ndarray) -> np.ndarray:
+    """The term's weight in force at each of `steps` (the latest `loss_weight` record at or
+    before it; written when the weights change), NaN where none is known."""
+    record_steps, values = _weight_series(weights_frame, term)
+    out = np.full(len(steps), np.nan)
+    if len(values):
+        at = np.searchsorted(record_steps, steps, side="right") - 1
+        known = at >= 0
+        out[known] = values[at[known]]
+    return out
 
 
 def _backward_calls(run) -> int | None:

@@ -1,6 +1,8 @@
 """loss-not-dropping: the training loss does not fall.
 
-Reads kind `loss` (`total`) and, for the frozen-validation symptom, kind `eval`.
+Reads kind `loss` (`total`; when kind `loss_weight` shows the weights changed during the
+run, a rebound is judged again on Σ w·term at the final weights, so a rise the schedule made
+is not one) and, for the frozen-validation symptom, kind `eval`.
 Start = median of the first `loss_window` finite records (or of the first five, or the first
 record, when it stands 3σ above it: a fall within the first window); best = the lowest
 rolling median of that window; end = median of the last window; σ = the per-record noise
@@ -21,6 +23,7 @@ from riswb.diagnose.rules._util import (
     alternating_objectives,
     frame_of,
     hint,
+    last_values,
     need,
     span,
     steps_of,
@@ -47,7 +50,9 @@ def check(run, th: Thresholds) -> list[Finding]:
     if n < th.min_loss_records:
         raise Unchecked(f"only {n} finite loss records (need {th.min_loss_records} for a trend)")
     objectives = alternating_objectives(frame, finite)
-    findings = [] if objectives else _trend(run, values, vsteps, th)
+    rescored = _at_final_weights(run, frame)
+    findings = [] if objectives else _trend(
+        run, values, vsteps, th, None if rescored is None else rescored[finite])
     findings += _frozen_eval(run)
     if objectives and not findings:
         raise Unchecked(f"the loss alternates between {len(objectives)} objectives "
@@ -56,8 +61,28 @@ def check(run, th: Thresholds) -> list[Finding]:
     return findings
 
 
-def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds) -> list[Finding]:
-    """Constant, not falling, or rebounding: the total loss of one objective."""
+def _at_final_weights(run, frame: pd.DataFrame) -> np.ndarray | None:
+    """Σ w·term per record at the run's final weights, when the loss weights changed during
+    the run (a KL warm-up, an annealed auxiliary term): a weighted total that gains a term
+    halfway rises with the schedule, not because training went wrong. None when the weights
+    never changed or the records lack a term's value."""
+    weights = frame_of(run, "loss_weight")
+    names = value_columns(weights)
+    if len(weights) < 2 or not any(
+            len(np.unique(v[np.isfinite(v)])) > 1 for v in (col(weights, t) for t in names)):
+        return None
+    final = last_values(weights, names)
+    terms = [t for t in value_columns(frame) if t != "total"]
+    if not terms or any(t not in final for t in terms):
+        return None
+    return sum(final[t] * col(frame, t) for t in terms)
+
+
+def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
+           rescored: np.ndarray | None = None) -> list[Finding]:
+    """Constant, not falling, or rebounding: the total loss of one objective. `rescored`:
+    the same records at the final loss weights, when they changed during the run; a rise
+    that the schedule made (a term's weight going up) is not a rebound."""
     n = len(values)
     findings: list[Finding] = []
     fix = FIX.format(how=hint(run, " (`riswb overfit`)"))
@@ -127,6 +152,12 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds) -> list[
             gain = start - best
             rebound = (end - best) / gain if gain > 0 else 0.0
             # the best rolling median is biased low by the noise: a real rise clears it
+            if rebound > th.max_loss_rebound and rescored is not None:
+                # judged again at fixed weights: from the best window to the last one
+                fixed = pd.Series(rescored).rolling(window).median().to_numpy()[window - 1:]
+                if not fixed[-1] > fixed[best_i]:
+                    rebound = 0.0
+                    evidence["judged_at"] = "the final loss weights (they changed in the run)"
             if rebound > th.max_loss_rebound and \
                     end - best > 4 * 1.25 * noise / np.sqrt(window):
                 evidence["rebound_fraction"] = rebound
