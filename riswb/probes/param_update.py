@@ -19,6 +19,9 @@ Record (one per sampled optimizer step, `step` = the `wb.loss` step it belongs t
 * `ratio`         — update_norm / param_norm (0 when both are 0, +Inf for a zero θ that moved);
 * `frac_moving`   — fraction of the model's trainable tensors with Δ ≠ 0 (a tensor missing
   from the optimizer counts as not moving);
+* `grad_norm`     — ‖g‖₂ of the same tensors' gradients as the step applies them (0 for a
+  None grad): an empty step whose gradient was 0 had nothing to apply (a satisfied hinge or
+  margin loss), which is no skip;
 * `group/<g>/ratio` — the same ratio over the trainable tensors of param group g (g = group
   `name` or index); NaN (not measured) while none of its tensors is trainable.
 
@@ -41,6 +44,7 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
+from riswb.probes.gradients import tensor_norms
 from riswb.probes.params import group_label
 
 
@@ -63,6 +67,7 @@ class ParamUpdateProbe(Probe):
         # per optimizer: θ_before on a sampled step, then θ_before − θ
         self._buffers: dict[int, list[torch.Tensor]] = {}
         self._before: torch.Tensor | None = None  # (P,) ‖θ_p‖ before the sampled step
+        self._grad_norm: torch.Tensor | None = None  # ‖g‖ the sampled step applies
         # per optimizer: (layout key, measured tensors, (G, P) membership, group labels)
         self._layouts: dict[int, tuple[Any, list[torch.Tensor], torch.Tensor, list[str]]] = {}
         self._pending: list[tuple[int, dict[str, int], list[str], torch.Tensor]] = []
@@ -90,6 +95,8 @@ class ParamUpdateProbe(Probe):
         with torch.no_grad():
             torch._foreach_copy_(buffers, params)
             self._before = self._stack(torch._foreach_norm(params), ctx.wb.device)
+            grads = [p.grad for p in self._layout(ctx.wb, index)[1]]
+            self._grad_norm = tensor_norms(grads, ctx.wb.device).double().square().sum().sqrt()
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
         before, self._before = self._before, None
@@ -109,6 +116,7 @@ class ParamUpdateProbe(Probe):
                 param_norm.reshape(1),
                 _ratio(update_norm, param_norm).reshape(1),
                 (update != 0).to(torch.float64).mean().reshape(1),
+                self._grad_norm.reshape(1),
             ]
             if membership.shape[0]:
                 # where, not a matmul: 0·NaN would spread one group's NaN to all groups
@@ -135,8 +143,9 @@ class ParamUpdateProbe(Probe):
                 "param_norm": row[1],
                 "ratio": row[2],
                 "frac_moving": row[3],
+                "grad_norm": row[4],
             }
-            record.update({f"group/{g}/ratio": r for g, r in zip(labels, row[4:], strict=True)})
+            record.update({f"group/{g}/ratio": r for g, r in zip(labels, row[5:], strict=True)})
             ctx.wb.writer.scalars(step, "param_update", record)
 
     @staticmethod

@@ -174,8 +174,29 @@ def auxiliary_weight_annealed_to_zero(runs_dir: Path) -> Path:
     return wb.path
 
 
+def hinge_loss_satisfied_on_some_batches(runs_dir: Path) -> Path:
+    """A margin loss with plain SGD on separable data: once a whole batch clears the margin,
+    its loss and gradient are exactly 0 and the step moves nothing — nothing to apply."""
+    torch.manual_seed(0)
+    model = nn.Linear(8, 1)
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="hinge",
+                         log_every=LOG_EVERY) as wb:
+        for _ in range(400):
+            x = torch.randn(8, 8, generator=gen)
+            sign = torch.where(x[:, 0] > 0, 1.0, -1.0)
+            x[:, 0] += 0.5 * sign  # a margin between the classes
+            loss = wb.loss({"hinge": (1 - sign * model(x).squeeze(1)).clamp(min=0).mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return wb.path
+
+
 HEALTHY = [validation_then_train_then_log, grads_copied_without_change, vae_kl_warmup_from_zero,
-           uncertainty_weighted_tasks, auxiliary_weight_annealed_to_zero]
+           uncertainty_weighted_tasks, auxiliary_weight_annealed_to_zero,
+           hinge_loss_satisfied_on_some_batches]
 BUGGY = {dropout_left_in_eval_after_validation: ("train-mode", "error")}
 
 

@@ -343,3 +343,12 @@ def alternating_objectives(frame: pd.DataFrame, finite: np.ndarray) -> list[str]
     if len(common) < 2:
         return []
     return [", ".join(t for t, on in zip(terms, row, strict=True) if on) for row in common]
+
+
+def zero_gradient_updates(updates: pd.DataFrame) -> np.ndarray:
+    """Per `param_update` record: whether the step's gradient was exactly 0 (`grad_norm`; a
+    satisfied hinge or margin loss, a batch without a positive pair). An empty update there
+    had nothing to apply; it is no skip. All False for runs without the column."""
+    if "grad_norm" not in updates.columns:
+        return np.zeros(len(updates), dtype=bool)
+    return pd.to_numeric(updates["grad_norm"], errors="coerce").to_numpy(dtype=float) == 0

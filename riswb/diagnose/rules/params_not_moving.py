@@ -23,6 +23,7 @@ from riswb.diagnose.rules._util import (
     span,
     step_ranges,
     steps_of,
+    zero_gradient_updates,
 )
 from riswb.diagnose.text import pct
 
@@ -87,7 +88,8 @@ def check(run, th: Thresholds) -> list[Finding]:
             f"Parameters did not move on {pct(still_fraction)} of optimizer steps "
             f"({n_still} of {n})",
             evidence, FIX))
-    elif still_fraction > th.max_still_fraction:
+    elif int((still & ~zero_gradient_updates(frame)).sum()) / n > th.max_still_fraction:
+        # a step whose gradient was 0 (a satisfied hinge) had nothing to apply
         findings.append(Finding(
             ID, "warning",
             f"Parameters did not move on {pct(still_fraction)} of optimizer steps",

@@ -2,7 +2,9 @@
 
 Reads `step_skipped` events (`reason`: scaler|gate|nonfinite, `count`), kind `cadence`
 (loss calls → intended steps), kind `param_update` (`frac_moving`, `ratio`: a step that
-ran but changed nothing) and kind `lr` (zero-lr steps are lr-stalled, not skips).
+ran but changed nothing — unless its `grad_norm` was 0: nothing to apply, as when a hinge or
+margin loss is satisfied by the whole batch) and kind `lr` (zero-lr steps are lr-stalled,
+not skips).
 
 An optimizer stepped with a closure (LBFGS; `closure_steps` in `cadence`) runs its own
 termination tests (gradient or loss change below its tolerance) and then returns without
@@ -29,6 +31,7 @@ from riswb.diagnose.rules._util import (
     span,
     step_ranges,
     steps_of,
+    zero_gradient_updates,
 )
 from riswb.diagnose.text import pct
 
@@ -116,7 +119,7 @@ def check(run, th: Thresholds) -> list[Finding]:
                 lr_now = merged["lr"].to_numpy(dtype=float)
                 empty &= ~(np.isfinite(lr_now) & (lr_now <= th.lr_min))
         converged = converged_closure_steps(run, ustep, empty)
-        empty &= ~converged
+        empty &= ~converged & ~zero_gradient_updates(updates)
         n_valid = int(valid.sum())
         n_empty = int(empty.sum())
         # When (almost) no step moves, params-not-moving owns the finding; a skip pattern is

@@ -53,6 +53,29 @@ def test_unchecked_without_mode_dependent_modules(make_run):
         check(make_run(healthy().update("mode", lambda s, r: {**r, "modules": 0})), ID)
 
 
+def _dropout_only(holders: dict, modules: list[str]):
+    """A net whose only mode-dependent modules are parameter-free (trainable 0), with the
+    eval-mode layers that hold parameters of their own (`eval_holders`)."""
+    spec = healthy().update("mode", lambda s, r: {**r, "forwards_eval_mode": 10})
+    return spec.event(9, "mode_mismatch", phase="train", modules=modules, trainable=0,
+                      params={}, eval_holders=holders, first_step=0)
+
+
+def test_model_eval_left_on_a_dropout_net_is_named(make_run):
+    # Sequential(Linear, ReLU, Dropout, Linear): the Dropout sits beside trained Linears
+    holders = {"0": ["0.weight", "0.bias"], "3": ["3.weight", "3.bias"]}
+    [finding] = check(make_run(_dropout_only(holders, ["2"])), ID)
+    assert finding.severity == "error" and finding.evidence["modules"] == ["2"]
+    assert finding.evidence["trained_params"]["count"] == 4
+
+
+def test_linear_probe_on_an_eval_mode_backbone_is_deliberate(make_run):
+    # model.eval() on a frozen backbone, only a separate head trained: the backbone's
+    # BatchNorm (frozen, trainable 0) has no trained neighbour, and the head is not beside it
+    holders = {"head": ["head.weight", "head.bias"]}
+    assert check(make_run(_dropout_only(holders, ["backbone.bn1", "backbone.drop"])), ID) == []
+
+
 def _kd(params, *, missing=(), no_grad=None):
     spec = healthy().update("mode", lambda s, r: {**r, "forwards_eval_mode": 10})
     spec.drop_events("coverage").event(0, "coverage", missing=list(missing), duplicated=[],
@@ -83,7 +106,7 @@ def test_teacher_stepped_in_eval_mode_is_named_with_its_params(make_run):
     assert finding.severity == "error"
     assert finding.evidence["modules"] == ["teacher.1", "teacher.3"]
     assert finding.evidence["trained_params"]["names"] == TEACHER_BN["teacher.1"]
-    assert "in the optimizer and trained" in finding.title
+    assert "2 parameter tensors trained in eval mode" in finding.title
 
 
 def test_frozen_teacher_does_not_hide_a_student_trained_in_eval_mode(make_run):
