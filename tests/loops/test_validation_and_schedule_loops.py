@@ -2,7 +2,9 @@
 gradients copied by the loop's own code, and loss weights or learning rates that the loop
 schedules by hand. The healthy ones drew false alarms (train-mode at a `wb.evaluate` logged
 after `model.train()`, grads-altered on a value-preserving `p.grad = torch.nan_to_num(...)`);
-the buggy ones went unnamed (Dropout layers left in eval mode after a mid-epoch validation).
+the buggy ones went unnamed (Dropout layers left in eval mode after a mid-epoch validation,
+a declared accumulation that clears the gradients before every micro-batch, an lr decayed
+by hand every batch instead of every epoch).
 
 Healthy loops assert no error or warning from these rules (other rules' findings on them
 are other rules' business; tests/loops/test_findings.py checks them for every id); buggy
@@ -194,10 +196,49 @@ def hinge_loss_satisfied_on_some_batches(runs_dir: Path) -> Path:
     return wb.path
 
 
+def accumulation_declared_but_cleared_per_batch(runs_dir: Path) -> Path:
+    """BUG: `accumulation=4` declared and one step per 4 batches, but zero_grad() sits inside
+    the micro-batch loop: every backward starts from zero, each step uses its last batch."""
+    model = _dropout_mlp()
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="accum-cleared",
+                         log_every=LOG_EVERY, accumulation=4) as wb:
+        for _ in range(30):
+            for _ in range(4):
+                x, y = _classes(gen)
+                loss = wb.loss({"ce": nn.functional.cross_entropy(model(x), y) / 4})
+                opt.zero_grad()
+                loss.backward()
+            opt.step()
+    return wb.path
+
+
+def lr_decayed_by_hand_per_batch(runs_dir: Path) -> Path:
+    """BUG: lr = base·0.95^step set by hand every batch (meant per epoch), no scheduler:
+    below 1% of the base lr after ~90 of 200 steps."""
+    model = _dropout_mlp()
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="lr-by-hand",
+                         log_every=LOG_EVERY) as wb:
+        for step in range(200):
+            for group in opt.param_groups:
+                group["lr"] = 0.1 * 0.95 ** step
+            x, y = _classes(gen)
+            loss = wb.loss({"ce": nn.functional.cross_entropy(model(x), y)})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return wb.path
+
+
 HEALTHY = [validation_then_train_then_log, grads_copied_without_change, vae_kl_warmup_from_zero,
            uncertainty_weighted_tasks, auxiliary_weight_annealed_to_zero,
            hinge_loss_satisfied_on_some_batches]
-BUGGY = {dropout_left_in_eval_after_validation: ("train-mode", "error")}
+BUGGY = {dropout_left_in_eval_after_validation: ("train-mode", "error"),
+         accumulation_declared_but_cleared_per_batch: ("step-cadence", "error"),
+         lr_decayed_by_hand_per_batch: ("lr-stalled", "error")}
 
 
 @pytest.mark.parametrize("loop", HEALTHY, ids=lambda f: f.__name__)

@@ -158,8 +158,8 @@ class Thresholds:
     lr_min: float = _t(
         1e-8, "a learning rate at or below this counts as zero")
     lr_near_zero_fraction: float = _t(
-        0.01, "when the run records a group's initial lr (`initial/<g>`), an lr at or below "
-        "this fraction of it also counts as zero", hi=1)
+        0.01, "an lr at or below this fraction of the group's initial lr (`initial/<g>`, "
+        "else the highest lr it ran at) also counts as zero", hi=1)
     lr_stall_fraction: float = _t(
         0.5, "lr-stalled is an error when the lr is zero on at least this fraction of logged "
         "steps, and warns when the warm-up peak comes after this fraction of the run", hi=1)

@@ -1,7 +1,9 @@
 """lr-stalled: learning rate at or near zero, or still warming up, for most of the run.
 
 Reads kind `lr` (`group/<g>` per param group; `initial/<g>` when the probe records the
-group's base lr) and, for context, kind `cadence` (`scheduler_step`).
+group's base lr — torch schedulers set it; without one, e.g. an lr decayed by hand, the
+highest lr the group ran at stands for it) and, for context, kind `cadence`
+(`scheduler_step`). An lr at or below `lr_near_zero_fraction` of that base counts as ~0.
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ def check(run, th: Thresholds) -> list[Finding]:
             continue
         zero = ok & (values <= th.lr_min)
         initial = col(lr, f"initial/{group}")
-        if np.isfinite(initial).any():
-            zero |= ok & np.isfinite(initial) & (values <= th.lr_near_zero_fraction * initial)
+        if not np.isfinite(initial).any():
+            # no scheduler recorded a base lr (the loop sets param_group["lr"] by hand):
+            # the highest lr the group ran at stands for it
+            initial = np.full(len(values), np.nanmax(np.where(ok, values, np.nan)))
+        zero |= ok & np.isfinite(initial) & (values <= th.lr_near_zero_fraction * initial)
         zero_fraction = zero.sum() / n
         v = values[ok]
         vs = steps[ok]
@@ -97,7 +102,8 @@ def check(run, th: Thresholds) -> list[Finding]:
         worst = max(stalled.values(), key=lambda e: e["zero_fraction"])
         findings.append(Finding(
             ID, "error",
-            f"lr of group(s) {', '.join(stalled)} is ~0 (≤ {fmt(th.lr_min)}) on "
+            f"lr of group(s) {', '.join(stalled)} is ~0 (≤ {fmt(th.lr_min)}, or ≤ "
+            f"{pct(th.lr_near_zero_fraction)} of its base lr) on "
             f"{pct(worst['zero_fraction'])} of {worst['records']} logged steps "
             f"(peak {fmt(worst['peak_lr'])})",
             evidence(stalled), FIX_ZERO))

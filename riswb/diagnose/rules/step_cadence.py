@@ -6,7 +6,10 @@ when larger, `scheduler_step`, `loss_without_backward`, `backward_accumulating`,
 per that many loss calls). Without a declared intent, gradient accumulation is recognized
 from the counts. ratio = optimizer_step × accumulation / loss: 1 is right; one step per
 epoch gives ≪ 1 — whether the losses were summed and backpropagated once, or every batch's
-backward ran after clearing the gradients so that only the last one was stepped.
+backward ran after clearing the gradients so that only the last one was stepped. A declared
+accumulation stepped at the right cadence is also checked for adding up: backwards that
+started from cleared gradients (`backward_accumulating` short of backward − steps) mean
+each step applied its last micro-batch alone.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from riswb.diagnose.rules._util import (
     steps_of,
     totals,
 )
-from riswb.diagnose.text import fmt
+from riswb.diagnose.text import fmt, pct
 
 ID = "step-cadence"
 
@@ -70,6 +73,30 @@ def _inferred_accumulation(counts: dict[str, float], th: Thresholds) -> int | No
             or counts["grads_carried_steps"] > tol * steps):
         return None
     return int(round(backward / steps))
+
+
+def _not_accumulating(counts: dict[str, float], steps_done: float, accumulation: int,
+                      inferred: int | None, evidence: dict, th: Thresholds) -> list[Finding]:
+    """A declared accumulation whose steps come at the right cadence but whose backwards do
+    not add up: gradients cleared before every micro-batch's backward (zero_grad inside the
+    micro-batch loop), so each step applies its last micro-batch alone."""
+    expected = counts["backward"] - steps_done  # backwards that should add to a gradient
+    if inferred or accumulation < 2 or not steps_done or expected < steps_done:
+        return []
+    lost = 1 - counts["backward_accumulating"] / expected
+    if lost <= th.cadence_tolerance:
+        return []
+    evidence = {**evidence, "not_accumulated_fraction": lost}
+    return [Finding(
+        ID, "error" if lost >= 0.5 else "warning",
+        f"Accumulation of {accumulation} batches declared, but gradients were cleared before "
+        f"{pct(lost)} of the backwards that should add up: each step used only its last "
+        "batch",
+        evidence,
+        "zero_grad() runs inside the micro-batch loop, so every backward starts from zero and "
+        f"{accumulation - 1} of every {accumulation} batches are thrown away. Call zero_grad() "
+        "once per optimizer step, right after optimizer.step() (or before the first "
+        "micro-batch), and divide each micro-batch loss by the number of micro-batches.")]
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -139,7 +166,7 @@ def check(run, th: Thresholds) -> list[Finding]:
     elif abs(ratio - 1) > th.cadence_tolerance:
         severity = "warning"
     else:
-        return []
+        return _not_accumulating(counts, steps_done, accumulation, inferred, evidence, th)
     story = hint(run, " (this froze a validation loss for three months)")
     if steps_done == 0:
         title = f"optimizer.step() never ran in {int(calls)} training batches"
