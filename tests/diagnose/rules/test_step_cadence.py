@@ -24,12 +24,24 @@ def test_one_step_per_epoch(make_run):
 
 
 def test_accumulation_intent_is_respected(make_run):
-    spec = healthy().update("cadence", lambda s, r: {**r, "optimizer_step": (s + 1) // 4,
-                                                     "step_attempts": (s + 1) // 4})
+    # one step per 4 batches whose backwards add up, but with carried gradients between the
+    # steps (so the counts alone do not read as accumulation): the declaration decides
+    spec = healthy().update("cadence", lambda s, r: {
+        **r, "optimizer_step": (s + 1) // 4, "step_attempts": (s + 1) // 4,
+        "backward_accumulating": s + 1 - (s + 1) // 4, "grads_carried_steps": (s + 1) // 4})
     run_without = make_run(spec)
     assert severities(check(run_without, ID)) == ["error"]
     spec.manifest["intent"] = {"accumulation": 4}
     assert check(make_run(spec), ID) == []
+
+
+def test_declared_accumulation_whose_backwards_do_not_add_up_is_an_error(make_run):
+    # the cadence is right (one step per 4 batches) but every backward started from zero
+    spec = _accumulating(4, accumulate=False)
+    spec.manifest["intent"] = {"accumulation": 4}
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "only its last batch" in finding.title
+    assert finding.evidence["not_accumulated_fraction"] == 1.0
 
 
 def test_two_steps_per_batch(make_run):
