@@ -30,8 +30,9 @@ def _tensors(value, prefix: str):
 class InputsProbe(Probe):
     """Writes a `grad_into_inputs` event ({"tensors", "count", "first_step", "leaf_tensors",
     "leaf_count"}) per interval in which some watched input required grad or hung off a
-    graph: `tensors` are announced inputs that required grad and forward arguments that
-    carried a grad_fn; `leaf_tensors` forward arguments that were leaves requiring grad."""
+    graph: `tensors` are announced inputs that required grad and forward arguments whose
+    graph reaches a model parameter; `leaf_tensors` forward arguments that were leaves
+    requiring grad, or computed from such leaves only."""
 
     name = "inputs"
     sampled = True  # statistics over observed steps (riswb.instrument.observation)
@@ -41,17 +42,31 @@ class InputsProbe(Probe):
         self._flagged: dict[str, int] = {}  # announced data requiring grad, or on a graph
         self._leaves: dict[str, int] = {}  # forward arguments that are leaves requiring grad
         self._first_step: int | None = None
+        self._derived: dict[str, bool] = {}  # argument -> computed from leaves only
 
     def _watch(self, ctx: StepContext, value, prefix: str, *, leaves_allowed: bool) -> None:
         for name, tensor in _tensors(value, prefix):
             if tensor.grad_fn is None and not tensor.requires_grad:
                 continue
             # a forward argument may be a leaf that requires grad on purpose: adversarial
-            # examples (FGSM/PGD) and input-gradient penalties differentiate w.r.t. it
-            seen = self._leaves if leaves_allowed and tensor.grad_fn is None else self._flagged
+            # examples (FGSM/PGD) and input-gradient penalties differentiate w.r.t. it, and
+            # physics-informed nets feed a function of such leaves (torch.cat of coordinates)
+            on_purpose = leaves_allowed and (
+                tensor.grad_fn is None or self._from_leaves(name, tensor, ctx.wb.params))
+            seen = self._leaves if on_purpose else self._flagged
             seen[name] = seen.get(name, 0) + 1
             if self._first_step is None:
                 self._first_step = ctx.step
+
+    def _from_leaves(self, name: str, tensor: torch.Tensor, params: list) -> bool:
+        """Whether the graph behind `tensor` reaches no model parameter: it was computed
+        from the loop's own leaves (coordinates, a perturbation), not from a model output
+        or an earlier step's graph. Decided once per argument and interval, from at most
+        `_MAX_NODES` graph nodes (a bigger graph counts as reaching the model)."""
+        known = self._derived.get(name)
+        if known is None:
+            known = self._derived[name] = _reaches_no_param(tensor.grad_fn, params)
+        return known
 
     def on_batch_start(self, ctx: StepContext) -> None:
         self._watch(ctx, ctx.payload.get("inputs"), "", leaves_allowed=False)
@@ -69,4 +84,27 @@ class InputsProbe(Probe):
                             leaf_count=sum(self._leaves.values()))
         self._flagged.clear()
         self._leaves.clear()
+        self._derived.clear()
         self._first_step = None
+
+
+_MAX_NODES = 256
+
+
+def _reaches_no_param(grad_fn, params: list) -> bool:
+    """Breadth-first over the autograd graph from `grad_fn`: False as soon as a gradient
+    accumulator of one of `params` is met, or after `_MAX_NODES` nodes."""
+    owned = {id(p) for p in params}
+    queue, seen = [grad_fn], {id(grad_fn)}
+    while queue:
+        if len(seen) > _MAX_NODES:
+            return False
+        node = queue.pop()
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+        if variable is not None and id(variable) in owned:
+            return False
+        for child, _ in node.next_functions:
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                queue.append(child)
+    return True

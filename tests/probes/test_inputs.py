@@ -20,7 +20,9 @@ class KeywordModel(torch.nn.Module):
 
 
 def grad_into_inputs(tmp_path, features_grad: str | None) -> list[dict]:
-    """features_grad: None (plain data), "leaf" (requires grad), "graph" (hangs off one)."""
+    """features_grad: None (plain data), "leaf" (requires grad), "derived" (computed from
+    such a leaf, as a physics-informed net's inputs are), "graph" (computed from the
+    model's own output: the leak)."""
     model = KeywordModel()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scale = torch.ones(1, requires_grad=True)
@@ -28,8 +30,10 @@ def grad_into_inputs(tmp_path, features_grad: str | None) -> list[dict]:
                    strict=True) as wb:
         for _ in range(4):
             features = torch.randn(3, 4, requires_grad=features_grad == "leaf")
-            if features_grad == "graph":
+            if features_grad == "derived":
                 features = features * scale
+            elif features_grad == "graph":
+                features = features + model.linear(features)
             loss = model(torch.randn(3, 4), features=features, labels=torch.zeros(3, 1))
             opt.zero_grad()
             wb.loss({"mse": loss}).backward()
@@ -50,6 +54,13 @@ def test_a_leaf_input_requiring_grad_is_told_apart(tmp_path):
     assert found and all(e["tensors"] == [] for e in found)
     assert all(e["leaf_tensors"] == ["forward.features"] for e in found)
     assert sum(e["leaf_count"] for e in found) == 4
+
+
+def test_an_input_computed_from_leaves_only_is_told_apart(tmp_path):
+    # torch.cat of coordinates that require grad: its graph reaches no model parameter
+    found = grad_into_inputs(tmp_path, features_grad="derived")
+    assert found and all(e["tensors"] == [] for e in found)
+    assert all(e["leaf_tensors"] == ["forward.features"] for e in found)
 
 
 def test_keyword_inputs_without_grad_are_quiet(tmp_path):

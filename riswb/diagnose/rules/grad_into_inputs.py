@@ -1,9 +1,10 @@
 """grad-into-inputs: inputs or targets (e.g. R_samp) carry gradient or keep graphs alive.
 
 Reads `grad_into_inputs` events (`tensors`: announced input/target tensors that required
-grad and forward arguments that carried a grad_fn, `count`; `leaf_tensors`: forward
-arguments that were leaves requiring grad — info only, as adversarial training and
-input-gradient penalties do that on purpose) and kind `inputs` (`requires_grad`,
+grad and forward arguments whose graph reaches a model parameter, `count`; `leaf_tensors`:
+forward arguments that were leaves requiring grad, or computed from such leaves only —
+info only, as adversarial training, input-gradient penalties and physics-informed nets
+do that on purpose) and kind `inputs` (`requires_grad`,
 optionally `grad_fn`: counts of such tensors per logged step).
 """
 
@@ -91,11 +92,12 @@ def _leaves_only(hits: list[dict], leaves: list[str]) -> list[Finding]:
     first = min(int(h.get("first_step", h.get("step", 0))) for h in hits)
     return [Finding(
         ID, "info",
-        f"Forward argument(s) {', '.join(leaves[:6])} were leaves that required grad "
-        f"(first at step {first})",
+        f"Forward argument(s) {', '.join(leaves[:6])} required grad as (or computed from) "
+        f"leaves of the loop's own (first at step {first})",
         {"leaf_tensors": leaves, "first_step": first, "events": len(hits),
          "leaf_count": sum(int(h.get("leaf_count", 0)) for h in hits)},
-        "Adversarial training (FGSM, PGD) and input-gradient penalties differentiate with "
-        "respect to the input on purpose: nothing to do then. Otherwise the data pipeline "
+        "Adversarial training (FGSM, PGD), input-gradient penalties and physics-informed "
+        "losses differentiate with respect to the input on purpose: nothing to do then. "
+        "Otherwise the data pipeline "
         "creates tensors with requires_grad=True, and every backward computes their "
         "gradient for nothing.")]
