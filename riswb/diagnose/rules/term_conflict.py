@@ -5,8 +5,11 @@ Reads the pair cosines of two views (pair keys escaped, docs/internals.md §3): 
 `term_cosine_out` (gradients at the model's outputs, every log interval); for context,
 `term_grad` norms (cancel = similar norms at cosine ≤ -0.9). Info, not a warning, when the
 loss calls alternate between objectives (kind `loss`: a GAN), where terms fight by design,
-and when in every conflicting pair the weaker term's norm is under `WEAK_SHARE` of the
-stronger's (an entropy bonus against a policy loss: the update follows the stronger).
+when in every conflicting pair the weaker term's norm is under `WEAK_SHARE` of the
+stronger's (an entropy bonus against a policy loss: the update follows the stronger), and
+when every conflict is gone in the second half of the run (at least `_LATE_SAMPLES` samples
+there, median cosine above the threshold): the samples are front-loaded, so a median over
+all of them would be the first steps' verdict.
 """
 
 from __future__ import annotations
@@ -52,12 +55,22 @@ def _conflicts(run, view: str, th: Thresholds) -> tuple[bool, list[dict], list[i
     judged = counts >= th.min_term_samples
     bad = judged & (medians <= th.conflict_cosine)
     grads = frame_of(run, norm_kind)
+    csteps = steps_of(cos)
+    late = csteps > _midpoint(run, csteps)
     out = []
     for i in np.flatnonzero(bad):
         _, a, b = pairs[i]
         entry = {"pair": [a, b], "view": view, "median_cosine": float(medians[i]),
                  "min_cosine": float(np.nanmin(values[:, i])),
                  "fraction_below": float(below[i] / counts[i]), "sampled_steps": int(counts[i])}
+        # samples are front-loaded: a conflict of the first steps that the second half of
+        # the run no longer shows was resolved by training (e.g. boundary terms that fight
+        # until the interior fits)
+        later = values[late & ok[:, i], i]
+        if len(later) >= _LATE_SAMPLES and float(np.median(later)) > th.conflict_cosine:
+            entry["resolved"] = {"later_median_cosine": float(np.median(later)),
+                                 "later_samples": int(len(later)),
+                                 "after_step": int(csteps[late][0])}
         norms = [col(grads, t) for t in (a, b)] if not grads.empty else []
         if norms and all(np.isfinite(n).any() for n in norms):
             na, nb = (float(nanmedian(n)) for n in norms)
@@ -67,6 +80,16 @@ def _conflicts(run, view: str, th: Thresholds) -> tuple[bool, list[dict], list[i
             entry["weaker_share"] = min(na, nb) / max(na, nb) if max(na, nb) > 0 else 0.0
         out.append(entry)
     return bool(judged.any()), out, span(steps_of(cos))
+
+
+_LATE_SAMPLES = 3  # samples in the second half of the run that can show a conflict resolved
+
+
+def _midpoint(run, fallback: np.ndarray) -> float:
+    """The middle of the run's steps (its loss records; else the sampled steps')."""
+    loss = frame_of(run, "loss")
+    steps = steps_of(loss) if not loss.empty else fallback
+    return float(steps.min() + (steps.max() - steps.min()) / 2) if len(steps) else 0.0
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -100,6 +123,18 @@ def check(run, th: Thresholds) -> list[Finding]:
             f"A small term opposing the main one — an entropy bonus against the policy loss, "
             f"a regularizer against the fit — pulls back by design, and at this size it only "
             f"trims '{strong}''s gradient. Look here only if '{weak}' is meant to matter.")]
+    if all("resolved" in c for c in conflicts):
+        later = worst["resolved"]
+        return [Finding(
+            ID, "info",
+            f"Terms '{a}' and '{b}' pulled against each other early in the run (median "
+            f"gradient cosine {fmt(worst['median_cosine'])} at the {worst['view']}), not in "
+            f"its second half (median {fmt(later['later_median_cosine'])} over "
+            f"{later['later_samples']} samples after step {later['after_step']})",
+            evidence,
+            "Terms that fight while the model is far from fitting either (a boundary term "
+            "against the interior, a regularizer against an untrained fit) stop fighting "
+            "as it learns. Look here only if training was slow to start.")]
     if objectives:  # adversarial training: terms fight by design (a critic's real vs fake)
         evidence["objectives"] = objectives
         return [Finding(

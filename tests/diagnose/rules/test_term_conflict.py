@@ -21,6 +21,16 @@ def test_opposed_terms(make_run):
     assert worst["cancel"] is True and "cancel" in finding.title
 
 
+def test_a_conflict_gone_in_the_second_half_is_info(make_run):
+    # the first 40% of the run conflicts, the rest does not
+    steps = healthy().steps
+    spec = healthy().update("term_cosine", lambda s, r: {
+        **r, "nmse|gap": -0.97 if s < 0.4 * steps else 0.4})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and "early in the run" in finding.title
+    assert finding.evidence["conflicts"][0]["resolved"]["later_median_cosine"] == 0.4
+
+
 def test_unchecked_without_cosines(make_run):
     with pytest.raises(Unchecked):
         check(make_run(healthy().drop("term_cosine", "term_cosine_out")), ID)
