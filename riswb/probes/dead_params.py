@@ -13,10 +13,12 @@ docs/failures.md #7: heads holding half the model's parameters never received a 
   even interval read only the first of two backwards and took a head that gets its gradient
   in the second for dead. Lookup tables (nn.Embedding, nn.EmbeddingBag) are left out of the
   element level: only the rows a batch looks up get a gradient, so rows of tokens no sampled
-  batch held are not dead (a table never looked up is still a dead tensor). Likewise a
-  column of an nn.Linear weight that is zero throughout is an input that was zero in every
-  sampled batch (a one-hot input never set, or a dead unit upstream — which its own layer
-  shows as a dead row), not a dead part of this layer; nor are elements a
+  batch held are not dead (a table never looked up is still a dead tensor). Likewise an
+  nn.Linear weight's elements are dead only by whole rows (a unit that got no gradient):
+  element (j, i) is zero whenever unit j and input i are never non-zero together, which
+  one-hot inputs and ReLU units do all the time, and a column zero throughout is an input
+  that was zero in every sampled batch (a one-hot input never set, or a dead unit upstream
+  — which its own layer shows as a dead row); nor are elements a
   torch.nn.utils.prune mask (`<name>_mask` beside `<name>_orig`) zeroes on purpose.
   "Ever non-zero in this window" is the OR of the gradients' bits (sign bit ignored at the
   end), accumulated in place (see riswb.probes.bits). Memory: one integer of the gradient's width
@@ -213,19 +215,25 @@ def _pruning_masks(model: torch.nn.Module) -> dict[int, torch.Tensor]:
 
 def _ever_nonzero(seen_bits: torch.Tensor, elements: int, *, input_columns: bool = False,
                   pruned: torch.Tensor | None = None) -> torch.Tensor:
-    """Elements whose OR-ed bits say they were non-zero at least once. A complex tensor's
-    bits hold its real and imaginary parts side by side (twice `elements` values, in a last
-    dimension of 2): either part counts. With `input_columns` (an nn.Linear weight, (out,
-    in)) a column zero throughout counts as alive: that input was zero in every sampled
-    batch — a one-hot state never visited, padding, or a dead unit upstream, which shows as
-    its own layer's dead row — so it says nothing about this layer."""
+    """Elements counted alive: for most tensors those whose OR-ed bits say they were
+    non-zero at least once. A complex tensor's bits hold its real and imaginary parts side
+    by side (twice `elements` values, in a last dimension of 2): either part counts.
+
+    With `input_columns` (an nn.Linear weight, (out, in)), element (j, i) gets Σ δ_j·x_i:
+    zero throughout whenever unit j and input i were never non-zero on the same sample,
+    which one-hot inputs and ReLU units do all the time. So only a dead ROW (unit j got no
+    gradient from any sample) is dead, over the columns that saw a non-zero input: a column
+    zero throughout is an input zero in every sampled batch — a one-hot state never
+    visited, padding, or a dead unit upstream, which shows as its own layer's dead row."""
     nonzero = magnitude_bits(seen_bits) != 0
     if nonzero.numel() == 2 * elements and elements:
         nonzero = nonzero.any(-1)
     if pruned is not None and pruned.shape == nonzero.shape:
         nonzero = nonzero | pruned.to(nonzero.device)
-    if input_columns and nonzero.dim() == 2 and nonzero.shape[0] > 1:
-        # (one output row: a column is a single element and proves nothing about the input)
-        silent = ~nonzero.any(0)
-        return nonzero.sum() + silent.sum() * nonzero.shape[0]
+    if input_columns and nonzero.dim() == 2:
+        live_rows = nonzero.any(1)
+        if nonzero.shape[0] == 1:  # one row: a silent column and a dead row look the same
+            return live_rows.sum() * nonzero.shape[1]
+        dead = (~live_rows).sum() * nonzero.any(0).sum()
+        return nonzero.numel() - dead
     return nonzero.sum()

@@ -99,9 +99,11 @@ def test_run_shorter_than_the_window_is_evaluated_at_the_end(tmp_path):
 
 
 def test_element_fractions_match_brute_force(tmp_path):
-    """Oracle: per element, zero (±0.0) on every sampled backward; sampled = 0, 2, 4."""
+    """Oracle: per element, zero (±0.0) on every sampled backward; sampled = 0, 2, 4. (A
+    bare parameter: an nn.Linear weight is judged by whole rows, see the test below.)"""
     torch.manual_seed(1)
-    model = nn.Linear(60, 1, bias=False)
+    model = nn.Module()
+    model.weight = nn.Parameter(torch.zeros(1, 60))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     grads = []
     for _ in range(6):
@@ -226,10 +228,34 @@ def test_inputs_never_set_are_not_dead_but_a_dead_unit_is(tmp_path):
             opt.step()
     dead = read_run(wb.path).kind("dead").iloc[0]
     # first layer: unit 0's row where inputs were ever set (4 weights) and its bias are
-    # dead; columns 4-6 (inputs never set) are not. The second layer has one output row,
-    # where a column is one element and proves nothing: its weight from the dead unit counts
+    # dead; columns 4-6 (inputs never set) are not. The second layer's one output row gets
+    # a gradient: its weight from the dead unit is an input that was always 0, which the
+    # first layer already names
     assert dead["dead_frac/0"] == pytest.approx(5 / (7 * 8 + 8))
-    assert dead["dead_frac/2"] == pytest.approx(1 / 9)
+    assert dead["dead_frac/2"] == 0
+
+
+def test_units_and_inputs_never_active_together_are_not_dead(tmp_path):
+    """One-hot states and ReLU units that each fire on some states only: most (unit, input)
+    pairs never meet, so their weights never get a gradient, yet every unit and every input
+    is alive (a DQN's first layer): nothing is dead."""
+    torch.manual_seed(0)
+    first = nn.Linear(4, 4)
+    with torch.no_grad():
+        first.weight.copy_(torch.eye(4) * 2 - 1)  # unit j fires on state j only
+        first.bias.zero_()
+    model = nn.Sequential(first, nn.ReLU(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[DeadParamsProbe()],
+                         strict=True, log_every=10) as wb:
+        for _ in range(50):
+            state = torch.nn.functional.one_hot(torch.arange(4), 4).float()
+            loss = wb.loss({"mse": (model(state) - 1).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    dead = read_run(wb.path).kind("dead").iloc[0]
+    assert dead["dead_frac/0"] == 0 and dead["frac_dead_elems"] == 0
 
 
 def test_elements_a_pruning_mask_zeroes_are_not_dead(tmp_path):
