@@ -25,9 +25,12 @@ docs/failures.md #7: heads holding half the model's parameters never received a 
   per trainable element (two for complex), kept (and zeroed) from window to window.
 
 The window is tumbling: `window` backward passes (default 50), evaluated at the first flush
-after it fills; a run that ends before its first window is full is evaluated on what it
-has, at RUN_END (a short final window of a longer run is dropped, so that a tensor that
-gets a gradient only now and then does not flicker in and out of the dead set).
+after it fills (elements only once `_MIN_INFORMATIVE` sampled backwards carried a non-zero
+gradient somewhere — a satisfied margin loss gives backwards with none, which prove nothing
+about any element —, the windows adding up until then, their element fields NaN); a run
+that ends before its first window is full is evaluated on what it has, at RUN_END (a short
+final window of a longer run is dropped, so that a tensor that gets a gradient only now and
+then does not flicker in and out of the dead set).
 
 Record (one per evaluated window, `step` = the flush step):
 
@@ -81,11 +84,15 @@ class DeadParamsProbe(Probe):
     def _reset(self) -> None:
         self._steps = 0
         self._alive: torch.Tensor | None = None  # (P,) Σ ‖g_p‖ over the window: 0 = dead
+        self._reset_elements()
+
+    def _reset_elements(self) -> None:
         for bits in self._seen_bits:
             if bits is not None:
                 bits.zero_()  # reused: a fresh gradient-sized buffer costs page faults
         self._zero_counts: torch.Tensor | None = None  # (P,) float64: zero elements, summed
         self._samples = 0
+        self._informative: torch.Tensor | None = None  # samples with any non-zero gradient
 
     def on_after_backward(self, ctx: StepContext) -> None:
         wb = ctx.wb
@@ -110,6 +117,11 @@ class DeadParamsProbe(Probe):
             self._alive.add_(stats.norms)
         if self._steps % self.elem_every == 0:
             self._sample_elements(stats.grads, index)
+            # a backward whose gradient is 0 everywhere (a satisfied margin loss) says
+            # nothing about which elements can get one (counted on the device: no sync)
+            informative = (stats.norms.sum() > 0).to(torch.int64)
+            self._informative = informative if self._informative is None else (
+                self._informative + informative)
         self._steps += 1
 
     def _sample_elements(self, grads: list[torch.Tensor | None], index: ModuleIndex) -> None:
@@ -144,10 +156,10 @@ class DeadParamsProbe(Probe):
             self._evaluate(ctx)
 
     def on_run_end(self, ctx: StepContext) -> None:
-        if self._steps and not self._evaluated:
-            self._evaluate(ctx)
+        if self._steps and not self._evaluated:  # a run shorter than one window
+            self._evaluate(ctx, final=True)
 
-    def _evaluate(self, ctx: StepContext) -> None:
+    def _evaluate(self, ctx: StepContext, final: bool = False) -> None:
         index, wb = self._index, ctx.wb
         if index is None or self._alive is None:
             self._reset()
@@ -163,7 +175,11 @@ class DeadParamsProbe(Probe):
             "n_params": len(names),
             "steps": self._steps,
         }
-        if self._samples and self._zero_counts is not None:
+        informative = 0 if self._informative is None else int(self._informative.item())
+        # elements are judged on at least `_MIN_INFORMATIVE` sampled backwards that carried a
+        # gradient: fewer (most batches gave a zero loss) and they add up into the next window
+        judged = informative >= _MIN_INFORMATIVE or (final and informative > 0)
+        if judged and self._zero_counts is not None:
             # elements zero on every sampled step, per tensor (a None-only tensor: all of it;
             # a buffer still zero from an earlier window reads the same way)
             seen_bits = self._seen_bits + [None] * (len(numel) - len(self._seen_bits))
@@ -190,13 +206,18 @@ class DeadParamsProbe(Probe):
                 record[f"dead_frac/{name}"] = dead_frac[m]
             for m, name in enumerate(index.names):
                 record[f"zero_frac/{name}"] = zero_frac[m]
+            self._reset_elements()
         wb.writer.scalars(ctx.step, "dead", record)
         dead_set = set(dead)
         if dead_set != self._dead_names:
             wb.writer.event(ctx.step, "dead_params", names=dead, steps=self._steps)
             self._dead_names = dead_set
         self._evaluated = True
-        self._reset()
+        self._steps = 0
+        self._alive = None
+
+
+_MIN_INFORMATIVE = 3  # sampled backwards with a gradient before elements are judged
 
 
 def _pruning_masks(model: torch.nn.Module) -> dict[int, torch.Tensor]:

@@ -30,7 +30,8 @@ class Heads(nn.Module):
 
 
 def train(tmp_path, steps, probe, *, use_extra=lambda step: True, zero_extra=False,
-          log_every=5, set_to_none=True):
+          log_every=5, set_to_none=True, scale=lambda step: 1.0):
+    """`scale(step)` multiplies the loss: 0 gives a backward with no gradient anywhere."""
     torch.manual_seed(0)
     model = Heads()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -40,7 +41,7 @@ def train(tmp_path, steps, probe, *, use_extra=lambda step: True, zero_extra=Fal
     with wb:
         for step in range(steps):
             out = model(torch.randn(8, 4), use_extra(step), zero_extra)
-            loss = wb.loss({"mse": (out - 1).pow(2).mean()})
+            loss = wb.loss({"mse": scale(step) * (out - 1).pow(2).mean()})
             opt.zero_grad(set_to_none=set_to_none)
             loss.backward()
             opt.step()
@@ -48,7 +49,9 @@ def train(tmp_path, steps, probe, *, use_extra=lambda step: True, zero_extra=Fal
 
 
 def test_unused_head_is_dead_and_named(tmp_path):
-    run = train(tmp_path, 20, DeadParamsProbe(window=10), use_extra=lambda s: False)
+    # elements are judged on ≥ 3 sampled backwards: 4 per window here
+    run = train(tmp_path, 20, DeadParamsProbe(window=10, elem_every=3),
+                use_extra=lambda s: False)
     dead = run.kind("dead")
     assert list(dead["step"]) == [9, 19]
     assert (dead["n_dead"] == 2).all() and (dead["n_params"] == 7).all()
@@ -66,11 +69,24 @@ def test_unused_head_is_dead_and_named(tmp_path):
 
 
 def test_clean_loop_has_nothing_dead(tmp_path):
-    run = train(tmp_path, 20, DeadParamsProbe(window=10))
+    run = train(tmp_path, 20, DeadParamsProbe(window=10, elem_every=3))
     dead = run.kind("dead")
     assert (dead["n_dead"] == 0).all()
     assert run.events_of("dead_params") == []
     assert dead["dead_frac/extra"].iloc[0] == 0.0
+
+
+def test_backwards_without_any_gradient_do_not_judge_elements(tmp_path):
+    """A margin loss satisfied by most batches: their backwards carry no gradient at all and
+    say nothing about which elements can get one. Elements are judged once 3 sampled
+    backwards carried a gradient, the windows between adding up."""
+    informative = {0, 30, 50}  # the sampled backwards (every 5th) that carry a gradient
+    run = train(tmp_path, 60, DeadParamsProbe(window=20, elem_every=5),
+                scale=lambda s: float(s in informative))
+    dead = run.kind("dead")
+    assert list(dead["step"]) == [19, 39, 59]
+    judged = dead["frac_dead_elems"].notna().tolist()
+    assert judged == [False, False, True]  # 1, then 2, then 3 informative samples
 
 
 def test_zero_gradients_count_as_dead(tmp_path):

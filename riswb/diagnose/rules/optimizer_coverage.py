@@ -1,8 +1,10 @@
 """optimizer-coverage: trainable params missing from the optimizer, in two groups, in lr=0
 groups, or optimizer tensors that are not in the model.
 
-Reads the `coverage` event (`missing`, `duplicated`, `zero_lr_groups`, `stale`, `groups`)
-and kind `lr` (`group/<g>`) to tell a warm-up that starts at 0 from a group stuck at 0.
+Reads the `coverage` event (`missing`, `duplicated`, `zero_lr_groups`, `stale`, `groups`,
+`frozen`, `group_lr`), kind `lr` (`group/<g>`) to tell a warm-up that starts at 0 from a
+group stuck at 0, and kind `param_update` (`group/<g>/ratio`, NaN while none of the group's
+tensors is trainable) for groups with an lr whose tensors stayed frozen all run.
 A missing tensor that never received a gradient (the `coverage_grads` event's `no_grad`:
 a KD teacher run only under torch.no_grad with requires_grad left on) is effectively frozen:
 leaving it out of the optimizer loses nothing, so it is reported as info, not an error.
@@ -30,6 +32,48 @@ ID = "optimizer-coverage"
 def _modules(summary: dict) -> str:
     parts = [f"{m} ({c})" for m, c in summary["by_module"].items()]
     return ", ".join(parts[:6]) + (" …" if len(parts) > 6 else "")
+
+
+def _frozen_groups(run, audit: dict, base: dict, th: Thresholds) -> list[Finding]:
+    """Param groups given an lr whose tensors stayed frozen for the whole run while other
+    groups trained (kind `param_update`: a group's ratio is NaN while none of its tensors
+    is trainable): `model.requires_grad_(False)` meant for part of the model, or a module
+    frozen by default, in a group the loop configured to train. A group frozen for part of
+    the run (gradual unfreezing, progressive freezing) is measured when trainable."""
+    updates = frame_of(run, "param_update")
+    columns = [c for c in updates.columns if c.startswith("group/") and c.endswith("/ratio")]
+    if len(updates) < th.min_term_samples or len(columns) < 2:
+        return []
+    measured = {c[len("group/"):-len("/ratio")]: np.isfinite(col(updates, c)).any()
+                for c in columns}
+    if not any(measured.values()):
+        return []  # nothing trains at all: params-not-moving's business
+    group_lr = audit.get("group_lr") if isinstance(audit.get("group_lr"), dict) else {}
+    lr = frame_of(run, "lr")
+    idle = []
+    for group, trained in measured.items():
+        if trained:
+            continue
+        values = col(lr, f"group/{group}")
+        peak = float(np.nanmax(values)) if np.isfinite(values).any() else float(
+            group_lr.get(group, 0.0) or 0.0)
+        if peak > th.lr_min:
+            idle.append((group, peak))
+    if not idle:
+        return []
+    frozen = as_names(audit.get("frozen"))
+    return [Finding(
+        ID, "warning",
+        "Param group(s) " + ", ".join(f"{g} (lr {peak:.3g})" for g, peak in idle)
+        + " held only frozen tensors (requires_grad=False) for the whole run: they never "
+        "trained while the other groups did",
+        {**base, "idle_groups": [g for g, _ in idle], "frozen": names_summary(frozen),
+         "param_update_records": len(updates)},
+        "The loop gave these groups a learning rate, but their tensors never required grad: "
+        "model.requires_grad_(False) (meant for part of the model) was left on them, or a "
+        "module came frozen by default (from_pretrained(freeze=True)). If they should "
+        "train, call requires_grad_(True) on them; if the freeze is intended, leave them "
+        "out of the optimizer.")]
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -111,6 +155,8 @@ def check(run, th: Thresholds) -> list[Finding]:
                 {**base, "zero_lr_groups": warming},
                 "A warm-up that starts at exactly 0 wastes its first steps; start it above "
                 "zero, e.g. lr·(step+1)/warmup_steps."))
+
+    findings += _frozen_groups(run, audit, base, th)
 
     stale = as_names(audit.get("stale"))
     if stale:
