@@ -93,7 +93,7 @@ def _validate_then_log(tmp_path, validation_mode: str, grad: bool = False):
             if step % 5 == 4:
                 model.train(validation_mode == "train")
                 with torch.set_grad_enabled(grad):
-                    val = float(model(torch.randn(16, 4)).square().mean())
+                    val = model(torch.randn(16, 4)).square().mean().item()
                 model.train()
                 wb.evaluate({"val": val})
     return read_run(wb.path).kind("mode").sum()
