@@ -4,7 +4,9 @@ Reads kind `nonfinite` (`grad_elems` counted on the raw gradient before sanitiza
 `params`, `sanitized` — wb.sanitize_'s count or the loop's own nan_to_num_ seen by
 grad_step —, and per optimizer-step attempt `step_attempts`, `attempts_nonfinite`,
 `attempts_skipped`), kind `term_nonfinite` (per term, sampled steps) to attribute the
-term, and `step_skipped` events with reason `scaler` (AMP overflow handled by GradScaler).
+term, `step_skipped` events with reason `scaler` (AMP overflow handled by GradScaler), and
+kind `param_update` (`ratio` on the front-loaded steps): updates growing past the weights'
+own size before the first non-finite gradient name divergence (the lr), not a singular op.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from riswb.diagnose.rules._util import (
     steps_of,
     totals,
 )
-from riswb.diagnose.text import pct
+from riswb.diagnose.text import fmt, pct
 
 ID = "nonfinite-grads"
 
@@ -121,6 +123,20 @@ def check(run, th: Thresholds) -> list[Finding]:
             "Nothing to do while the rate stays this low; if it grows, compute the "
             "overflowing part of the loss in float32 (autocast(enabled=False)).")]
     at_start = " at the first step" if first == int(steps.min()) else ""
+    diverged = _diverged(run, first)
+    if diverged is not None:
+        evidence["diverged"] = diverged
+        return [Finding(
+            ID, "error",
+            f"Non-finite gradients on {count} ({pct(fraction)}){named}; first at step "
+            f"{first}, after the updates diverged (‖Δθ‖/‖θ‖ up to "
+            f"{fmt(diverged['peak_update_ratio'])} by step {diverged['peak_at_step']})",
+            evidence,
+            "The updates grew step after step until the weights overflowed: each step "
+            "moved the weights by more than their own size. The learning rate is too high "
+            "for this model (a typo of 2.0 for 2e-2, a scaled-up batch without warm-up): "
+            "lower it, add a warm-up, or clip gradients with clip_grad_norm_. Count on the "
+            "raw gradient, before any nan_to_num.")]
     return [Finding(
         ID, "error",
         f"Non-finite gradients on {count} ({pct(fraction)}){named}; first at step "
@@ -129,3 +145,22 @@ def check(run, th: Thresholds) -> list[Finding]:
         ("Non-finite gradients at batch 0 with a finite loss point at a backward that is "
          "singular at init, not at divergence. " if at_start else "")
         + source + " Count on the raw gradient, before any nan_to_num.")]
+
+
+def _diverged(run, first: int) -> dict | None:
+    """Divergence before the first non-finite gradient (kind `param_update`, front-loaded):
+    an update at least as big as the weights (‖Δθ‖/‖θ‖ ≥ 1) after a first one ten times
+    smaller — the lr, not a singular op. None without that evidence."""
+    updates = frame_of(run, "param_update")
+    if "ratio" not in updates.columns:
+        return None
+    ustep, ratio = steps_of(updates), col(updates, "ratio")
+    before = (ustep <= first) & np.isfinite(ratio)
+    values, at = ratio[before], ustep[before]
+    if len(values) < 2:
+        return None
+    peak = int(np.argmax(values))
+    if values[peak] < 1 or values[peak] < 10 * values[0]:
+        return None
+    return {"first_update_ratio": float(values[0]), "peak_update_ratio": float(values[peak]),
+            "peak_at_step": int(at[peak])}

@@ -31,6 +31,26 @@ def test_unsanitized_nan_at_batch_zero(make_run):
     assert finding.severity == "error" and "first step" in finding.title
 
 
+def _nan_after(updates):
+    """Non-finite gradients from step 100 on, after param_update ratios `updates(step)`."""
+    spec = healthy().update("nonfinite", lambda s, r: {**r, "grad_elems": 8} if s >= 100 else r)
+    return spec.update("param_update", lambda s, r: {**r, "ratio": updates(s)})
+
+
+def test_nan_after_the_updates_diverged_names_the_lr(make_run):
+    spec = _nan_after(lambda s: 0.01 * 1.1 ** s if s < 100 else float("nan"))
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "diverged" in finding.title
+    assert finding.evidence["diverged"]["peak_at_step"] == 99
+    assert "learning rate is too high" in finding.fix
+
+
+def test_nan_after_steady_updates_blames_the_op(make_run):
+    spec = _nan_after(lambda s: 0.01)
+    [finding] = check(make_run(spec), ID)
+    assert "diverged" not in finding.title and "square root" in finding.fix
+
+
 def _scaler_overflow(steps, count: int = 1):
     """Non-finite gradients on `count` attempts at each of `steps`, all skipped by a scaler."""
     spec = healthy().update("nonfinite", lambda s, r: {
