@@ -4,7 +4,8 @@ schedules by hand. The healthy ones drew false alarms (train-mode at a `wb.evalu
 after `model.train()`, grads-altered on a value-preserving `p.grad = torch.nan_to_num(...)`);
 the buggy ones went unnamed (Dropout layers left in eval mode after a mid-epoch validation,
 a declared accumulation that clears the gradients before every micro-batch, an lr decayed
-by hand every batch instead of every epoch).
+by hand every batch instead of every epoch, an Adam lr 100× too high whose loss spiked and
+then sat at chance level).
 
 Healthy loops assert no error or warning from these rules (other rules' findings on them
 are other rules' business; tests/loops/test_findings.py checks them for every id); buggy
@@ -233,12 +234,31 @@ def lr_decayed_by_hand_per_batch(runs_dir: Path) -> Path:
     return wb.path
 
 
+def adam_lr_far_too_high(runs_dir: Path) -> Path:
+    """BUG: Adam at lr 0.3 (meant 3e-3): the first update is bigger than the weights, the
+    loss spikes and then sits at the loss of a constant prediction. The first record, a
+    mean over the spike, made it read as a drop."""
+    model = _dropout_mlp()
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.3)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="lr-too-high",
+                         log_every=LOG_EVERY) as wb:
+        for _ in range(150):
+            x, y = _classes(gen)
+            loss = wb.loss({"ce": nn.functional.cross_entropy(model(x), y)})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return wb.path
+
+
 HEALTHY = [validation_then_train_then_log, grads_copied_without_change, vae_kl_warmup_from_zero,
            uncertainty_weighted_tasks, auxiliary_weight_annealed_to_zero,
            hinge_loss_satisfied_on_some_batches]
 BUGGY = {dropout_left_in_eval_after_validation: ("train-mode", "error"),
          accumulation_declared_but_cleared_per_batch: ("step-cadence", "error"),
-         lr_decayed_by_hand_per_batch: ("lr-stalled", "error")}
+         lr_decayed_by_hand_per_batch: ("lr-stalled", "error"),
+         adam_lr_far_too_high: ("loss-not-dropping", "error")}
 
 
 @pytest.mark.parametrize("loop", HEALTHY, ids=lambda f: f.__name__)

@@ -78,6 +78,21 @@ def _at_final_weights(run, frame: pd.DataFrame) -> np.ndarray | None:
     return sum(final[t] * col(frame, t) for t in terms)
 
 
+def _first_update_blew_up(run) -> dict | None:
+    """The very first update at least as big as the (non-zero) weights it started from,
+    ‖Δθ‖/‖θ‖ ≥ 1 at optimizer step 1 (kind `param_update`, which samples it): an lr far too
+    high, whose first records then show the blow-up, not the starting loss. (A model grown
+    from a zero init reads an infinite ratio there, and ~1 on the next steps: not this.)"""
+    updates = frame_of(run, "param_update")
+    if "ratio" not in updates.columns or "opt_step" not in updates.columns:
+        return None
+    ratio, opt_step = col(updates, "ratio"), col(updates, "opt_step")
+    first = np.isfinite(ratio) & (opt_step == 1)
+    if not first.any() or ratio[first].max() < 1:
+        return None
+    return {"update_ratio": float(ratio[first].max()), "opt_step": 1}
+
+
 def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
            rescored: np.ndarray | None = None) -> list[Finding]:
     """Constant, not falling, or rebounding: the total loss of one objective. `rescored`:
@@ -95,8 +110,14 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
     # falls within the first window must not read as "started low", and a noisy start must
     # not read as a drop
     start = float(np.median(values[:window]))
+    blowup = _first_update_blew_up(run)
     for value, m in ((np.median(values[:min(5, window)]), min(5, window)), (values[0], 1)):
         if value - start > 3 * 1.25 * noise / np.sqrt(m):
+            if blowup is not None:
+                # the first steps moved the weights by more than their own size: the high
+                # first records are that blow-up, not where the model started from
+                start = float(np.median(values[1:window + 1]))
+                break
             start = float(max(start, value))
     end = float(np.median(values[-window:]))
     rolling = pd.Series(values).rolling(window).median().to_numpy()[window - 1:]
@@ -107,6 +128,7 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
         "steps": span(vsteps),
         "records": n,
         "window": window,
+        **({"first_update_blew_up": blowup} if blowup is not None else {}),
         "start": start,
         "best": best,
         "best_at_step": best_step,
@@ -142,12 +164,18 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
             batches = int(vsteps[-1] - vsteps[0] + 1)
             early = batches < th.min_loss_steps
             evidence["batches"] = batches
+            blew = (f"; the first updates blew up (‖Δθ‖/‖θ‖ = {fmt(blowup['update_ratio'])} at "
+                    f"optimizer step {blowup['opt_step']})" if blowup is not None else "")
             findings.append(Finding(
                 ID, "info" if early else "error",
                 f"The training loss {verb}: {fmt(start)} at the start, best {fmt(best)}, "
                 f"{fmt(end)} at the end ({pct(max(drop, 0))} drop over {n} records)"
-                + (f"; only {batches} batches, too early to call" if early else ""),
-                evidence, fix))
+                + (f"; only {batches} batches, too early to call" if early else "") + blew,
+                evidence,
+                ("An update bigger than the weights themselves is a learning rate far too "
+                 "high: the model jumped away from its initialization and settled where it "
+                 "learns nothing (often the loss of a constant prediction). Lower the lr (by "
+                 "10× or more), or add a warm-up. " if blowup is not None else "") + fix))
         else:
             gain = start - best
             rebound = (end - best) / gain if gain > 0 else 0.0

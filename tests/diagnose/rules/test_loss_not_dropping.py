@@ -46,6 +46,27 @@ def test_fast_early_drop_still_counts(make_run):
     assert check(make_run(spec), ID) == []
 
 
+def _spike_then_flat(first_ratio: float):
+    """The first record 6× the rest (a blow-up, or a fast fall), then flat at 1.4, with the
+    first optimizer step's ‖Δθ‖/‖θ‖ = `first_ratio`."""
+    spec = healthy().update("loss", lambda s, r: {
+        **r, "total": 8.0 if s == 0 else 1.4 + 0.01 * ((s * 7) % 5)})
+    return spec.update("param_update", lambda s, r: {
+        **r, "ratio": first_ratio if r["opt_step"] == 1 else r["ratio"]})
+
+
+def test_a_first_update_bigger_than_the_weights_is_no_start(make_run):
+    # Adam at lr 0.3: the first records hold the blow-up, then the loss sits at chance
+    [finding] = check(make_run(_spike_then_flat(3.2)), ID)
+    assert finding.severity == "error" and "blew up" in finding.title
+    assert finding.evidence["first_update_blew_up"]["update_ratio"] == 3.2
+    assert "lr" in finding.fix
+
+
+def test_a_fast_fall_from_ordinary_first_updates_still_counts(make_run):
+    assert check(make_run(_spike_then_flat(0.01)), ID) == []
+
+
 def test_frozen_validation_metrics_warn(make_run):
     # the evaluated weights never change: every metric repeats itself bit for bit
     spec = healthy().update("eval", lambda s, r: {**r, "val_loss": 0.731, "nmse": 0.5})
