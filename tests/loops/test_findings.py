@@ -17,7 +17,7 @@ import riswb
 from tests.loops import test_closure_and_multi_optimizer_loops as closure_loops
 from tests.loops import test_constraint_and_unfreeze_loops as constraint_loops
 from tests.loops import test_distillation_loops as distillation_loops
-from tests.loops import test_validation_and_schedule_loops as validation_loops
+from tests.loops import validation_and_schedule as validation_loops
 from tests.loops.unseen import unseen_buggy, unseen_healthy
 from tests.loops.zoo import (
     LOG_EVERY,
@@ -143,6 +143,9 @@ EXPECTS = {
     **{f"{key}:{loop.__name__}": rule for key, suite in SUITES.items()
        for loop, (rule, _) in suite.BUGGY.items()},
 }
+# the severity a suite requires of its buggy loop's finding
+SEVERITY = {f"{key}:{loop.__name__}": severity for key, suite in SUITES.items()
+            for loop, (_, severity) in suite.BUGGY.items()}
 # findings a bug legitimately causes besides its own (its symptoms)
 ALSO = {
     "zero_grad_between_backward_and_step": {"params-not-moving", "step-skipped"},
@@ -185,6 +188,7 @@ def test_healthy_loop_draws_no_error_and_no_warning(diagnoses, name):
 def test_buggy_loop_is_named(diagnoses, name):
     found = severe(diagnoses[name])
     assert EXPECTS[name] in found, (found, diagnoses[name].unchecked)
+    assert found[EXPECTS[name]] == SEVERITY.get(name, found[EXPECTS[name]]), found
     extra = set(found) - {EXPECTS[name]} - ALSO.get(name, set())
     assert not extra, [f.title for f in diagnoses[name].findings if f.id in extra]
 
