@@ -27,6 +27,7 @@ class BackwardEnd:
 
     def __init__(self, params: list[torch.Tensor], on_end: Callable[[], None]):
         self.on_end = on_end
+        self.last_task: int | None = None  # graph task id of the latest outermost backward
         self._queued: set[int] = set()  # graph tasks with a callback queued
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
@@ -52,6 +53,7 @@ class BackwardEnd:
         self._queued.discard(task)
         enclosing = torch._C._current_autograd_node()
         if enclosing is None:
+            self.last_task = task
             self.on_end()
             return
         # nested (reentrant checkpoint): report when the enclosing task ends instead

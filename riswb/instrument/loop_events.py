@@ -80,6 +80,7 @@ class LoopEvents:
             self._emit(event, self.step, inputs=args, kwargs=kwargs, output=output)
 
     def _on_backward_end(self) -> None:
+        self.backward_task = self._backward.last_task
         self.n_backward += 1
         self._bw_since_loss = True
         self._bw_since_step += 1

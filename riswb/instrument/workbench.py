@@ -160,6 +160,9 @@ class Workbench(LoopEvents):
         self.first_step = int(first_step)
         self.step = self.first_step  # step of the latest wb.loss() call (first_step before any)
         self.n_loss = self.n_forward = self.n_nograd_forward = self.n_backward = 0
+        # autograd graph task of the latest backward (a `.backward()` into the parameters,
+        # not a probe's autograd.grad): riswb.probes.term_reach tells which terms it reached
+        self.backward_task: int | None = None
         self.opt_step = self.n_scheduler = self.n_eval = 0
         self.opt_steps = [0] * len(self.optimizers)
         self.observation = ObservationSchedule(observe_every)

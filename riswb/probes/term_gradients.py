@@ -63,6 +63,7 @@ import torch
 
 from riswb.instrument.hooks import Probe, StepContext
 from riswb.probes.term_keys import gradient_terms, pair_key
+from riswb.probes.term_reach import TermReach
 
 
 def _scalar(term: torch.Tensor) -> torch.Tensor:
@@ -139,6 +140,7 @@ class TermGradientsProbe(Probe):
         self._cycle_samples = 0  # samples taken in the current optimizer-step cycle
         self._warm = False  # the first sample's cycle (one-off costs) has passed
         self._ordinary: list[float] = []  # busy seconds per wb.loss, cycles without samples
+        self.reach = TermReach()  # did the loop's backward go through each term?
         self._sampled: list[tuple[float, int, int]] = []  # (busy, losses, samples) with
 
     def describe(self) -> dict[str, Any]:
@@ -161,8 +163,14 @@ class TermGradientsProbe(Probe):
         if self._due(ctx.step):
             self._cycle_samples += 1
             self._sample(ctx)
+            # hooked after the sample: its own autograd.grad must not count as reaching them
+            self.reach.watch(gradient_terms(ctx.payload), ctx.step)
+
+    def on_after_backward(self, ctx: StepContext) -> None:
+        self.reach.on_backward(ctx.wb.backward_task)
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:
+        self.reach.on_step()
         samples, self._cycle_samples = self._cycle_samples, 0
         busy, losses = ctx.wb.cycle_busy, ctx.wb.cycle_losses
         if self.interval is not None or busy is None or not losses:
@@ -308,6 +316,7 @@ class TermGradientsProbe(Probe):
     def flush(self, ctx: StepContext) -> None:
         pending, self._pending = self._pending, []
         writer = ctx.wb.writer
+        self.reach.flush(writer, ctx.step)
         for step, names, gram, nonfinite in pending:
             norms = gram.diagonal().clamp_min(0).sqrt()
             cosine = (gram / (norms[:, None] * norms[None, :])).clamp(-1.0, 1.0)

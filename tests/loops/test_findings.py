@@ -159,6 +159,8 @@ ALSO = {
     "distillation:head_missing_from_optimizer": {"params-not-moving"},
     # the lr is ~0 from the first tenth of the run on: the loss stops where it was
     "validation:lr_decayed_by_hand_per_batch": {"loss-not-dropping"},
+    # the auxiliary head gets no gradient at all
+    "validation:backward_on_one_term": {"dead-params", "params-not-moving"},
 }
 
 

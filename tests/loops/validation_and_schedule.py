@@ -5,7 +5,7 @@ after `model.train()`, grads-altered on a value-preserving `p.grad = torch.nan_t
 the buggy ones went unnamed (Dropout layers left in eval mode after a mid-epoch validation,
 a declared accumulation that clears the gradients before every micro-batch, an lr decayed
 by hand every batch instead of every epoch, an Adam lr 100× too high whose loss spiked and
-then sat at chance level).
+then sat at chance level, backward() called on one term instead of wb.loss's total).
 
 tests/loops/test_findings.py runs them (`HEALTHY`, and `BUGGY` with the id and severity
 that must name each): no error or warning on a healthy one, for any id.
@@ -231,11 +231,35 @@ def adam_lr_far_too_high(runs_dir: Path) -> Path:
                      steps=150, validate_every=None)
 
 
+def backward_on_one_term(runs_dir: Path) -> Path:
+    """BUG: the total is built by wb.loss, but backward() is called on the main term alone:
+    the auxiliary head never trains, though every term has a path to the parameters."""
+    torch.manual_seed(0)
+    body, head, aux = nn.Sequential(nn.Linear(8, 32), nn.ReLU()), nn.Linear(32, 4), \
+        nn.Linear(32, 4)
+    model = nn.ModuleDict({"body": body, "head": head, "aux": aux})
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="one-term",
+                         log_every=LOG_EVERY) as wb:
+        for _ in range(90):
+            x, label = _classes(gen)
+            hidden = body(x)
+            terms = {"ce": nn.functional.cross_entropy(head(hidden), label),
+                     "aux_ce": nn.functional.cross_entropy(aux(hidden), label)}
+            wb.loss(terms, {"ce": 1.0, "aux_ce": 0.3})
+            opt.zero_grad()
+            terms["ce"].backward()
+            opt.step()
+    return wb.path
+
+
 HEALTHY = [validation_then_train_then_log, grads_copied_without_change, vae_kl_warmup_from_zero,
            uncertainty_weighted_tasks, auxiliary_weight_annealed_to_zero,
            hinge_loss_satisfied_on_some_batches]
 BUGGY = {dropout_left_in_eval_after_validation: ("train-mode", "error"),
          accumulation_declared_but_cleared_per_batch: ("step-cadence", "error"),
          lr_decayed_by_hand_per_batch: ("lr-stalled", "error"),
-         adam_lr_far_too_high: ("loss-not-dropping", "error")}
+         adam_lr_far_too_high: ("loss-not-dropping", "error"),
+         backward_on_one_term: ("dead-loss-term", "error")}
 

@@ -3,10 +3,11 @@
 Reads kind `loss_weight` (the weights actually used, written when they change: a weight 0 on
 every record is a dead term, one scheduled through 0 is not, and a gradient sample taken
 while the term's weight was 0 is left out), the `term_no_grad` event (a term with no path
-to any parameter, known at wb.loss time), kind `term_grad` (‖∂(w·term)/∂θ‖ on front-loaded
-sampled steps), kind `term_grad_out` (zero at the outputs too: no path at all,
-not a weight penalty), kind `loss` (term values), the manifest's `loss_terms`, and the
-weights the config asked for (`config.weights`).
+to any parameter, known at wb.loss time), the `term_reach` event (terms the loop's own
+backward did not go through: backward() called on one term instead of the total), kind
+`term_grad` (‖∂(w·term)/∂θ‖ on front-loaded sampled steps), kind `term_grad_out` (zero at
+the outputs too: no path at all, not a weight penalty), kind `loss` (term values), the
+manifest's `loss_terms`, and the weights the config asked for (`config.weights`).
 """
 
 from __future__ import annotations
@@ -167,6 +168,18 @@ def check(run, th: Thresholds) -> list[Finding]:
             "torch.no_grad) or from targets only, so it moves the logged loss and never the "
             "model. Compute it from the live outputs."))
     silent |= set(no_path)
+    unreached = _not_backpropagated(run, silent)
+    for term, (missed, checked, first) in unreached.items():
+        findings.append(Finding(
+            ID, "error" if missed == checked else "warning",
+            f"Loss term '{term}' was not in the loop's backward on {missed} of {checked} "
+            "checked steps",
+            {"term": term, "missed": missed, "checked": checked, "first_step": first},
+            "The loop called backward() on a tensor that does not include this term: a single "
+            "term (ce.backward()), a stale variable, or a sum built before the term was "
+            "added. wb.loss() returns the weighted total: backpropagate that (or "
+            "scaler.scale(total)), or a sum that includes every term."))
+    silent |= set(unreached)
     outputs = frame_of(run, "term_grad_out")
     if not grads.empty:
         gsteps = steps_of(grads)
@@ -203,6 +216,27 @@ def check(run, th: Thresholds) -> list[Finding]:
                 "overwrote or dropped them. Build the terms dict in one place and compare its "
                 "keys to the configured term names."))
     return findings
+
+
+def _not_backpropagated(run, silent: set[str]) -> dict[str, tuple[int, int, int]]:
+    """Terms the loop's backward did not go through on at least half of the checked cycles
+    (event `term_reach`, at least `_MIN_REACH_CHECKS` of them): term -> (missed, checked,
+    first step)."""
+    found = events(run, "term_reach")
+    if not found:
+        return {}
+    last = found[-1]
+    checked, missed = last.get("checked") or {}, last.get("missed") or {}
+    first = int(last.get("first_step") or last.get("step", 0))
+    out = {}
+    for term, count in missed.items():
+        total = int(checked.get(term, 0))
+        if term not in silent and total >= _MIN_REACH_CHECKS and 2 * int(count) >= total:
+            out[str(term)] = (int(count), total, first)
+    return out
+
+
+_MIN_REACH_CHECKS = 3
 
 
 def _weight_series(weights_frame, term: str) -> tuple[np.ndarray, np.ndarray]:

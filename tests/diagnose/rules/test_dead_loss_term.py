@@ -35,6 +35,20 @@ def test_term_without_a_path_is_named_at_wb_loss_time(make_run):
         "term": "gap", "first_step": 0, "weight": 0.5}
 
 
+def test_a_term_the_backward_never_went_through_is_an_error(make_run):
+    spec = healthy().event(99, "term_reach", checked={"nmse": 12, "gap": 12},
+                           missed={"gap": 12}, first_step=0)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "'gap' was not in the loop's backward" in finding.title
+    assert finding.evidence["missed"] == finding.evidence["checked"] == 12
+
+
+def test_a_term_missed_on_a_few_checks_is_not_named(make_run):
+    spec = healthy().event(99, "term_reach", checked={"gap": 12}, missed={"gap": 2},
+                           first_step=40)
+    assert check(make_run(spec), ID) == []
+
+
 def test_few_parameter_samples_settled_by_zero_output_gradients(make_run):
     # two parameter samples only (too few alone), zero like every output sample
     spec = healthy().update("term_grad", lambda s, r: {**r, "gap": 0.0} if s < 20 else None)
