@@ -160,6 +160,7 @@ class TermGradientsProbe(Probe):
     def on_after_loss(self, ctx: StepContext) -> None:
         if self._origin is None:
             self._origin = ctx.step
+        self.reach.note_loss()
         if self._due(ctx.step):
             self._cycle_samples += 1
             self._sample(ctx)

@@ -10,7 +10,8 @@ accumulated into parameters, not a probe's `torch.autograd.grad`). At the optimi
 that closes the cycle, a term is reached when its hook fired in one of the cycle's real
 backwards — whatever tensor the loop called backward on, the total, its own sum of the
 terms, or one backward per term. A cycle without any backward (a loss only logged) is not
-counted.
+counted, nor one where another `wb.loss` call came before the first backward (losses dropped
+— one step per epoch, step-cadence's business — or summed and backpropagated together).
 
 Event `term_reach` {`checked`: {term: cycles checked}, `missed`: {term: cycles whose
 backwards did not go through it}, `first_step`} at a flush, when the set of missed terms
@@ -37,6 +38,7 @@ class TermReach:
         self._handles: list[Any] = []
         self._fired: dict[str, set[int]] = {}  # term -> graph tasks its hook fired in
         self._backwards: set[int] = set()  # real backward tasks of the current cycle
+        self._superseded = False  # a later wb.loss came before any backward (`note_loss`)
         self._step = 0
 
     def watch(self, terms: dict[str, Any], step: int) -> None:
@@ -46,6 +48,13 @@ class TermReach:
                 self._fired[name] = set()
                 self._handles.append(term.register_hook(partial(self._on_grad, name)))
         self._step = step
+
+    def note_loss(self) -> None:
+        """Another `wb.loss` call: if none of the watched terms' cycle has had a backward
+        yet, the watched call was superseded — its losses dropped (one step per epoch,
+        step-cadence's business) or summed with later ones — and says nothing here."""
+        if self._fired and not self._backwards:
+            self._superseded = True
 
     def _on_grad(self, name: str, _grad: torch.Tensor) -> None:
         self._fired[name].add(torch._C._current_graph_task_id())
@@ -58,7 +67,7 @@ class TermReach:
         """Close the cycle: count each watched term as reached or missed."""
         if not self._fired:
             return
-        if self._backwards:
+        if self._backwards and not self._superseded:
             for name, tasks in self._fired.items():
                 self.checked[name] = self.checked.get(name, 0) + 1
                 if not tasks & self._backwards:
@@ -70,6 +79,7 @@ class TermReach:
         self._handles.clear()
         self._fired.clear()
         self._backwards.clear()
+        self._superseded = False
 
     def flush(self, writer: Any, step: int) -> None:
         """An event when the set of missed terms changed, or the checks doubled since the

@@ -49,6 +49,25 @@ def test_every_term_is_reached_whatever_the_loop_backpropagates(tmp_path, backwa
     assert _run(tmp_path, backward) == []
 
 
+@pytest.mark.parametrize("use_first", [True, False])
+def test_a_loss_call_superseded_before_any_backward_is_not_judged(tmp_path, use_first):
+    """Two wb.loss calls per step, then one backward: on their sum (accumulated in one
+    graph), or on the second only (the first batch dropped: step-cadence's business)."""
+    model = TwoHeads()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[TermGradientsProbe()],
+                         strict=True, log_every=10) as wb:
+        for _ in range(30):
+            totals = []
+            for _ in range(2):
+                main, aux = model(torch.randn(8, 4))
+                totals.append(wb.loss({"fit": main.square().mean(), "aux": aux.abs().mean()}))
+            opt.zero_grad()
+            (totals[0] + totals[1] if use_first else totals[1]).backward()
+            opt.step()
+    assert read_run(wb.path).events_of("term_reach") == []
+
+
 def test_a_term_left_out_of_the_backward_is_missed_on_every_checked_step(tmp_path):
     events = _run(tmp_path, "fit_only")
     assert 1 <= len(events) <= 4  # log-spaced: the counts, not every flush
