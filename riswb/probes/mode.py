@@ -17,7 +17,9 @@ reads on that cached list:
 Record (one per flush with anything counted; counts over the interval): `modules` (mode-
 dependent modules found), `forwards` (grad-enabled forwards), `forwards_eval_mode` (of those,
 forwards with ≥ 1 of them in eval mode), `nograd_forwards`, `nograd_forwards_train_mode`,
-`evals` (`wb.evaluate` calls), `evals_train_mode` (calls whose forwards — those the watched
+`evals` (`wb.evaluate` calls), `evals_own` (of those, calls the watched model ran forwards
+for since the last backward: it, not a separate copy, was evaluated), `evals_train_mode`
+(calls whose forwards — those the watched
 model ran since the last backward — ran with mode-dependent modules in train mode: the mode
 at the call itself does not count, as a loop may switch back to model.train() before
 logging; an evaluation of a separate copy, an EMA or SWA model, runs none of its forwards
@@ -90,7 +92,7 @@ class ModeProbe(Probe):
 
     def _reset(self) -> None:
         self._counts = dict.fromkeys(("forwards", "forwards_eval_mode", "nograd_forwards",
-                                      "nograd_forwards_train_mode", "evals",
+                                      "nograd_forwards_train_mode", "evals", "evals_own",
                                       "evals_train_mode"), 0)
         self._wrong: dict[str, set[str]] = {"train": set(), "eval": set()}
         self._first: dict[str, int] = {}
@@ -158,6 +160,7 @@ class ModeProbe(Probe):
         metrics evaluated correctly."""
         self._counts["evals"] += 1
         if self._loose:
+            self._counts["evals_own"] += 1
             wrong = set(self._loose_train)
             if self._loose_grad_train:  # validation without torch.no_grad, in train mode
                 wrong.update(name for name, module in self._modules if module.training)

@@ -78,6 +78,24 @@ def _at_final_weights(run, frame: pd.DataFrame) -> np.ndarray | None:
     return sum(final[t] * col(frame, t) for t in terms)
 
 
+_TREND_Z = 3.0  # a Mann–Kendall z at or below −this is a fall, whatever a window's noise
+_TREND_MAX = 400  # records the trend test reads (evenly spaced beyond that)
+
+
+def _trend_z(values: np.ndarray) -> float:
+    """Mann–Kendall z of the whole series (negative: falling): the sign of every later-minus-
+    earlier pair, so a steady fall through heavy noise counts, which the median of a short
+    window misses; its standard error shrinks with the number of records."""
+    if len(values) > _TREND_MAX:
+        values = values[np.linspace(0, len(values) - 1, _TREND_MAX).astype(int)]
+    n = len(values)
+    if n < 4:
+        return 0.0
+    s = float(np.sign(values[None, :] - values[:, None])[np.triu_indices(n, 1)].sum())
+    sd = np.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    return (s - np.sign(s)) / sd  # continuity correction
+
+
 def _first_update_blew_up(run) -> dict | None:
     """The very first update at least as big as the (non-zero) weights it started from,
     ‖Δθ‖/‖θ‖ ≥ 1 at optimizer step 1 (kind `param_update`, which samples it): an lr far too
@@ -157,7 +175,12 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
         # the best of many rolling windows sits ~2 standard errors below a flat level by
         # chance: a real drop also clears 4 standard errors of a window's median
         within_noise = start - best <= 4 * 1.25 * noise / np.sqrt(window)
-        if drop < th.min_loss_drop or within_noise:
+        # a fall not clear of a short window's noise still counts when the series as a
+        # whole falls significantly (a noisy loss on a high floor: diffusion, RL)
+        trend = _trend_z(values) if within_noise else None
+        if trend is not None:
+            evidence["trend_z"] = trend
+        if drop < th.min_loss_drop or (within_noise and trend > -_TREND_Z):
             verb = "rose" if end > start else "did not fall"
             # a short run of a correct loop may not have moved the loss yet (a warm-up, a
             # hard task): too early to call it broken
@@ -201,11 +224,29 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
     return findings
 
 
+def _own_weights_moved(run, first: int, last: int) -> bool:
+    """Whether every evaluation ran the watched model's own forwards (kind `mode`,
+    `evals_own`: not a separate EMA/SWA copy, which a stale swap would leave frozen) and its
+    weights moved between `first` and `last` (kind `param_update`: a sampled step there with
+    an update)."""
+    mode = frame_of(run, "mode")
+    if "evals_own" not in mode.columns:
+        return False
+    evals, own = (np.nansum(col(mode, c)) for c in ("evals", "evals_own"))
+    updates = frame_of(run, "param_update")
+    if not evals or own < evals or "ratio" not in updates.columns:
+        return False
+    usteps, ratio = steps_of(updates), col(updates, "ratio")
+    between = (usteps > first) & (usteps <= last) & np.isfinite(ratio)
+    return bool(between.any() and np.nanmax(ratio[between]) > 0)
+
+
 def _frozen_eval(run) -> list[Finding]:
     """A validation metric frozen at one value (docs/failures.md #1): the evaluated weights
     never changed. Not when another metric of the same evaluations moved (the weights did:
     an accuracy can sit at 1.0 while they change), nor for a lone metric at exactly 0 or 1,
-    a rate at its bound, which says nothing about the weights."""
+    a rate at its bound, which says nothing about the weights; info (saturated) when the
+    trained model itself was evaluated and its weights moved in between."""
     findings: list[Finding] = []
     ev = frame_of(run, "eval")
     if len(ev) >= 3:
@@ -220,6 +261,19 @@ def _frozen_eval(run) -> list[Finding]:
             frozen.append((name, metric, ok))
         for name, metric, ok in frozen:
             if float(metric[ok][0]) not in (0.0, 1.0):
+                estep = steps_of(ev)[ok]
+                if _own_weights_moved(run, int(estep[0]), int(estep[-1])):
+                    findings.append(Finding(
+                        ID, "info",
+                        f"Validation metric '{name}' stayed at {fmt(float(metric[ok][0]))} "
+                        f"over {int(ok.sum())} evaluations of the trained model itself, "
+                        "whose weights changed in between: saturated",
+                        {"metric": name, "value": float(metric[ok][0]),
+                         "evaluations": int(ok.sum()), "steps": span(estep)},
+                        "A metric with few values it can take (an accuracy on a small "
+                        "held-out set) stops moving once the model is good enough. Use a "
+                        "finer metric (the validation loss) to follow progress."))
+                    break
                 findings.append(Finding(
                     ID, "warning",
                     f"Validation metric '{name}' is frozen at {fmt(float(metric[ok][0]))} "

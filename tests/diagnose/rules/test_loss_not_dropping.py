@@ -75,6 +75,29 @@ def test_frozen_validation_metrics_warn(make_run):
     assert findings[0].evidence["metric"] == "val_loss"
 
 
+def test_a_saturated_metric_of_the_trained_model_itself_is_info(make_run):
+    # the watched model ran every evaluation's forwards and its weights moved in between:
+    # an accuracy on a small held-out set stopped moving, nothing is stale
+    spec = healthy().update("eval", lambda s, r: {"val_acc": 0.9804})
+    spec.update("mode", lambda s, r: {**r, "evals": 1, "evals_own": 1})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and "saturated" in finding.title
+    # a separate copy was evaluated (evals_own short): stale weights are possible, it warns
+    spec.update("mode", lambda s, r: {**r, "evals_own": 0})
+    assert severities(check(make_run(spec), ID)) == ["warning"]
+
+
+def test_a_noisy_loss_on_a_high_floor_falling_steadily_is_dropping(make_run):
+    # a diffusion model's noise-prediction loss: a 6% fall not clear of a 3-record window's
+    # noise, but falling through the whole series (Mann-Kendall z ≈ -3.4)
+    values = [0.941, 0.866, 0.865, 0.826, 0.883, 0.863, 0.859, 0.842, 0.804, 0.858, 0.842,
+              0.829, 0.77, 0.813, 0.811]
+    spec = healthy(steps=len(values)).drop("loss")
+    for step, value in enumerate(values):
+        spec.add(step, "loss", nmse=value, ortho=0.0, gap=0.0, total=value)
+    assert check(make_run(spec), ID) == []
+
+
 def test_one_metric_constant_while_another_moves_is_not_frozen(make_run):
     # an accuracy at its ceiling while the validation loss still falls: the weights move
     spec = healthy().update("eval", lambda s, r: {**r, "val_acc": 1.0})
