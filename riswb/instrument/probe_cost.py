@@ -1,10 +1,11 @@
 """A warning when one probe costs more than its share of a training step.
 
 A probe that takes a second per call slows training many times over, and nothing else
-would say so. One `wb.loss` step in `EVERY` is timed probe by probe (the other steps pay
-one attribute read per event); a probe whose calls take more than `SHARE` of that step's
-wall time, and at least `MIN_SECONDS`, on two timed steps in a row (a one-off sample step
-is not a habit) is named once, in a Python warning and in the manifest's `warnings`.
+would say so. One `wb.loss` step in `EVERY` is timed probe by probe (at `OFFSET`, off the
+steps probes sample on; the other steps pay one attribute read per event); a probe whose
+calls take more than `SHARE` of that step's wall time, and at least `MIN_SECONDS`, on two
+timed steps in a row (a one-off sample step is not a habit) is named once, in a Python
+warning and in the manifest's `warnings`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 EVERY = 50  # time one step in this many
-FIRST = 10  # ... from this loss call on: the first steps pay one-off warm-up
+# ... the one at this offset: not a multiple of 5, while probes sample on steps ≡ 0 modulo
+# "nice" intervals (10, 20, 50, 100, …): timing those would read a probe's amortized sample
+# as its cost on every timed step; the first steps, paying one-off warm-up, come before it
+OFFSET = 17
 SHARE = 0.25  # of the timed step's wall time
 MIN_SECONDS = 1e-3  # below this a probe is never worth a warning
 
@@ -36,7 +40,7 @@ class ProbeCostWatch:
         decides whether the step now starting is timed."""
         if self.active:
             self._judge(time.perf_counter() - self._start)
-        self.active = n_loss >= FIRST and n_loss % EVERY == 0
+        self.active = n_loss % EVERY == OFFSET
         if self.active:
             self._spent.clear()
             self._start = time.perf_counter()

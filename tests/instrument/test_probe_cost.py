@@ -27,7 +27,7 @@ def _train(tmp_path, probes, steps):
 
 
 def test_a_slow_probe_is_named_once(tmp_path):
-    steps = probe_cost.FIRST + 3 * probe_cost.EVERY + 2
+    steps = probe_cost.OFFSET + 3 * probe_cost.EVERY + 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = _train(tmp_path, ["default", Sleepy()], steps)
@@ -36,8 +36,16 @@ def test_a_slow_probe_is_named_once(tmp_path):
     assert sum("probe sleepy took" in m for m in run.manifest["warnings"]) == 1
 
 
+def test_timed_steps_never_fall_on_a_probes_scheduled_samples():
+    # probes sample on steps that are multiples of "nice" intervals, or front-loaded ones
+    from riswb.probes.term_gradients import _NICE, FRONT
+
+    timed = [n for n in range(5000) if n % probe_cost.EVERY == probe_cost.OFFSET]
+    assert not [n for n in timed if n in FRONT or any(n % every == 0 for every in _NICE)]
+
+
 def test_the_default_probes_on_a_small_loop_draw_no_cost_warning(tmp_path):
-    steps = probe_cost.FIRST + 3 * probe_cost.EVERY + 2
+    steps = probe_cost.OFFSET + 3 * probe_cost.EVERY + 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = _train(tmp_path, "default", steps)
