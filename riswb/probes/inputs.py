@@ -92,7 +92,7 @@ _MAX_NODES = 256
 
 
 def _reaches_no_param(grad_fn, params: list) -> bool:
-    """Breadth-first over the autograd graph from `grad_fn`: False as soon as a gradient
+    """A walk over the autograd graph from `grad_fn`: False as soon as a gradient
     accumulator of one of `params` is met, or after `_MAX_NODES` nodes."""
     owned = {id(p) for p in params}
     queue, seen = [grad_fn], {id(grad_fn)}

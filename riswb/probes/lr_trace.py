@@ -89,9 +89,9 @@ class LRTraceProbe(Probe):
             present = tuple(base is not None for base in initial)
             values = list(head)
             for lr, base in zip(lrs, initial, strict=True):
-                values.append(lr if type(lr) is float else _as_float(lr))
+                values.append(_as_float(lr))
                 if base is not None:
-                    values.append(base if type(base) is float else _as_float(base))
+                    values.append(_as_float(base))
             if not batches or batches[-1][0] != (labels, present):
                 batches.append(((labels, present), []))
             batches[-1][1].append((step, values))

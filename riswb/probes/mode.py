@@ -19,11 +19,10 @@ dependent modules found), `forwards` (grad-enabled forwards), `forwards_eval_mod
 forwards with ≥ 1 of them in eval mode), `nograd_forwards`, `nograd_forwards_train_mode`,
 `evals` (`wb.evaluate` calls), `evals_own` (of those, calls the watched model ran forwards
 for since the last backward: it, not a separate copy, was evaluated), `evals_train_mode`
-(calls whose forwards — those the watched
-model ran since the last backward — ran with mode-dependent modules in train mode: the mode
-at the call itself does not count, as a loop may switch back to model.train() before
-logging; an evaluation of a separate copy, an EMA or SWA model, runs none of its forwards
-and is not judged). Event
+(calls whose forwards — those the watched model ran since the last backward — ran with
+mode-dependent modules in train mode: the mode at the call itself does not count, as a
+loop may switch back to model.train() before logging; an evaluation of a separate copy, an
+EMA or SWA model, runs none of its forwards and is not judged). Event
 `mode_mismatch` {`phase`: "train" (eval-mode modules at training forwards) | "eval" (train-
 mode modules at no-grad forwards or evaluate), `modules` (names, wrapper prefixes stripped,
 at most 20), `trainable` (how many of them hold trainable parameters: a frozen, deliberately

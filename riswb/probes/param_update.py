@@ -84,7 +84,8 @@ class ParamUpdateProbe(Probe):
         own_step = ctx.payload.get("optimizer_step", ctx.payload["opt_step"])
         if not self.sampled(own_step):
             return
-        params = [p.detach() for p in self._layout(ctx.wb, index)[1]]
+        measured = self._layout(ctx.wb, index)[1]
+        params = [p.detach() for p in measured]
         if not params:  # nothing trainable (yet): nothing to measure
             return
         buffers = self._buffers.get(index, [])
@@ -95,7 +96,7 @@ class ParamUpdateProbe(Probe):
         with torch.no_grad():
             torch._foreach_copy_(buffers, params)
             self._before = self._stack(torch._foreach_norm(params), ctx.wb.device)
-            grads = [p.grad for p in self._layout(ctx.wb, index)[1]]
+            grads = [p.grad for p in measured]
             self._grad_norm = tensor_norms(grads, ctx.wb.device).double().square().sum().sqrt()
 
     def on_after_optimizer_step(self, ctx: StepContext) -> None:

@@ -153,8 +153,11 @@ def uncertainty_weighted_tasks(runs_dir: Path) -> Path:
     return wb.path
 
 
-def auxiliary_weight_annealed_to_zero(runs_dir: Path) -> Path:
-    """Deep supervision: an auxiliary head's weight decays linearly to 0 at the last step."""
+def _deep_supervision(runs_dir: Path, name: str, aux_weight, *,
+                      main_only: bool = False) -> Path:
+    """A body with a main and an auxiliary classifier head, 90 Adam steps; the auxiliary
+    term weighted `aux_weight(step, steps)`; backward on the total wb.loss returns, or on
+    the main term alone (`main_only`)."""
     torch.manual_seed(0)
     body, head, aux = nn.Sequential(nn.Linear(8, 32), nn.ReLU()), nn.Linear(32, 4), \
         nn.Linear(32, 4)
@@ -162,18 +165,24 @@ def auxiliary_weight_annealed_to_zero(runs_dir: Path) -> Path:
     gen = torch.Generator().manual_seed(1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     steps = 90
-    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="aux-anneal",
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name=name,
                          log_every=LOG_EVERY) as wb:
         for step in range(steps):
             x, label = _classes(gen)
             hidden = body(x)
-            loss = wb.loss({"ce": nn.functional.cross_entropy(head(hidden), label),
-                            "aux_ce": nn.functional.cross_entropy(aux(hidden), label)},
-                           {"ce": 1.0, "aux_ce": 0.4 * (1 - step / (steps - 1))})
+            terms = {"ce": nn.functional.cross_entropy(head(hidden), label),
+                     "aux_ce": nn.functional.cross_entropy(aux(hidden), label)}
+            total = wb.loss(terms, {"ce": 1.0, "aux_ce": aux_weight(step, steps)})
             opt.zero_grad()
-            loss.backward()
+            (terms["ce"] if main_only else total).backward()
             opt.step()
     return wb.path
+
+
+def auxiliary_weight_annealed_to_zero(runs_dir: Path) -> Path:
+    """Deep supervision: an auxiliary head's weight decays linearly to 0 at the last step."""
+    return _deep_supervision(runs_dir, "aux-anneal",
+                             lambda step, steps: 0.4 * (1 - step / (steps - 1)))
 
 
 def hinge_loss_satisfied_on_some_batches(runs_dir: Path) -> Path:
@@ -234,24 +243,7 @@ def adam_lr_far_too_high(runs_dir: Path) -> Path:
 def backward_on_one_term(runs_dir: Path) -> Path:
     """BUG: the total is built by wb.loss, but backward() is called on the main term alone:
     the auxiliary head never trains, though every term has a path to the parameters."""
-    torch.manual_seed(0)
-    body, head, aux = nn.Sequential(nn.Linear(8, 32), nn.ReLU()), nn.Linear(32, 4), \
-        nn.Linear(32, 4)
-    model = nn.ModuleDict({"body": body, "head": head, "aux": aux})
-    gen = torch.Generator().manual_seed(1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="one-term",
-                         log_every=LOG_EVERY) as wb:
-        for _ in range(90):
-            x, label = _classes(gen)
-            hidden = body(x)
-            terms = {"ce": nn.functional.cross_entropy(head(hidden), label),
-                     "aux_ce": nn.functional.cross_entropy(aux(hidden), label)}
-            wb.loss(terms, {"ce": 1.0, "aux_ce": 0.3})
-            opt.zero_grad()
-            terms["ce"].backward()
-            opt.step()
-    return wb.path
+    return _deep_supervision(runs_dir, "one-term", lambda step, steps: 0.3, main_only=True)
 
 
 HEALTHY = [validation_then_train_then_log, grads_copied_without_change, vae_kl_warmup_from_zero,

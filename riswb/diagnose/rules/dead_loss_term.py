@@ -227,7 +227,8 @@ def _not_backpropagated(run, silent: set[str]) -> dict[str, tuple[int, int, int]
         return {}
     last = found[-1]
     checked, missed = last.get("checked") or {}, last.get("missed") or {}
-    first = int(last.get("first_step") or last.get("step", 0))
+    first = int(last["first_step"] if last.get("first_step") is not None
+                else last.get("step", 0))
     out = {}
     for term, count in missed.items():
         total = int(checked.get(term, 0))

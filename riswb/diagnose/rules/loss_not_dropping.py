@@ -238,7 +238,7 @@ def _own_weights_moved(run, first: int, last: int) -> bool:
         return False
     usteps, ratio = steps_of(updates), col(updates, "ratio")
     between = (usteps > first) & (usteps <= last) & np.isfinite(ratio)
-    return bool(between.any() and np.nanmax(ratio[between]) > 0)
+    return bool(between.any() and ratio[between].max() > 0)
 
 
 def _frozen_eval(run) -> list[Finding]:

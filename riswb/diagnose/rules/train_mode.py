@@ -98,19 +98,11 @@ def _mismatch(run, phase: str) -> tuple[list[str], int | None, int, list[str]]:
         count = int(event.get("trainable") or 0)
         modules = as_names(event.get("modules"))
         if phase == "train":
-            if count == 0:
-                # parameter-free Dropout, or a frozen backbone: a finding only when layers
-                # holding stepped parameters were in eval mode with them (model.eval() left
-                # on); a deliberately frozen eval-mode backbone holds none
-                modules, held = _beside_stepped(event, modules, idle)
-                if not held:
-                    continue
-                stepped += [p for p in held if p not in stepped]
-                names += [n for n in modules if n not in names]
-                step = int(event.get("first_step", event.get("step", 0)))
-                first = step if first is None else min(first, step)
-                continue
-            found = _stepped_modules(event, idle)
+            # with no trainable param among them (parameter-free Dropout, a frozen backbone)
+            # a finding only when layers holding stepped parameters were in eval mode beside
+            # them (model.eval() left on); a deliberately frozen eval-mode backbone has none
+            found = (_beside_stepped(event, modules, idle) if count == 0
+                     else _stepped_modules(event, idle))
             if found is not None:
                 modules, params = found
                 if not params:
