@@ -78,14 +78,13 @@ def _as_float(weight: Any) -> float:
 
 
 class LossWeights:
-    """Weights the loop used, per term, and the fused weighted sum of one `wb.loss` call."""
+    """Weights the loop used, per term, and the weighted sum of one `wb.loss` call."""
 
     def __init__(self, writer: RunWriter):
         self.writer = writer
         self.terms: list[str] = []
         self.used: dict[str, Any] = {}
         self._written: dict[str, float] | None = None
-        self._vectors: dict[Any, torch.Tensor | None] = {}
         self._noted: dict[str, Any] | None = None  # the latest call's weights, if all numbers
 
     def total(
@@ -93,38 +92,19 @@ class LossWeights:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(Σ w·term, detached float32 [terms…, total] or None when the terms do not stack).
 
-        Scalar terms of one dtype and device take one stack and one dot product, and give
-        the probes their values as one vector; anything else takes the plain sum."""
-        tensors = [terms[n] for n in names]
+        The sum is the one a loop writes itself (`weighted_sum`: the same ops, in the same
+        order, so the same graph and rounding as without riswb); the values vector the
+        probes read is one stack taken outside autograd."""
+        total = weighted_sum(terms, used)
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)  # the context manager costs more than the stack
         try:
-            stacked = torch.stack(tensors)
-            if stacked.ndim != 1:
-                raise ValueError("terms are not scalars")
-        except (RuntimeError, TypeError, ValueError):
-            return weighted_sum(terms, used), None
-        weight = self._vector(names, used, stacked)
-        total = stacked @ weight if weight is not None else stacked.sum()
-        return total, torch.cat([stacked.detach(), total.detach().reshape(1)]).float()
-
-    def _vector(
-        self, names: tuple[str, ...], used: dict[str, Any], like: torch.Tensor
-    ) -> torch.Tensor | None:
-        raw = tuple(used[n] for n in names)
-        if any(isinstance(w, torch.Tensor) for w in raw):
-            return torch.stack(
-                [torch.as_tensor(w, dtype=like.dtype, device=like.device).reshape(()) for w in raw]
-            )
-        key = (raw, like.dtype, like.device)  # Python numbers: one dict lookup per call
-        try:
-            return self._vectors[key]
-        except KeyError:
-            pass
-        if len(self._vectors) > 64:
-            self._vectors.clear()
-        vector = None if all(w == 1.0 for w in raw) else torch.tensor(
-            [float(w) for w in raw], dtype=like.dtype, device=like.device)
-        self._vectors[key] = vector
-        return vector
+            values = torch.stack([*(terms[n] for n in names), total])
+        except RuntimeError:  # terms on several devices
+            return total, None
+        finally:
+            torch._C._set_grad_enabled(enabled)
+        return total, values.float()
 
     def note(self, step: int, names: tuple[str, ...], used: dict[str, Any]) -> None:
         """Record the terms and weights of one call (new names go to the manifest)."""

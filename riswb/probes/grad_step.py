@@ -82,6 +82,7 @@ class GradStepProbe(Probe):
             raise ValueError("tol must be > 0, elem_first >= 0 and elem_every >= 1")
         self.tol, self.elem_first, self.elem_every = tol, elem_first, elem_every
         self._bw: GradStats | None = None
+        self._bw_norms: torch.Tensor | None = None
         self._bw_bad: torch.Tensor | None = None
         self._bw_versions: list[int] = []
         self._bw_index = 0  # wb.n_backward of the backward `_bw` was taken at
@@ -111,6 +112,8 @@ class GradStepProbe(Probe):
         if not wb.named_params:
             return
         self._bw = raw_grad_stats(wb)
+        # taken now (the stats compute on first use): kept until the step, past any clip
+        self._bw_norms = self._bw.norms
         self._bw_index = wb.n_backward
         self._bw_bad = raw_nonfinite(wb)
         self._bw_versions = grad_versions(wb.params)
@@ -162,7 +165,7 @@ class GradStepProbe(Probe):
             # (a cycle this probe did not see): nothing to compare
             return
         self._pending.discard(index)
-        device = bw.norms.device
+        device = self._bw_norms.device
         # one optimizer over every trainable tensor (the usual loop) needs no index_select
         at = None if len(chosen) == len(wb.named_params) else device_index(chosen, device)
         grads = [wb.named_params[i][1].grad for i in chosen]
@@ -176,7 +179,7 @@ class GradStepProbe(Probe):
             step = None if self._copied or not same else self._unchanged(wb, chosen, at)
             if step is None:
                 step = tensor_norms(grads, device)
-            expected = _select(bw.norms, at)
+            expected = _select(self._bw_norms, at)
             if inverse is not None:
                 expected = expected * inverse.to(device)
             bad = None if self._bw_bad is None else _select(self._bw_bad, at)
@@ -199,13 +202,13 @@ class GradStepProbe(Probe):
         versions = grad_versions(wb.params)
         now = [versions[i] for i in chosen]
         if now == [self._bw_versions[i] for i in chosen]:
-            return _select(self._bw.norms, at)
+            return _select(self._bw_norms, at)
         clip = wb.last_clip
         if (clip is not None and clip[0] == self._bw_versions
                 and now == [clip[1][i] for i in chosen]):
             _, _, norm, limit = clip
             factor = (limit / (norm + 1e-6)).clamp(max=1.0)  # torch's own clip factor
-            return _select(self._bw.norms, at) * factor.to(self._bw.norms)
+            return _select(self._bw_norms, at) * factor.to(self._bw_norms)
         return None
 
     def _table(self, rows: list[tuple]) -> np.ndarray:
@@ -259,7 +262,7 @@ class GradStepProbe(Probe):
             zeroed = zeroed + (was & (magnitude_bits(now) == 0)).sum()
         if total:
             self._elems.append(torch.stack([torch.as_tensor(v, dtype=torch.float64).to(
-                self._bw.norms.device) for v in (changed, total, zeroed, nonzero)]))
+                self._bw_norms.device) for v in (changed, total, zeroed, nonzero)]))
 
     def flush(self, ctx: StepContext) -> None:
         wb = ctx.wb

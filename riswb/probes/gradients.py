@@ -24,9 +24,11 @@ class GradStats:
     grads: the `.grad` of each trainable tensor (None where it has none), in
     `wb.named_params` order; present: P booleans; inverse_scale: 1/scale of the GradScaler
     whose `scale(loss)` this backward ran under (a device scalar), else None.
-    The per-tensor norms are one `_foreach_norm`, taken at construction; the (P,) vectors
-    built from them are made on first use, since on the cycles the sampled probes skip
-    only the non-finite check reads them, and on CPU it needs no vector (`host_finite`):
+    Everything else is computed on first use, so it describes the gradients as they are
+    then: read it during AFTER_BACKWARD (a probe keeping the stats past it takes what it
+    needs at once). On the cycles the sampled probes skip only the non-finite check reads
+    this, and on CPU it needs no norms (`host_finite`):
+    present_norms: ‖g‖₂ of each present gradient (one `_foreach_norm`);
     norms: (P,) float32 on the first parameter's device, ‖g‖₂ per tensor (0 for a None
     grad; NaN/Inf if the grad holds one); unscaled: norms × inverse_scale (norms itself
     without a scaler).
@@ -38,15 +40,20 @@ class GradStats:
         self.present = [g is not None for g in grads]
         self.inverse_scale = inverse_scale
         self._device = device
-        self._on_cpu = device.type == "cpu"
-        self._present_norms = present_norms([g for g in grads if g is not None])
+        self._present_norms: list[torch.Tensor] | None = None
         self._norms: torch.Tensor | None = None
         self._unscaled: torch.Tensor | None = None
 
     @property
+    def present_norms(self) -> list[torch.Tensor]:
+        if self._present_norms is None:
+            self._present_norms = present_norms([g for g in self.grads if g is not None])
+        return self._present_norms
+
+    @property
     def norms(self) -> torch.Tensor:
         if self._norms is None:
-            self._norms = stacked_norms(self._present_norms, self.present, self._device)
+            self._norms = stacked_norms(self.present_norms, self.present, self._device)
         return self._norms
 
     @property
@@ -58,11 +65,42 @@ class GradStats:
         return self._unscaled
 
     def host_finite(self) -> bool:
-        """True when the gradients live on the CPU and every norm is finite, read on the
-        host from the norms as they are (no vector). False says "look closer": a norm is
-        non-finite, their sum overflowed, or they live on an accelerator (a read would
-        wait for it)."""
-        return self._on_cpu and math.isfinite(sum(n.item() for n in self._present_norms))
+        """True when the gradients live on the CPU and hold no NaN/Inf, read on the host.
+        False says "look closer": something is non-finite, or the gradients live on an
+        accelerator (a read would wait for it). Norms already taken are read as they are;
+        otherwise one fused finiteness check (no norms) answers for dense gradients."""
+        if self._device.type != "cpu":
+            return False
+        if self._present_norms is None:
+            finite = all_finite_on_cpu([g for g in self.grads if g is not None])
+            if finite is not None:
+                return finite
+        # norms are ≥ 0: their sum is finite when every norm is (a sum that overflowed
+        # sends the caller to count the elements, which finds none)
+        return math.isfinite(sum(n.item() for n in self.present_norms))
+
+
+_FOUND = torch.zeros(1)
+_UNIT = torch.ones(1)
+
+
+def all_finite_on_cpu(grads: list[torch.Tensor]) -> bool | None:
+    """Whether dense CPU floating-point `grads` hold no NaN/Inf: AMP's fused check (one
+    kernel over every tensor, one read; it multiplies by 1, which changes no value and
+    bumps no version counter). None when it does not apply (sparse, another device or
+    dtype, or a torch without the CPU kernel): the caller falls back to the norms."""
+    if not all(g.is_cpu and not g.is_sparse and g.is_floating_point() for g in grads):
+        return None
+    if not grads:
+        return True
+    try:
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, _FOUND, _UNIT)
+    except (RuntimeError, NotImplementedError):
+        return None
+    if _FOUND.item():
+        _FOUND.zero_()
+        return False
+    return True
 
 
 _INDEX_CACHE: dict[tuple, torch.Tensor] = {}

@@ -5,7 +5,8 @@ its *unweighted* value, and `total`, the weighted sum returned by `wb.loss`. Wei
 kind `loss_weight` (written by the Workbench at the start and whenever they change).
 
 Aggregation (`mode`): "mean" (default) averages every `wb.loss` call of the interval (every
-`every`-th call when `every` > 1) on the device, in float64, and converts once at the flush;
+`every`-th call when `every` > 1) in float64, on the device, at the flush (one stack of the
+interval's values, no op per call), and converts once;
 "last" records the value of the interval's last call. Non-finite values are never averaged
 away: a NaN (or +Inf and -Inf) on any call makes that interval's mean NaN, a lone ±Inf makes
 it ±Inf, so `nonfinite-loss` sees them. If the set of term names changes, the interval so
@@ -43,8 +44,9 @@ class LossTermsProbe(Probe):
             raise ValueError(f"mode must be 'mean' or 'last', got {mode!r}")
         self.mode = mode
         self._names: tuple[str, ...] = ()
-        self._acc: torch.Tensor | None = None
-        self._count = 0
+        # the interval's values vectors ([terms…, total] per call), kept as they came: `wb.loss`
+        # makes a new one per call, and one stack at the flush costs less than an op per call
+        self._kept: list[torch.Tensor] = []
         self._step = 0
 
     def describe(self) -> dict[str, Any]:
@@ -59,23 +61,21 @@ class LossTermsProbe(Probe):
         if names != self._names:
             self._write(ctx)
             self._names = names
-        if self._acc is None or self.mode == "last":
-            self._acc = values.detach().to(torch.float64, copy=True)
+        if self.mode == "last":
+            self._kept = [values]
         else:
-            self._acc.add_(values)
-        self._count += 1
+            self._kept.append(values)  # summed at the flush: no op on the step itself
         self._step = ctx.step
 
     def flush(self, ctx: StepContext) -> None:
         self._write(ctx)
 
     def _write(self, ctx: StepContext) -> None:
-        if not self._count or self._acc is None:
+        kept, self._kept = self._kept, []
+        if not kept:
             return
-        acc = self._acc if self.mode == "last" else self._acc / self._count
+        acc = torch.stack(kept).to(torch.float64).sum(0) / len(kept)
         numbers = acc.tolist()
         record = dict(zip(self._names, numbers[:-1], strict=True))
         record["total"] = numbers[-1]
         ctx.wb.writer.scalars(self._step, "loss", record)
-        self._acc = None
-        self._count = 0

@@ -115,9 +115,7 @@ class NonFiniteProbe(Probe):
     def __init__(self, every: int | None = None):
         super().__init__(every)
         self._counts: torch.Tensor | None = None  # (P,) float64 elements, summed over backwards
-        # NaN at [-1] once a total was non-finite (wb.loss's values vector, or the total)
-        self._loss: torch.Tensor | None = None
-        self._zero: torch.Tensor | None = None
+        self._totals: list[torch.Tensor] = []  # the interval's totals (with their terms)
         self._seen = False
         self._last_bad: Any = False  # did the latest backward leave a non-finite gradient?
         self._attempts = self._skipped = 0
@@ -140,20 +138,13 @@ class NonFiniteProbe(Probe):
         total = ctx.payload.get("total")
         if not isinstance(total, torch.Tensor) or total.numel() != 1:
             return
-        # wb.loss's detached [terms…, total] saves the detach: marked whole, its last slot
-        # is the total's mark (unless it was narrowed to float32, where a huge finite
-        # float64 total would overflow)
+        # wb.loss's detached [terms…, total], checked whole: a NaN/±Inf term makes the total
+        # NaN/±Inf too (so does a weight of 0: 0·Inf is NaN). Not when it was narrowed to
+        # float32, where a huge finite float64 total would overflow: the total then
         values = ctx.payload.get("values")
         if values is None or values.dtype != total.dtype:
             values = total.detach().reshape(1)
-        loss = self._loss
-        if loss is None or loss.shape != values.shape or loss.dtype != values.dtype or (
-            loss.device != values.device
-        ):
-            loss = self._loss = torch.zeros_like(values)
-            self._zero = torch.zeros_like(values)
-        # one fused op, no sync: x·0 is 0 for a finite x and NaN for ±inf/NaN
-        loss.addcmul_(values, self._zero)
+        self._totals.append(values)  # checked at the flush: no op per call
         self._seen = True
 
     def on_after_backward(self, ctx: StepContext) -> None:
@@ -187,7 +178,7 @@ class NonFiniteProbe(Probe):
             "grad_elems": int(self._counts.sum().item()) if self._counts is not None else 0,
             "params": int((self._counts > 0).sum().item()) if self._counts is not None else 0,
             "sanitized": sanitized,
-            "loss": int(bool(torch.isnan(self._loss[-1]))) if self._loss is not None else 0,
+            "loss": self._loss_nonfinite(),
             "step_attempts": self._attempts,
             "attempts_nonfinite": int(self._bad_attempts),
             "attempts_skipped": self._skipped,
@@ -196,6 +187,14 @@ class NonFiniteProbe(Probe):
         self._bad_attempts = 0
         ctx.wb.writer.scalars(ctx.step, "nonfinite", record)
         self._counts = None
-        if self._loss is not None:
-            self._loss.zero_()
         self._seen = False
+
+    def _loss_nonfinite(self) -> int:
+        """1 if a total of the interval was NaN/±Inf (one check over all of them), else 0."""
+        totals, self._totals = self._totals, []
+        if not totals:
+            return 0
+        devices = {t.device for t in totals}
+        if len(devices) > 1:
+            totals = [t.cpu() for t in totals]
+        return int(not bool(torch.isfinite(torch.cat(totals)).all()))
