@@ -29,7 +29,7 @@ class BackwardEnd:
         self.on_end = on_end
         self.last_task: int | None = None  # graph task id of the latest outermost backward
         self._queued: set[int] = set()  # graph tasks with a callback queued
-        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        self._handles = [p.register_post_accumulate_grad_hook(self._queue) for p in params]
 
     def reset(self) -> None:
         """Forget queued tasks: a backward that raised never ran its callback."""
@@ -40,14 +40,13 @@ class BackwardEnd:
             handle.remove()
         self._handles.clear()
 
-    def _queue(self) -> None:
+    def _queue(self, _param: torch.Tensor | None = None) -> None:
+        """Queue the end-of-task callback once per graph task (also the parameters' hook:
+        it fires once per tensor and backward, so it takes the tensor and does no more)."""
         task = torch._C._current_graph_task_id()
         if task not in self._queued:
             self._queued.add(task)
             _ENGINE.queue_callback(lambda: self._on_task_end(task))
-
-    def _on_grad(self, _param: torch.Tensor) -> None:
-        self._queue()
 
     def _on_task_end(self, task: int) -> None:
         self._queued.discard(task)

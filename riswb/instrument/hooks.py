@@ -62,7 +62,7 @@ SCHEDULED_EVENTS = frozenset(
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class StepContext:
     """What a probe method receives: the Workbench, the event, its step and payload."""
 
@@ -209,11 +209,11 @@ class Registry:
         """Whether any enabled probe listens: lets the Workbench skip work nobody needs."""
         return bool(self._handlers[event])
 
-    def emit(self, event: Event, step: int, **payload: Any) -> None:
+    def emit(self, event: Event, step: int, payload: dict[str, Any] | None = None) -> None:
         handlers = (self._handlers if self.observing else self._unobserved)[event]
         if not handlers:
             return
-        ctx = StepContext(self.wb, event, step, payload)
+        ctx = StepContext(self.wb, event, step, {} if payload is None else payload)
         disabled = self.disabled
         if self.cost.active or event in self._scheduled:
             scheduled = event in self._scheduled

@@ -230,7 +230,7 @@ class Workbench(LoopEvents):
     def _emit(self, event: Event, step: int, **payload: Any) -> None:
         if self._closed and event is not Event.RUN_END:
             return
-        self.registry.emit(event, step, **payload)
+        self.registry.emit(event, step, payload)
 
     # -- public API -------------------------------------------------------------------------
 

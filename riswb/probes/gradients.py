@@ -85,17 +85,16 @@ _UNIT = torch.ones(1)
 
 
 def all_finite_on_cpu(grads: list[torch.Tensor]) -> bool | None:
-    """Whether dense CPU floating-point `grads` hold no NaN/Inf: AMP's fused check (one
-    kernel over every tensor, one read; it multiplies by 1, which changes no value and
-    bumps no version counter). None when it does not apply (sparse, another device or
-    dtype, or a torch without the CPU kernel): the caller falls back to the norms."""
-    if not all(g.is_cpu and not g.is_sparse and g.is_floating_point() for g in grads):
-        return None
+    """Whether CPU `grads` hold no NaN/Inf: AMP's fused check (one kernel over every tensor,
+    one read; it multiplies by 1, which changes no value and bumps no version counter).
+    None where the kernel does not apply (sparse, complex or integer tensors, another
+    device, a torch without it), which it says by raising: the caller takes the norms."""
     if not grads:
         return True
     try:
         torch._amp_foreach_non_finite_check_and_unscale_(grads, _FOUND, _UNIT)
     except (RuntimeError, NotImplementedError):
+        _FOUND.zero_()
         return None
     if _FOUND.item():
         _FOUND.zero_()

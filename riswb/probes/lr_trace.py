@@ -76,8 +76,9 @@ class LRTraceProbe(Probe):
         self._rows.append((ctx.step, head, cached[1], lrs, initial))
 
     def on_after_scheduler_step(self, ctx: StepContext) -> None:
-        attempted = ctx.wb.opt_step + sum(ctx.wb.skipped.values())
-        if attempted == 0 and not self._order_reported:
+        if self._order_reported or ctx.wb.opt_step:  # an optimizer step came first
+            return
+        if not sum(ctx.wb.skipped.values()):
             self._order_reported = True
             ctx.wb.writer.event(ctx.step, "scheduler_order",
                                 scheduler_step=ctx.payload.get("scheduler_step"), opt_step=0)
