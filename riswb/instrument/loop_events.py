@@ -115,7 +115,8 @@ class LoopEvents:
         if self.registry.subscribed(Event.AFTER_OPTIMIZER_STEP):
             self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step,
                        optimizer=index, optimizer_step=self.opt_steps[index], closure=closure)
-        self._end_cycle()
+        # the schedule's measure of the cycle includes the step's own probe handlers
+        self._end_cycle(None if opened is None else time.perf_counter() - opened)
         # loops that step without wb.loss (or between loss calls) still flush
         if (
             self.n_loss == self._flushed_loss
@@ -123,10 +124,11 @@ class LoopEvents:
         ):
             self.flush()
 
-    def _end_cycle(self) -> None:
-        """The optimizer step closes a cycle: decide whether the next one is observed."""
+    def _end_cycle(self, busy: float | None) -> None:
+        """The optimizer step closes a cycle (`busy` seconds from its first forward to the
+        end of its post-step handlers): decide whether the next one is observed."""
         schedule, registry = self.observation, self.registry
-        registry.observing = schedule.end_cycle(self.cycle_busy, registry.observing)
+        registry.observing = schedule.end_cycle(busy, registry.observing)
         if schedule.stride != self._stride_noted and not self._closed:
             self._stride_noted = schedule.stride
             observed, unobserved = schedule.costs or (math.nan, math.nan)

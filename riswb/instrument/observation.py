@@ -14,13 +14,16 @@ The stride comes from what the probes cost on this loop, measured, not guessed:
 
 * the first `FRONT` cycles are all observed (a term dead or a tensor frozen at init is
   decided from the first steps, and short runs are observed whole);
-* then `CALIBRATE` observed and as many unobserved cycles alternate. Each cycle's busy time
-  (`wb.cycle_busy`: its first forward, or `wb.loss` call, to the end of its optimizer step;
-  data loading, and the other loops' turns in an interleaved benchmark, are not the loop's
-  step), the shortest of each kind, gives the loop's own cycle u (unobserved, always-on
-  probes included) and the sampled probes' cost c = observed − u. The shortest, because a
-  shared machine's load, a flush or a garbage collection only ever add time: the minimum
-  of several cycles is the steadiest estimate of what a cycle needs;
+* then a run of `CALIBRATE` observed cycles and one of as many unobserved. Runs, not
+  cycles in turn: a loop with a period of its own (a GAN's generator and discriminator
+  steps) would otherwise have one kind of its cycles timed observed and the other not.
+  Each cycle's busy time (its first forward, or `wb.loss` call, to the end of its
+  optimizer step's probe handlers; data loading, and the other loops' turns in an
+  interleaved benchmark, are not the loop's step), the shortest of each run, gives the
+  loop's own cycle u (unobserved, always-on probes included) and the sampled probes' cost
+  c = observed − u. The shortest, because a shared machine's load, a flush or a garbage
+  collection only ever add time: the minimum of several cycles is the steadiest estimate
+  of what a cycle needs;
 * stride = ⌈c / (`SHARE`·u)⌉, between 1 and `MAX_STRIDE`: the sampled probes keep to about
   `SHARE` of the step (a loop whose probes are cheap against its step keeps stride 1);
 * every `RECHECK` cycles the calibration is repeated, as a loop's step time drifts.
@@ -73,7 +76,7 @@ class ObservationSchedule:
             if self.cycle < FRONT:
                 return True
             if self._calibrating(self.cycle):
-                return (self.cycle - self._calibration_start) % 2 == 0
+                return self.cycle - self._calibration_start < CALIBRATE
         if self.stride == 1:
             return True
         if self.cycle >= self._next_observed:

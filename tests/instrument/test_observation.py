@@ -35,7 +35,17 @@ def test_front_cycles_and_calibration_window():
     schedule = ObservationSchedule()
     seen = _drive(schedule, FRONT + 2 * CALIBRATE, 2e-3, 1e-3)
     assert all(seen[:FRONT])
-    assert seen[FRONT:] == [True, False] * CALIBRATE  # alternating: both kinds timed
+    # a run of each kind: both timed, and each run holds every phase of a loop's own period
+    assert seen[FRONT:] == [True] * CALIBRATE + [False] * CALIBRATE
+
+
+def test_a_loop_with_a_period_of_its_own_is_not_mistaken_for_probe_cost():
+    """Alternating generator and discriminator cycles (3 ms, 1 ms) and free probes: timing
+    observed and unobserved cycles in turn would have compared the two kinds of cycle."""
+    schedule, observing = ObservationSchedule(), True
+    for cycle in range(FRONT + 2 * CALIBRATE + 1):
+        observing = schedule.end_cycle(3e-3 if cycle % 2 else 1e-3, observing)
+    assert schedule.stride == 1
 
 
 @pytest.mark.parametrize(("observed", "unobserved", "expected"), [
