@@ -64,6 +64,7 @@ from typing import Any
 
 import torch
 
+from riswb.bench_blocks import BlockTiming, block_ratio
 from riswb.bench_sampling import StepTimes, calibration_share, pin_term_sampling, term_samples
 from riswb.instrument import observation
 from riswb.instrument.hooks import Probe
@@ -109,6 +110,8 @@ class BenchResult:
     # first ones of a run, and the calibrations), included in `ms` and the ratios
     calibration_ms: dict[str, float] = field(default_factory=dict)
     fail_fast_ratio: float | None = None
+    # `blocks`: the default probes against the plain loop in alternating blocks of steps
+    blocks: BlockTiming | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,6 +230,7 @@ def run_bench(
     seed: int = 0,
     threads: int | None = None,
     clock: str = "wall",
+    blocks: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Measure the default probes' (and each built-in's) overhead over a plain loop.
@@ -238,7 +242,9 @@ def run_bench(
     host-bound MLP, `TINY`). `width`/`depth`/`batch`: default 512/4/256 for the MLP, `TINY`
     for the tiny one, width 512 and `REFERENCE_BATCH` scenes for the reference model.
     `fail_fast`: also time the default probes with `Workbench(check_every=50)`.
-    `run_length`: the run over which the one-off front-loaded term samples are amortized."""
+    `run_length`: the run over which the one-off front-loaded term samples are amortized.
+    `blocks`: also time the plain and default variants in `rounds` pairs of alternating
+    blocks of that many steps (riswb.bench_blocks), after the interleaved rounds."""
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if model not in MODELS:
@@ -258,7 +264,7 @@ def run_bench(
             model=model, width=width, depth=depth, batch=batch, steps=steps, rounds=rounds,
             warmup=warmup, per_probe=per_probe, fail_fast=fail_fast, run_length=run_length,
             log_every=log_every, device=torch.device(device), seed=seed, clock=clock,
-            progress=progress,
+            blocks=blocks, progress=progress,
         )
     finally:
         torch.set_num_threads(saved_threads)
@@ -267,7 +273,7 @@ def run_bench(
 def _measure(
     *, model: str, width: int, depth: int, batch: int, steps: int, rounds: int, warmup: int,
     per_probe: bool, fail_fast: bool, run_length: int, log_every: int, device: torch.device,
-    seed: int, clock: str, progress: Callable[[str], None] | None,
+    seed: int, clock: str, blocks: int | None, progress: Callable[[str], None] | None,
 ) -> BenchResult:
     from riswb.probes import BUILTIN, builtin_probe_classes, default_probes
 
@@ -314,6 +320,7 @@ def _measure(
     timing = {name: StepTimes() for name in factories}
     order = list(factories)
     interval: int | None = None
+    timed: BlockTiming | None = None
 
     with tempfile.TemporaryDirectory(prefix="riswb-bench-") as runs_dir:
         benches: dict[str, Workbench | None] = {}
@@ -357,6 +364,13 @@ def _measure(
                 if progress is not None:
                     progress(f"round {r + 1}/{rounds}: plain {raw[PLAIN][-1]:.2f} ms/step, "
                              f"default {raw[TOTAL][-1]:.2f} ms/step")
+            if blocks:  # the term probe samples at its own interval again
+                if sampled.get(TOTAL):
+                    probes[TOTAL].interval = sampled[TOTAL][1]
+                timed = block_ratio(
+                    lambda: _plain_step(setups[PLAIN]),
+                    lambda: _wb_step(setups[TOTAL], benches[TOTAL]),
+                    steps=blocks, rounds=rounds, timer=timer, sync=lambda: _sync(device))
         finally:
             for wb in benches.values():
                 if wb is not None:
@@ -396,6 +410,7 @@ def _measure(
         one_off_ms={name: value for name, value in one_off.items() if probes[name]},
         calibration_ms={name: value for name, value in calibrating.items() if value},
         fail_fast_ratio=ratio(FAIL_FAST) if fail_fast else None,
+        blocks=timed,
     )
 
 
@@ -431,6 +446,11 @@ def format_table(result: BenchResult) -> str:
                      f"({c['observe_stride']}: a run's first ones and the calibrations, over "
                      f"{c['run_length']} steps): {calibrating:.3f} ms/step = "
                      f"{calibrating / result.plain_ms:+.3f}x")
+    timed = result.blocks
+    if timed is not None:
+        lines.append(f"in alternating blocks of {timed.steps} steps ({timed.rounds} pairs; each "
+                     f"loop alone, its own code warm): plain {timed.plain_ms:.2f} ms/step, "
+                     f"default {timed.probed_ms:.2f} ms/step = {timed.ratio:.3f}x")
     verdict = "within" if result.passed else "OVER"
     target = "" if c.get("model") == "tiny" else "; target 1.05x"
     checked = ("" if result.fail_fast_ratio is None
@@ -457,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-per-probe", action="store_true")
     parser.add_argument("--no-fail-fast", action="store_true")
     parser.add_argument("--run-length", type=int, default=RUN_LENGTH)
+    parser.add_argument("--blocks", type=int, default=None, metavar="STEPS",
+                        help="also time plain and default in alternating blocks of STEPS steps")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run_bench(model=args.model, steps=args.steps, rounds=args.rounds, warmup=args.warmup,
@@ -464,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                        log_every=args.log_every, device=args.device,
                        per_probe=not args.no_per_probe, fail_fast=not args.no_fail_fast,
                        run_length=args.run_length, threads=args.threads, clock=args.clock,
+                       blocks=args.blocks,
                        progress=None if args.json else (lambda m: print(m, flush=True)))
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
     return 0

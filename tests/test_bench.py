@@ -40,3 +40,13 @@ def test_fail_fast_variant_and_the_host_bound_model():
     assert result.config["model"] == "tiny" and result.config["width"] == 16 * 4
     assert result.fail_fast_ratio > 0 and result.budget == 1.25
     assert "default+fail_fast" in format_table(result)
+
+
+def test_blocks_time_the_default_probes_against_the_plain_loop():
+    result = run_bench(model="tiny", steps=2, rounds=2, warmup=2, per_probe=False,
+                       fail_fast=False, blocks=5)
+    timed = result.blocks
+    assert timed.steps == 5 and timed.rounds == 2
+    assert timed.plain_ms > 0 and timed.probed_ms > 0 and timed.ratio > 0
+    assert "in alternating blocks of 5 steps" in format_table(result)
+    assert result.to_dict()["blocks"]["ratio"] == timed.ratio

@@ -30,6 +30,9 @@ def bench_command(
     per_probe: Annotated[
         bool, typer.Option("--per-probe/--no-per-probe", help="Also time each probe alone.")
     ] = True,
+    blocks: Annotated[int | None, typer.Option(
+        "--blocks", help="Also time plain and default in alternating blocks of this many "
+                         "steps, each loop alone (reads higher on a host-bound loop).")] = None,
     format: Format = "table",
 ) -> None:
     """Probe overhead over a plain loop, per probe and in total (budget 1.10×, target 1.05×;
@@ -48,8 +51,11 @@ def bench_command(
     models = list(MODELS) if model == "both" else [model]
     if threads is not None and threads < 1:
         raise RiswbError(f"--threads must be ≥ 1 (got {threads})")
+    if blocks is not None and blocks < 1:
+        raise RiswbError(f"--blocks must be ≥ 1 (got {blocks})")
     results = {name: run_bench(model=name, steps=steps, rounds=rounds, warmup=warmup,
-                               per_probe=per_probe, threads=threads) for name in models}
+                               per_probe=per_probe, threads=threads, blocks=blocks)
+               for name in models}
     if format == "json":
         echo_json({"budget": BUDGET, "passed": all(r.passed for r in results.values()),
                    "models": {name: r.to_dict() for name, r in results.items()}})
@@ -98,3 +104,8 @@ def bench_command(
                                 f"{c.get('term_grad_every')}): default "
                                 f"probes {r.total_ratio:.3f}× the plain loop{checked}, ",
                                 verdict, f" the {r.budget:.2f}× budget"))
+        if r.blocks is not None:
+            b = r.blocks
+            out.print(f"  {name} in alternating blocks of {b.steps} steps ({b.rounds} pairs, "
+                      f"each loop alone): plain {b.plain_ms:.2f} ms/step, default "
+                      f"{b.probed_ms:.2f} ms/step = {b.ratio:.3f}×")

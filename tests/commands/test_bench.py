@@ -11,6 +11,7 @@ import pytest
         (("bench", "--steps", "0"), "--steps"),
         (("bench", "--model", "resnet"), "model"),
         (("bench", "--format", "xml"), "format"),
+        (("bench", "--blocks", "0"), "--blocks"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle, one_line_error, invoke):
@@ -35,3 +36,10 @@ def test_bench_tiny_json(invoke):
     mlp = data["models"]["mlp"]
     assert mlp["total_ratio"] > 0 and mlp["per_probe"] == {}
     assert mlp["config"]["model"] == "mlp"
+
+
+def test_bench_blocks_line(invoke):
+    result = invoke("bench", "--steps", "1", "--rounds", "1", "--warmup", "0", "--model", "tiny",
+                    "--no-per-probe", "--blocks", "3")
+    assert result.exit_code == 0, result.output
+    assert "tiny in alternating blocks of 3 steps (1 pairs" in result.output
