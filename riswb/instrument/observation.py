@@ -21,9 +21,10 @@ The stride comes from what the probes cost on this loop, measured, not guessed:
   optimizer step's probe handlers; data loading, and the other loops' turns in an
   interleaved benchmark, are not the loop's step), the shortest of each run, gives the
   loop's own cycle u (unobserved, always-on probes included) and the sampled probes' cost
-  c = observed − u. The shortest, because a shared machine's load, a flush or a garbage
-  collection only ever add time: the minimum of several cycles is the steadiest estimate
-  of what a cycle needs;
+  c = observed − u, plus the sampled probes' flush time per cycle they observed (their
+  records grow with those cycles; the Workbench times their flushes). The shortest,
+  because a shared machine's load, a flush or a garbage collection only ever add time:
+  the minimum of several cycles is the steadiest estimate of what a cycle needs;
 * stride = ⌈c / (`SHARE`·u)⌉, between 1 and `MAX_STRIDE`: the sampled probes keep to about
   `SHARE` of the step (a loop whose probes are cheap against its step keeps stride 1);
 * every `RECHECK` cycles the calibration is repeated, as a loop's step time drifts.
@@ -62,6 +63,9 @@ class ObservationSchedule:
         self._calibration_start = FRONT
         self._times: dict[bool, list[float]] = {True: [], False: []}
         self._next_observed = 0
+        # since the last decision: observed cycles, and the sampled probes' flush seconds
+        self._observed = 0
+        self._flushing = 0.0
 
     def _calibrating(self, cycle: int) -> bool:
         start = self._calibration_start
@@ -84,7 +88,12 @@ class ObservationSchedule:
             return True
         return False
 
+    def note_flush(self, seconds: float) -> None:
+        """The sampled probes' share of a flush (their records of the observed cycles)."""
+        self._flushing += seconds
+
     def _measure(self, ended: int, busy: float | None, observed: bool) -> None:
+        self._observed += observed
         if self._calibrating(ended) and busy is not None:
             self._times[observed].append(busy)
         if self.cycle == self._calibration_start + 2 * CALIBRATE:
@@ -96,7 +105,9 @@ class ObservationSchedule:
         self._calibration_start += RECHECK
         if not observed or not plain:
             return
-        with_probes, without = min(observed), min(plain)
+        flushing = self._flushing / self._observed if self._observed else 0.0
+        self._observed, self._flushing = 0, 0.0
+        with_probes, without = min(observed) + flushing, min(plain)
         self.costs = (with_probes, without)
         cost = max(with_probes - without, 0.0)
         needed = math.ceil(cost / (SHARE * without)) if without > 0 else MAX_STRIDE

@@ -410,7 +410,7 @@ class Workbench(LoopEvents):
                                   total=self.skipped[reason])
             self._skip_log.clear()
             self.loss_weights.flush(self.step)
-            self.registry.flush(self.step)
+            self.observation.note_flush(self.registry.flush(self.step))
         if not self._optimizers_noted and self.opt_step:
             self._note_optimizers()
         if self.log_interval.update(self.n_loss):

@@ -34,7 +34,8 @@ Sampling: the first `warmup` optimizer steps (default 10), then every `sample_ev
 (copy, ‖θ‖, subtract, ‖Δθ‖): about 1 ms for the bench MLP's 0.7 M parameters on this
 project's CPU, i.e. 0.25% of its 20 ms single-thread step at this default. It follows optimizer
 steps, not `wb.loss` steps, so a loop that steps once per epoch is sampled too. The
-registry `every` still applies on top (default 1).
+registry `every` still applies on top (default 1), and so does the Workbench's observation
+stride (`sampled`: on a host-bound loop a step is measured only when it is also observed).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ParamUpdateProbe(Probe):
     """‖Δθ‖/‖θ‖ at optimizer.step, overall and per param group, on sampled steps."""
 
     name = "param_update"
+    sampled = True  # steps reach it on observed cycles only (riswb.instrument.observation)
 
     def __init__(self, every: int | None = None, *, sample_every: int = 20, warmup: int = 10):
         super().__init__(every)
@@ -75,14 +77,14 @@ class ParamUpdateProbe(Probe):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sample_every": self.sample_every, "warmup": self.warmup}
 
-    def sampled(self, opt_step: int) -> bool:
+    def _due(self, opt_step: int) -> bool:
         return opt_step <= self.warmup or (opt_step - 1) % self.sample_every == 0
 
     def on_before_optimizer_step(self, ctx: StepContext) -> None:
         self._before = None
         index = ctx.payload.get("optimizer", 0)
         own_step = ctx.payload.get("optimizer_step", ctx.payload["opt_step"])
-        if not self.sampled(own_step):
+        if not self._due(own_step):
             return
         measured = self._layout(ctx.wb, index)[1]
         params = [p.detach() for p in measured]

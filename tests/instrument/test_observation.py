@@ -162,3 +162,14 @@ def test_cycle_busy_time_leaves_out_what_happens_between_steps(tmp_path):
         assert wb.cycle_losses == 2
     wb.close()
     assert all(0 < b < 0.015 for b in busy), busy
+
+
+def test_the_sampled_probes_flush_time_counts_toward_their_share():
+    """Cycles no slower observed, but the flushes of what they observed take 3.5 shares
+    of a cycle per observed cycle: every 4th cycle, as if the cycles themselves cost it."""
+    schedule, observing = ObservationSchedule(), True
+    for cycle in range(FRONT + 2 * CALIBRATE + 1):
+        if cycle % 20 == 19:  # a flush every 20 cycles, all of them observed until now
+            schedule.note_flush(20 * 3.5 * SHARE * 1e-3)
+        observing = schedule.end_cycle(1e-3, observing)
+    assert schedule.stride == 4
