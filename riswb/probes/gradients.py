@@ -80,8 +80,9 @@ class GradStats:
         return math.isfinite(sum(n.item() for n in self.present_norms))
 
 
-_FOUND = torch.zeros(1)
-_UNIT = torch.ones(1)
+# explicit: a loop may have changed torch's default device or dtype before importing riswb
+_FOUND = torch.zeros(1, dtype=torch.float32, device="cpu")
+_UNIT = torch.ones(1, dtype=torch.float32, device="cpu")
 
 
 def all_finite_on_cpu(grads: list[torch.Tensor]) -> bool | None:

@@ -139,8 +139,8 @@ class NonFiniteProbe(Probe):
         if not isinstance(total, torch.Tensor) or total.numel() != 1:
             return
         # wb.loss's detached [terms…, total], checked whole: a NaN/±Inf term makes the total
-        # NaN/±Inf too (so does a weight of 0: 0·Inf is NaN). Not when it was narrowed to
-        # float32, where a huge finite float64 total would overflow: the total then
+        # NaN/±Inf too (so does a weight of 0: 0·Inf is NaN). The total alone when the
+        # vector was narrowed to float32, where a huge finite float64 total would overflow
         values = ctx.payload.get("values")
         if values is None or values.dtype != total.dtype:
             values = total.detach().reshape(1)
