@@ -2,11 +2,13 @@
 
 At run start, and again whenever the optimizer's parameter groups change (a group added with
 `add_param_group`, tensors appended to a group's list; checked before every optimizer step
-from the group sizes, a few dict reads), the probe writes one `coverage` event: the fields
-of `riswb.probes.params.CoverageAudit` (missing heads are docs/failures.md #6) plus `reason`
-("start" | "param_groups_changed"). With several optimizers (`Workbench(m, [a, b])`) the audit
-is of their union: a tensor in two optimizers is `duplicated`, one in none `missing`, and
-group labels read `opt/<i>/<label>`. Names have wrapper prefixes stripped. A tensor that
+from the group sizes, a few dict reads) or the model's own tensors do (a head replaced after
+the optimizer was built; checked at each flush), the probe writes one `coverage` event: the
+fields of `riswb.probes.params.CoverageAudit` (missing heads are docs/failures.md #6) plus
+`reason` ("start" | "param_groups_changed" | "model_changed"). With several optimizers
+(`Workbench(m, [a, b])`) the audit is of their union: a tensor in two optimizers is
+`duplicated`, one in none `missing`, and group labels read `opt/<i>/<label>`. Names have
+wrapper prefixes stripped. A tensor that
 becomes trainable after the start (gradual unfreezing) triggers one more audit (reason
 "trainable_changed": is it in the optimizer?); tensors seen trainable once are not audited
 again, so a GAN that toggles requires_grad every step is audited about twice. A warm-up
@@ -61,6 +63,7 @@ class CoverageProbe(Probe):
         self._watched = 0
         self._backwards = 0
         self._reported: frozenset[str] | None = None
+        self._model_ids: frozenset[int] = frozenset()  # the model's tensors at the last audit
 
     def on_run_start(self, ctx: StepContext) -> None:
         self._audit(ctx, "start")
@@ -74,6 +77,7 @@ class CoverageProbe(Probe):
     def _audit(self, ctx: StepContext, reason: str) -> None:
         wb = ctx.wb
         self._signature = _signature(wb.optimizers)
+        self._model_ids = frozenset(id(p) for p in wb.model.parameters())
         self._trainable.update(id(p) for p in wb.model.parameters() if p.requires_grad)
         # the tensors never seen trainable: the only ones a step must look at (walking the
         # model's parameters every step costs a deep model more than its optimizer step)
@@ -94,6 +98,10 @@ class CoverageProbe(Probe):
                 del self._watch[name]
 
     def flush(self, ctx: StepContext) -> None:
+        # a module added or replaced after the optimizer was built: once per flush, since
+        # walking the model's parameters every step would cost a deep model more than this
+        if frozenset(id(p) for p in ctx.wb.model.parameters()) != self._model_ids:
+            self._audit(ctx, "model_changed")
         self._report(ctx)
 
     def on_run_end(self, ctx: StepContext) -> None:

@@ -42,8 +42,9 @@ Record (one per evaluated window, `step` = the flush step):
 * `zero_frac/<m>`   — mean fraction of exactly-zero gradient elements per sampled backward
   in module `m` (a clamped head shows ~0.28 here while its tensor is far from dead).
 
-Event `dead_params` {names, steps} whenever the dead set differs from the previous window's
-(the first window counts as a change only if something is dead).
+Event `dead_params` {names, steps, gated} whenever the dead set differs from the previous
+window's (the first window counts as a change only if something is dead); `gated`: the dead
+tensors beside a live tensor of their own module (a weight dead, its bias alive).
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ class DeadParamsProbe(Probe):
         wb.writer.scalars(ctx.step, "dead", record)
         dead_set = set(dead)
         if dead_set != self._dead_names:
-            wb.writer.event(ctx.step, "dead_params", names=dead, steps=self._steps)
+            wb.writer.event(ctx.step, "dead_params", names=dead, steps=self._steps,
+                            gated=_gated(dead, names, alive))
             self._dead_names = dead_set
         self._evaluated = True
         self._steps = 0
@@ -218,6 +220,15 @@ class DeadParamsProbe(Probe):
 
 
 _MIN_INFORMATIVE = 3  # sampled backwards with a gradient before elements are judged
+
+
+def _gated(dead: list[str], names: list[str], alive: list[bool]) -> list[str]:
+    """The dead tensors whose own module has a tensor that got a gradient (a weight dead
+    beside a live bias): the module's output does reach the loss, so the gradient is
+    stopped at this very tensor (a hook or mask zeroing it) or its inputs are all zero."""
+    live_modules = {name.rpartition(".")[0] for name, ok in zip(names, alive, strict=True)
+                    if ok}
+    return [name for name in dead if "." in name and name.rpartition(".")[0] in live_modules]
 
 
 def _pruning_masks(model: torch.nn.Module) -> dict[int, torch.Tensor]:

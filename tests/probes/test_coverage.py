@@ -190,3 +190,20 @@ def test_an_optimizer_that_sets_its_own_lr_is_audited(tmp_path):
     [audit] = run.events_of("coverage")[:1]
     assert audit["missing"] == ["2.weight", "2.bias"] and audit["zero_lr_groups"] == []
     assert run.kind("lr")["group/0"].isna().all()  # set inside the optimizer: unknown
+
+
+def test_a_head_replaced_after_the_optimizer_was_built_is_audited_at_the_flush(tmp_path):
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["coverage"], strict=True,
+                   log_every=2) as wb:
+        for step in range(4):
+            if step == 1:
+                model.head_k = torch.nn.Linear(8, 5)  # the optimizer still holds the old one
+            wb.loss({"a": model(torch.randn(2, 4))}).backward()
+            opt.step()
+            opt.zero_grad()
+    audits = read_run(wb.path).events_of("coverage")
+    assert [a["reason"] for a in audits] == ["start", "model_changed"]
+    assert sorted(audits[-1]["missing"]) == ["head_k.bias", "head_k.weight"]
+    assert len(audits[-1]["stale"]) == 2

@@ -59,6 +59,7 @@ def test_unused_head_is_dead_and_named(tmp_path):
     events = run.events_of("dead_params")
     assert len(events) == 1  # only when the set changes
     assert events[0]["names"] == ["extra.weight", "extra.bias"] and events[0]["steps"] == 10
+    assert events[0]["gated"] == []  # the whole head is dead: nothing stops it at one tensor
     # elements: extra (18+3) all dead, vec's last 3 elements dead, body/head alive
     total = 4 * 6 + 6 + 6 * 2 + 2 + 6 * 3 + 3 + 10
     assert dead["frac_dead_elems"].iloc[0] == pytest.approx((21 + 3) / total)
@@ -292,3 +293,19 @@ def test_elements_a_pruning_mask_zeroes_are_not_dead(tmp_path):
             opt.step()
     dead = read_run(wb.path).kind("dead")
     assert (dead["dead_frac/0"] == 0).all() and (dead["n_dead"] == 0).all()
+
+
+def test_a_weight_whose_gradient_a_hook_zeroes_is_gated_beside_its_live_bias(tmp_path):
+    torch.manual_seed(0)
+    model = Heads()
+    model.head.weight.register_hook(torch.zeros_like)  # a mask that is all zero
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[DeadParamsProbe(window=10)],
+                         strict=True, log_every=5) as wb:
+        for _ in range(10):
+            loss = wb.loss({"mse": (model(torch.randn(8, 4)) - 1).pow(2).mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    [event] = read_run(wb.path).events_of("dead_params")
+    assert event["names"] == ["head.weight"] and event["gated"] == ["head.weight"]

@@ -37,6 +37,14 @@ FIX = (
 )
 
 
+FIX_GATED = (
+    "{names}: the rest of its module gets gradients, so the module's output does reach the "
+    "loss and the gradient stops at this tensor: a hook or mask that zeroes it "
+    "(p.register_hook(lambda g: g * mask) with an all-zero mask), or, for a weight, inputs "
+    "that are always zero (dead units upstream, a zeroed feature). Otherwise:"
+)
+
+
 def check(run, th: Thresholds) -> list[Finding]:
     changes = events(run, "dead_params")
     dead = frame_of(run, "dead")
@@ -49,8 +57,10 @@ def check(run, th: Thresholds) -> list[Finding]:
     names: list[str] = []
     since: dict[str, int] = {}
     window = None
+    gated: set[str] = set()
     for change in changes:  # few events: one per change of the dead set
         current = set(as_names(change.get("names")))
+        gated = set(as_names(change.get("gated")))
         for name in current:
             since.setdefault(name, int(change.get("step", 0)))
         for name in list(since):
@@ -115,17 +125,26 @@ def check(run, th: Thresholds) -> list[Finding]:
             evidence["frac_dead_elems"] = frac_last
         if dead_modules:
             evidence["modules_with_zero_grad_norm"] = dead_modules
-        severe = frac_last is None or frac_last >= th.dead_params_error_fraction or dead_modules
+        gated_names = [n for n in names if n in gated]
+        if gated_names:
+            evidence["gated"] = gated_names[:20]
+        # a tensor dead beside a live tensor of its own module is stopped on purpose-looking
+        # machinery, whatever its share of the model: the module trains half-blind
+        severe = (frac_last is None or frac_last >= th.dead_params_error_fraction
+                  or dead_modules or gated_names)
         count = len(names) or n_dead_last or len(dead_modules)
         what = (", ".join(names[:4]) + (" …" if len(names) > 4 else "")) if names else (
             ", ".join(m["module"] for m in dead_modules) or f"{count} tensors")
         share = f" ({pct(frac_last)} of trainable elements)" if frac_last is not None else ""
+        fix = FIX.format(story=hint(
+            run, " left soft-argmax heads holding half the model's parameters without any "
+            "loss"))
+        if gated_names:
+            fix = FIX_GATED.format(names=", ".join(gated_names[:3])) + " " + fix
         findings.append(Finding(
             ID, "error" if severe else "warning",
             f"{count} trainable parameter tensor(s) never receive a gradient{share}: {what}",
-            evidence, FIX.format(story=hint(
-                run, " left soft-argmax heads holding half the model's parameters without any "
-                "loss"))))
+            evidence, fix))
     elif (frac_last is not None and frac_last >= th.dead_elems_fraction) or any(
             v >= th.dead_elems_fraction for v in module_dead.values()):
         partial = {m: v for m, v in module_dead.items() if v >= th.dead_elems_fraction}

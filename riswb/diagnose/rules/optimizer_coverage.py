@@ -24,7 +24,9 @@ from riswb.diagnose.rules._util import (
     hint,
     names_summary,
     never_gradient,
+    totals,
 )
+from riswb.probes.params import top_module
 
 ID = "optimizer-coverage"
 
@@ -74,6 +76,55 @@ def _frozen_groups(run, audit: dict, base: dict, th: Thresholds) -> list[Finding
         "module came frozen by default (from_pretrained(freeze=True)). If they should "
         "train, call requires_grad_(True) on them; if the freeze is intended, leave them "
         "out of the optimizer.")]
+
+
+def _idle_optimizers(run, audit: dict, base: dict, th: Thresholds) -> list[Finding]:
+    """An optimizer of several that never stepped while the others did (kind `cadence`:
+    `opt/<i>/optimizer_step`; the audit's `opt/<i>/<label>` groups): its tensors, trainable
+    and in no other optimizer, never update — `opt_dec.step()` forgotten. Steps a
+    GradScaler skipped are step-skipped's business; an optimizer whose tensors are all
+    frozen has nothing to lose."""
+    groups = audit.get("groups")
+    if not isinstance(groups, dict):
+        return []
+    owned: dict[int, dict[str, int]] = {}  # optimizer -> module -> tensors
+    for label, modules in groups.items():
+        parts = str(label).split("/")
+        if len(parts) < 3 or parts[0] != "opt" or not isinstance(modules, dict):
+            continue
+        for module, count in modules.items():
+            into = owned.setdefault(int(parts[1]), {})
+            into[module] = into.get(module, 0) + int(count)
+    if len(owned) < 2:
+        return []
+    counts = totals(frame_of(run, "cadence"),
+                    [f"opt/{i}/optimizer_step" for i in owned] + ["optimizer_step"],
+                    cumulative=True)
+    if counts["optimizer_step"] < th.min_cadence_batches:
+        return []
+    skipped = {e.get("optimizer") for e in events(run, "step_skipped")}
+    frozen = [top_module(n) for n in as_names(audit.get("frozen"))]
+    findings = []
+    for index, modules in sorted(owned.items()):
+        if counts[f"opt/{index}/optimizer_step"] or index in skipped:
+            continue
+        tensors = sum(modules.values())
+        if sum(frozen.count(m) for m in modules) >= tensors:
+            continue
+        findings.append(Finding(
+            ID, "error",
+            f"Optimizer {index} ({', '.join(f'{m} ({c})' for m, c in modules.items())}) never "
+            f"stepped, while the others stepped {int(counts['optimizer_step'])} times: its "
+            f"{tensors} tensors never update",
+            {**base, "optimizer": index, "modules": modules,
+             "optimizer_steps": {f"opt/{i}": int(counts[f"opt/{i}/optimizer_step"])
+                                 for i in owned}},
+            f"optimizer {index}.step() is never called: a step forgotten for one of several "
+            "optimizers (an encoder/decoder or generator/discriminator pair), or called on "
+            "another optimizer twice by a copy-paste. Call step() (and zero_grad()) on every "
+            "optimizer whose parameters the loss trains, or merge them into one optimizer "
+            "with a param group each."))
+    return findings
 
 
 def check(run, th: Thresholds) -> list[Finding]:
@@ -157,6 +208,7 @@ def check(run, th: Thresholds) -> list[Finding]:
                 "zero, e.g. lr·(step+1)/warmup_steps."))
 
     findings += _frozen_groups(run, audit, base, th)
+    findings += _idle_optimizers(run, audit, base, th)
 
     stale = as_names(audit.get("stale"))
     if stale:

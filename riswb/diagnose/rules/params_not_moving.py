@@ -18,11 +18,13 @@ from riswb.diagnose.rules._util import (
     as_names,
     converged_closure_steps,
     events,
+    frame_of,
     need,
     never_gradient,
     span,
     step_ranges,
     steps_of,
+    totals,
     zero_gradient_updates,
 )
 from riswb.diagnose.text import pct
@@ -37,6 +39,22 @@ FIX = (
     "parameters (optimizer-coverage) and whether gradients arrive at all (dead-params). "
     "Measure Δparam at optimizer.step, not after an EMA update."
 )
+
+
+FIX_NO_BACKWARD = (
+    "No backward ever reached a trainable tensor, so every step applied nothing. "
+    "loss.backward() ran on a tensor outside the model's graph: a loss rebuilt from a "
+    "Python number (torch.tensor(loss.item(), requires_grad=True)), a .detach()ed total, or "
+    "one computed under torch.no_grad(). Call backward on the tensor wb.loss returns (or "
+    "on the sum of the terms as computed from the model's outputs)."
+)
+
+
+def _backwards(run) -> tuple[float, float] | None:
+    """(backwards that reached a trainable tensor, optimizer steps), from the run's last
+    `cadence` record; None without one."""
+    counts = totals(frame_of(run, "cadence"), ("backward", "optimizer_step"), cumulative=True)
+    return (counts["backward"], counts["optimizer_step"]) if counts["optimizer_step"] else None
 
 
 def _idle_explained(run) -> list[str]:
@@ -83,11 +101,16 @@ def check(run, th: Thresholds) -> list[Finding]:
         "converged_closure_steps": int(converged.sum()),
     }
     if 1 - still_fraction < th.min_moving_fraction:
+        counted = _backwards(run)
+        unreached = counted is not None and counted[0] == 0
+        if unreached:
+            evidence["cadence"] = {"backward": 0, "optimizer_step": int(counted[1])}
         findings.append(Finding(
             ID, "error",
             f"Parameters did not move on {pct(still_fraction)} of optimizer steps "
-            f"({n_still} of {n})",
-            evidence, FIX))
+            f"({n_still} of {n})" + (f": no backward reached the model in "
+                                     f"{int(counted[1])} optimizer steps" if unreached else ""),
+            evidence, FIX_NO_BACKWARD if unreached else FIX))
     elif int((still & ~zero_gradient_updates(frame)).sum()) / n > th.max_still_fraction:
         # a step whose gradient was 0 (a satisfied hinge) had nothing to apply
         findings.append(Finding(

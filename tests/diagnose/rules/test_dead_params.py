@@ -29,6 +29,19 @@ def test_tiny_dead_share_is_a_warning(make_run):
     assert severities(check(make_run(spec), ID)) == ["warning"]
 
 
+def test_a_weight_dead_beside_its_live_bias_is_an_error_pointing_at_a_gate(make_run):
+    """A classifier weight whose gradient a hook masks to zero: a tiny share of the model,
+    but its module's output reaches the loss (the bias learns), so nothing of it is lost
+    to a dropped head: the gradient is stopped at the tensor itself."""
+    spec = healthy().event(10, "dead_params", names=["head.weight"], steps=10,
+                           gated=["head.weight"])
+    spec.update("dead", lambda s, r: {**r, "n_dead": 1, "frac_dead_elems": 0.001})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["gated"] == ["head.weight"]
+    assert finding.fix.startswith("head.weight: the rest of its module gets gradients")
+    assert "register_hook" in finding.fix
+
+
 def test_module_with_zero_grad_norm(make_run):
     spec = healthy().drop("dead").update("grad_norm", lambda s, r: {**r, "module/heads": 0.0})
     [finding] = check(make_run(spec), ID)

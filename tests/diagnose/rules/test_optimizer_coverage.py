@@ -71,3 +71,33 @@ def test_missing_without_gradient_record_stays_an_error(make_run):
     # runs written before `coverage_grads` existed: nothing is known about gradients
     spec = _coverage(healthy(), missing=["teacher.0.weight"])
     assert severities(check(make_run(spec), ID)) == ["error"]
+
+
+def _two_optimizers(spec, decoder_steps):
+    """An encoder and a decoder optimizer; the decoder's stepped `decoder_steps` times."""
+    spec = _coverage(spec, groups={"opt/0/0": {"encoder": 4}, "opt/1/0": {"decoder": 4}})
+    return spec.update("cadence", lambda s, r: {
+        **r, "opt/0/optimizer_step": r["optimizer_step"],
+        "opt/1/optimizer_step": min(decoder_steps, r["optimizer_step"])})
+
+
+def test_an_optimizer_that_never_stepped_is_an_error(make_run):
+    [finding] = check(make_run(_two_optimizers(healthy(), 0)), ID)
+    assert finding.severity == "error" and finding.evidence["optimizer"] == 1
+    assert "Optimizer 1 (decoder (4)) never stepped" in finding.title
+    assert finding.evidence["optimizer_steps"]["opt/1"] == 0
+
+
+def test_optimizers_that_step_at_their_own_rates_are_fine(make_run):
+    """A GAN's generator stepped once every five discriminator steps still steps."""
+    assert check(make_run(_two_optimizers(healthy(), 5)), ID) == []
+
+
+def test_a_never_stepped_optimizer_of_frozen_tensors_or_skipped_steps_is_left_alone(make_run):
+    frozen = _two_optimizers(healthy(), 0)
+    frozen = _coverage(frozen, groups={"opt/0/0": {"encoder": 4}, "opt/1/0": {"decoder": 2}},
+                       frozen=["decoder.weight", "decoder.bias"])
+    assert check(make_run(frozen), ID) == []
+    skipped = _two_optimizers(healthy(), 0).event(10, "step_skipped", reason="scaler",
+                                                  count=190, first_step=10, optimizer=1)
+    assert check(make_run(skipped), ID) == []

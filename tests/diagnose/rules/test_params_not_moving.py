@@ -66,3 +66,13 @@ def test_group_unmeasured_while_frozen_then_moving_is_healthy(make_run):
     spec = healthy().update(
         "param_update", lambda s, r: {**r, "group/heads/ratio": float("nan")} if s < 100 else r)
     assert check(make_run(spec), ID) == []
+
+
+def test_no_backward_reaching_the_model_is_named_as_the_cause(make_run):
+    """backward() on torch.tensor(loss.item(), requires_grad=True): the optimizer steps,
+    no backward ever reaches a trainable tensor."""
+    spec = healthy().update("param_update", lambda s, r: {**r, "ratio": 0.0, "frac_moving": 0.0})
+    spec.update("cadence", lambda s, r: {**r, "backward": 0})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and "no backward reached the model" in finding.title
+    assert finding.evidence["cadence"]["backward"] == 0 and ".item()" in finding.fix
