@@ -34,8 +34,11 @@ torch.no_grad), `eval_holders` (phase train: {module: its own trainable paramete
 for modules holding parameters themselves — Linear, Conv, … — that were in eval mode at a
 training forward; read once per interval, and only when a mode-dependent module was:
 `model.eval()` left on puts them there too, which tells it from a deliberately frozen
-eval-mode backbone when only parameter-free Dropout layers are listed), `first_step`} once
-per phase and set of names. Built at flush, from the cached module list.
+eval-mode backbone when only parameter-free Dropout layers are listed), `selective` (phase
+train: those layers are all mode-dependent ones — BatchNorm put in eval mode on its own while
+the Linear and Conv layers train, as detection codebases' `norm_eval` does, not a
+`model.eval()` left on), `first_step`} once per phase and set of names. Built at flush,
+from the cached module list.
 """
 
 from __future__ import annotations
@@ -185,7 +188,13 @@ class ModeProbe(Probe):
                 params = {n: p for n, p in params.items() if p}
                 trainable = sum(any(p.requires_grad for p in owners[n].parameters())
                                 for n in names if n in owners)
-                extra = {"eval_holders": dict(self._eval_holders)} if phase == "train" else {}
+                extra = {"eval_holders": dict(self._eval_holders),
+                         # every layer in eval mode with trainable parameters of its own is a
+                         # mode-dependent one: BatchNorm frozen on purpose (norm_eval), the
+                         # rest of the model training
+                         "selective": bool(self._eval_holders) and all(
+                             name in owners for name in self._eval_holders),
+                         } if phase == "train" else {}
                 wb.writer.event(ctx.step, "mode_mismatch", phase=phase, modules=listed,
                                 trainable=trainable, params=params,
                                 first_step=self._first.get(phase, ctx.step), **extra)

@@ -63,3 +63,38 @@ def test_the_workbench_writes_them_to_the_manifest(tmp_path):
             opt.step()
     [described] = read_run(wb.path).manifest["optimizers"]
     assert described["class"] == "torch.optim.adamw.AdamW" and described["scale_invariant"]
+
+
+class Lion(torch.optim.Optimizer):
+    """A hand-written Lion (sign of an interpolated momentum), state like SGD's momentum."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.99)):
+        super().__init__(params, {"lr": lr, "betas": betas})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                state = self.state[p]
+                avg = state.setdefault("exp_avg", torch.zeros_like(p))
+                p.add_(torch.sign(avg * beta1 + p.grad * (1 - beta1)), alpha=-group["lr"])
+                avg.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+
+
+@pytest.mark.parametrize("cls", [Lion, torch.optim.Muon], ids=lambda c: c.__name__)
+def test_normalizing_optimizers_are_known_by_name_and_the_claim_holds(cls):
+    """Oracle: the first update is the same for g and 1000·g (Muon's Newton–Schulz
+    iteration runs in reduced precision: to a few percent of the update's size), though the
+    state holds only a momentum, as SGD's does."""
+    grad = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    updates = []
+    for scale in (1.0, 1000.0):
+        p = torch.nn.Parameter(torch.ones(4, 3))
+        opt = cls([p], lr=0.1)
+        p.grad = grad * scale
+        opt.step()
+        updates.append(p.detach() - 1)
+    size = updates[0].abs().max()
+    assert (updates[0] - updates[1]).abs().max() <= 0.05 * size
+    assert describe_optimizer(opt, stepped=True)["scale_invariant"] is True

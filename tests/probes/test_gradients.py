@@ -20,7 +20,7 @@ def _grads(dtype, bad, *, sparse=False, none=False):
         grads[1][3] = bad
     if sparse:
         grads.append(torch.sparse_coo_tensor([[0, 2]], [1.0, bad if bad is not None else 2.0],
-                                             (4,)))
+                                             (4,), check_invariants=True))
     if none:
         grads.insert(1, None)
     return grads

@@ -8,7 +8,10 @@ record, when it stands 3σ above it: a fall within the first window); best = the
 rolling median of that window; end = median of the last window; σ = the per-record noise
 from successive differences. Relative drop = (start - best)/|start|; a drop (or a rebound)
 must also clear 4 standard errors of a window's median (1.25σ/√window each). A loss that
-did not fall over fewer than `min_loss_steps` batches is info: too early to call.
+did not fall over fewer than `min_loss_steps` batches is info: too early to call; so is one
+of a resumed run (manifest `first_step` > 0) that stays at its level, and one whose
+`wb.evaluate` metric — of a name that tells its direction: an accuracy, a return, a
+validation loss — clearly improved (a surrogate loss: policy gradient).
 """
 
 from __future__ import annotations
@@ -187,13 +190,28 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
             batches = int(vsteps[-1] - vsteps[0] + 1)
             early = batches < th.min_loss_steps
             evidence["batches"] = batches
+            # a resumed run starts trained: a loss at its floor need not fall (one that
+            # climbs clear of its noise still counts: a resume that lost the optimizer state)
+            resumed = int(run.manifest.get("first_step") or 0)
+            climbing = end - start > 4 * 1.25 * noise / np.sqrt(window)
+            if resumed and not climbing:
+                evidence["resumed_at_step"] = resumed
+            improved = _evaluation_improved(run)
+            if improved is not None:
+                evidence["evaluation_improved"] = improved
             blew = (f"; the first updates blew up (‖Δθ‖/‖θ‖ = {fmt(blowup['update_ratio'])} at "
                     f"optimizer step {blowup['opt_step']})" if blowup is not None else "")
+            why = (f"; only {batches} batches, too early to call" if early
+                   else f"; a run resumed at step {resumed}, already trained" if (
+                       resumed and not climbing)
+                   else f"; but '{improved['metric']}' improved from {fmt(improved['first'])} "
+                        f"to {fmt(improved['last'])}: the loss is a surrogate" if improved
+                   else "")
             findings.append(Finding(
-                ID, "info" if early else "error",
+                ID, "info" if why else "error",
                 f"The training loss {verb}: {fmt(start)} at the start, best {fmt(best)}, "
                 f"{fmt(end)} at the end ({pct(max(drop, 0))} drop over {n} records)"
-                + (f"; only {batches} batches, too early to call" if early else "") + blew,
+                + why + blew,
                 evidence,
                 ("An update bigger than the weights themselves is a learning rate far too "
                  "high: the model jumped away from its initialization and settled where it "
@@ -222,6 +240,41 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
                     "(nonfinite-grads), and check that EMA/SWA swaps restore the training "
                     "weights (weights-swapped)."))
     return findings
+
+
+# what a metric's name says about its direction: tokens of metrics that fall as a model
+# learns, and of those that rise
+_LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "nll", "perplexity", "ppl", "wer", "cer",
+                    "fid", "distance", "regret")
+_HIGHER_IS_BETTER = ("acc", "return", "reward", "score", "f1", "auc", "map", "iou", "bleu",
+                     "rouge", "precision", "recall", "dice", "r2", "success")
+
+
+def _evaluation_improved(run) -> dict | None:
+    """A `wb.evaluate` metric whose name tells its direction and that moved that way by more
+    than 10% of its first value and clear of its own scatter between evaluations: the model
+    learns, whatever its training loss does (a policy-gradient surrogate with normalized
+    advantages averages 0 on every batch; an entropy bonus pulls it up as the policy
+    sharpens). None when no such metric improved."""
+    ev = frame_of(run, "eval")
+    if len(ev) < 3:
+        return None
+    for name in value_columns(ev):
+        lowered = name.lower()
+        lower = any(t in lowered for t in _LOWER_IS_BETTER)
+        higher = any(t in lowered for t in _HIGHER_IS_BETTER)
+        if lower == higher:
+            continue  # direction unknown (or both tokens)
+        metric = col(ev, name)
+        values = metric[np.isfinite(metric)]
+        if len(values) < 3:
+            continue
+        first, last = float(values[0]), float(values[-1])
+        gain = (first - last) if lower else (last - first)
+        scatter = float(np.median(np.abs(np.diff(values))))
+        if gain > 0.1 * abs(first) and gain > 2 * scatter:
+            return {"metric": name, "first": first, "last": last, "evaluations": len(values)}
+    return None
 
 
 def _own_weights_moved(run, first: int, last: int) -> bool:

@@ -3,7 +3,8 @@
 Reads `checkpoint` events of kind `best` (`metric`, `value`, optional `mode`: min|max)
 against kind `eval` (the metric's logged values). An improvement (by more than
 `checkpoint_tolerance`, relative) must be followed by a best save before the next
-evaluation; the last best.pt must hold the best value seen.
+evaluation (unless it is smaller than the smallest improvement the loop did save: its own
+min_delta); the last best.pt must hold the best value seen.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def check(run, th: Thresholds) -> list[Finding]:
     in_range = idx < len(best_steps)
     saved = in_range & (best_steps[np.minimum(idx, len(best_steps) - 1)] < next_eval)
     missed = improved & ~saved
+    # the loop's own min_delta: an improvement smaller than the smallest one it did save
+    # is below its threshold (early stopping's min_delta), not a save it forgot
+    gain = np.where(finite_prev, prev_best - values, np.inf)
+    kept = gain[improved & saved & finite_prev]
+    below_own_bar = missed & (gain < kept.min()) if kept.size else np.zeros_like(missed)
+    missed &= ~below_own_bar
 
     findings: list[Finding] = []
     i_best = int(np.argmin(values))
@@ -99,6 +106,7 @@ def check(run, th: Thresholds) -> list[Finding]:
         "best_saves": len(best),
         "missed_improvements": int(missed.sum()),
         "missed_steps": [int(s) for s in steps[missed][:10]],
+        "below_own_min_delta": int(below_own_bar.sum()),
         "best_eval": {"step": int(steps[i_best]), "value": best_eval_value},
         "last_best_save": {"step": last_save_step, "value": saved_value},
         "checkpoint_tolerance": th.checkpoint_tolerance,

@@ -6,7 +6,9 @@ Reads kind `mode` (per interval: `forwards` — grad-enabled root forwards —,
 `evals_train_mode`), `mode_mismatch` events (`phase`, `modules`, `trainable`: how many of
 them hold trainable params; `params`: their trainable parameters' names), the `coverage`
 event (`missing`) and `coverage_grads` (`no_grad`), and kind `cadence` (`backward`).
-Deliberate cases stay silent: a frozen eval-mode backbone (every mismatched module without
+BatchNorm-like layers put in eval mode on their own while every other layer trains
+(`mode_mismatch.selective`: `norm_eval`) are info. Deliberate cases stay silent: a frozen
+eval-mode backbone (every mismatched module without
 trainable params — unless a layer beside one of them, holding stepped parameters of its own,
 ran in eval mode too, event field `eval_holders`: `model.eval()` left on a net whose
 mode-dependent modules are parameter-free Dropout —, or — when `params` is recorded —
@@ -93,7 +95,7 @@ def _mismatch(run, phase: str) -> tuple[list[str], int | None, int, list[str]]:
     first, trainable = None, 0
     idle = _not_stepped(run) if phase == "train" else set()
     for event in events(run, "mode_mismatch"):
-        if event.get("phase") != phase:
+        if event.get("phase") != phase or (phase == "train" and event.get("selective")):
             continue
         count = int(event.get("trainable") or 0)
         modules = as_names(event.get("modules"))
@@ -154,6 +156,21 @@ def check(run, th: Thresholds) -> list[Finding]:
             "model.train() at the start of every training epoch, and model.eval() only "
             "inside evaluation. To freeze BatchNorm on purpose, also freeze its parameters "
             "(requires_grad_(False)): then riswb reads it as deliberate."))
+
+    selective = [e for e in events(run, "mode_mismatch")
+                 if e.get("phase") == "train" and e.get("selective")]
+    if selective and not findings:
+        modules = list(dict.fromkeys(m for e in selective for m in as_names(e.get("modules"))))
+        findings.append(Finding(
+            ID, "info",
+            f"{', '.join(modules[:5])} ran in eval mode at training forwards while the rest "
+            "of the model trained: normalization statistics frozen on purpose",
+            {"steps": steps, "phase": "train", "modules": modules, "selective": True,
+             "first_step": min(int(e.get("first_step", e.get("step", 0))) for e in selective)},
+            "Only the mode-dependent layers were put in eval mode (as `norm_eval` does in "
+            "detection codebases: small batches, running statistics kept from pre-training), "
+            "so their affine parameters still train. Nothing to do if intended; if not, a "
+            "`.eval()` call on those layers (or a helper that freezes BatchNorm) is left on."))
 
     names, first, _, _ = _mismatch(run, "eval")
     bad_evals = counts["nograd_forwards_train_mode"] + counts["evals_train_mode"]

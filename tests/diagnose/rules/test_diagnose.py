@@ -64,6 +64,8 @@ def test_disabled_probe_is_named_in_unchecked(make_run):
 def test_ranking_errors_first_then_impact(make_run):
     spec = healthy()
     spec.update("loss", lambda s, r: {**r, "total": 1.0 + 0.01 * (s % 3)})  # loss-not-dropping
+    # and validation that does not improve either (one that did would make it a surrogate)
+    spec.update("eval", lambda s, r: {**r, "val_loss": 1.1 + 0.01 * (s % 3)})
     spec.update("cadence", lambda s, r: {**r, "optimizer_step": s // 50,  # step-cadence
                                          "step_attempts": s // 50})
     spec.update("term_grad", lambda s, r: {**r, "gap": r["gap"] * 1e4})  # term-dominates

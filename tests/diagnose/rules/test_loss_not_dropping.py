@@ -11,8 +11,16 @@ def test_falling_loss_is_fine(make_run):
     assert check(make_run(), ID) == []
 
 
+def _without_evaluations(spec):
+    """The healthy spec's validation loss follows its healthy training loss: a test that
+    rewrites the training loss drops it (an evaluation that improved makes a loss that does
+    not fall a surrogate, info)."""
+    return spec.drop("eval")
+
+
 def test_flat_noisy_loss_is_an_error(make_run):
-    spec = healthy().update("loss", lambda s, r: {**r, "total": 1.0 + 0.01 * ((s * 7) % 5)})
+    spec = _without_evaluations(healthy()).update(
+        "loss", lambda s, r: {**r, "total": 1.0 + 0.01 * ((s * 7) % 5)})
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "error"
     assert finding.evidence["relative_drop"] < 0.05
@@ -21,7 +29,8 @@ def test_flat_noisy_loss_is_an_error(make_run):
 
 
 def test_rising_loss_says_rose(make_run):
-    spec = healthy().update("loss", lambda s, r: {**r, "total": 1.0 + s / 100})
+    spec = _without_evaluations(healthy()).update(
+        "loss", lambda s, r: {**r, "total": 1.0 + s / 100})
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "error" and "rose" in finding.title
 
@@ -49,7 +58,7 @@ def test_fast_early_drop_still_counts(make_run):
 def _spike_then_flat(first_ratio: float):
     """The first record 6× the rest (a blow-up, or a fast fall), then flat at 1.4, with the
     first optimizer step's ‖Δθ‖/‖θ‖ = `first_ratio`."""
-    spec = healthy().update("loss", lambda s, r: {
+    spec = _without_evaluations(healthy()).update("loss", lambda s, r: {
         **r, "total": 8.0 if s == 0 else 1.4 + 0.01 * ((s * 7) % 5)})
     return spec.update("param_update", lambda s, r: {
         **r, "ratio": first_ratio if r["opt_step"] == 1 else r["ratio"]})
@@ -92,7 +101,7 @@ def test_a_noisy_loss_on_a_high_floor_falling_steadily_is_dropping(make_run):
     # noise, but falling through the whole series (Mann-Kendall z ≈ -3.4)
     values = [0.941, 0.866, 0.865, 0.826, 0.883, 0.863, 0.859, 0.842, 0.804, 0.858, 0.842,
               0.829, 0.77, 0.813, 0.811]
-    spec = healthy(steps=len(values)).drop("loss")
+    spec = _without_evaluations(healthy(steps=len(values))).drop("loss")
     for step, value in enumerate(values):
         spec.add(step, "loss", nmse=value, ortho=0.0, gap=0.0, total=value)
     assert check(make_run(spec), ID) == []
@@ -122,7 +131,7 @@ def _noisy(values, seed: int = 0, scale: float = 0.1):
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    spec = healthy(steps=len(values)).drop("loss")
+    spec = _without_evaluations(healthy(steps=len(values))).drop("loss")
     for step, value in enumerate(values):
         total = float(value * (1 + scale * rng.standard_normal()))
         spec.add(step, "loss", nmse=total, ortho=0.0, gap=0.0, total=total)
@@ -163,3 +172,37 @@ def test_short_run_at_chance_level_is_too_early_to_call(make_run):
     assert "too early" in finding.title
     assert severities(check(make_run(_noisy(values, scale=0.02)), ID, min_loss_steps=40)) == \
         ["error"]
+
+
+def test_a_resumed_run_at_its_floor_is_info_but_a_climb_after_resume_is_not(make_run):
+    """A run resumed with first_step (README): it starts trained, a loss at its floor need
+    not fall; one that climbs clear of its noise (optimizer state lost) is still an error."""
+    flat = _without_evaluations(healthy()).update(
+        "loss", lambda s, r: {**r, "total": 0.13 + 0.004 * ((s * 7) % 5)})
+    flat.manifest["first_step"] = 1200
+    [finding] = check(make_run(flat), ID)
+    assert finding.severity == "info" and "resumed at step 1200" in finding.title
+    assert finding.evidence["resumed_at_step"] == 1200
+    climbing = _without_evaluations(healthy()).update(
+        "loss", lambda s, r: {**r, "total": 0.13 + s / 400})
+    climbing.manifest["first_step"] = 1200
+    [finding] = check(make_run(climbing), ID)
+    assert finding.severity == "error"
+
+
+def test_a_surrogate_loss_is_info_when_an_evaluation_metric_clearly_improved(make_run):
+    """REINFORCE with normalized advantages and an entropy bonus: the loss rises as the
+    policy sharpens while the evaluated return climbs. A metric whose name says nothing
+    about its direction is not read."""
+    rising = healthy().update("loss", lambda s, r: {**r, "total": -0.08 + s / 2500})
+    rising.drop("eval")
+    for step in (50, 100, 150, 199):
+        rising.add(step, "eval", avg_return=-0.6 + step / 150, widgets=step)
+    [finding] = check(make_run(rising), ID)
+    assert finding.severity == "info" and "'avg_return' improved" in finding.title
+    assert finding.evidence["evaluation_improved"]["metric"] == "avg_return"
+    unknown = healthy().update("loss", lambda s, r: {**r, "total": -0.08 + s / 2500})
+    unknown.drop("eval")
+    for step in (50, 100, 150, 199):
+        unknown.add(step, "eval", widgets=step)
+    assert severities(check(make_run(unknown), ID)) == ["error"]

@@ -65,3 +65,24 @@ def test_metric_direction_from_name(metric, mode):
     from riswb.diagnose.rules.stale_checkpoint import _mode
 
     assert _mode([{"metric": metric, "value": 1.0}], metric) == mode
+
+
+def test_improvements_below_the_loops_own_min_delta_are_not_missed_saves(make_run):
+    """Early stopping's min_delta: the loop saves on improvements of at least some size; a
+    smaller one at step 100 is below the smallest it saved, not a forgotten save."""
+    spec = healthy().drop_events("checkpoint").drop("eval")
+    for step, value in ((50, 1.0), (100, 0.9995), (150, 0.5)):
+        spec.add(step, "eval", val_loss=value)
+    spec.event(50, "checkpoint", kind="best", metric="val_loss", value=1.0)
+    spec.event(150, "checkpoint", kind="best", metric="val_loss", value=0.5)
+    assert check(make_run(spec), ID) == []
+
+
+def test_an_improvement_as_large_as_a_saved_one_is_still_missed(make_run):
+    spec = healthy().drop_events("checkpoint").drop("eval")
+    for step, value in ((50, 1.0), (100, 0.9), (150, 0.8)):
+        spec.add(step, "eval", val_loss=value)
+    spec.event(50, "checkpoint", kind="best", metric="val_loss", value=1.0)
+    spec.event(150, "checkpoint", kind="best", metric="val_loss", value=0.8)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "warning" and finding.evidence["missed_steps"] == [100]

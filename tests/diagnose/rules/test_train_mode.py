@@ -117,3 +117,16 @@ def test_frozen_teacher_does_not_hide_a_student_trained_in_eval_mode(make_run):
         trainable=2, params=params, first_step=0)
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "error" and finding.evidence["modules"] == ["student.1"]
+
+
+def test_batchnorm_alone_in_eval_mode_while_the_rest_trains_is_info(make_run):
+    """norm_eval: only the BatchNorm layers in eval mode, their affine weights stepped, every
+    Linear and Conv layer in train mode (the event's `selective`)."""
+    spec = healthy().update("mode", lambda s, r: {**r, "forwards_eval_mode": 10})
+    spec.event(9, "mode_mismatch", phase="train", modules=["body.1", "body.4"], trainable=2,
+               params={"body.1": ["body.1.weight"], "body.4": ["body.4.weight"]},
+               eval_holders={"body.1": ["body.1.weight"], "body.4": ["body.4.weight"]},
+               selective=True, first_step=0)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and finding.evidence["modules"] == ["body.1", "body.4"]
+    assert "norm_eval" in finding.fix
