@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import riswb
+from tests.loops import optimizers_and_resumes as optimizer_loops
 from tests.loops import test_closure_and_multi_optimizer_loops as closure_loops
 from tests.loops import test_constraint_and_unfreeze_loops as constraint_loops
 from tests.loops import test_distillation_loops as distillation_loops
@@ -112,7 +113,8 @@ def amp_nan_every_step(runs_dir: Path) -> Path:
 
 # the scout round's regression suites, each checked there for its own ids, here for all
 SUITES = {"closure": closure_loops, "constraint": constraint_loops,
-          "distillation": distillation_loops, "validation": validation_loops}
+          "distillation": distillation_loops, "validation": validation_loops,
+          "optimizers": optimizer_loops}
 HEALTHY = {**healthy_loops(), **unseen_healthy(),
            **{f"{key}:{loop.__name__}": loop for key, suite in SUITES.items()
               for loop in suite.HEALTHY}}
@@ -161,6 +163,12 @@ ALSO = {
     "validation:lr_decayed_by_hand_per_batch": {"loss-not-dropping"},
     # the auxiliary head gets no gradient at all
     "validation:backward_on_one_term": {"dead-params", "params-not-moving"},
+    # nothing trains: the loss stays where it started
+    "optimizers:backward_on_a_rebuilt_loss": {"loss-not-dropping"},
+    # the classifier weight never changes
+    "optimizers:classifier_gradient_masked_by_a_hook": {"params-not-moving"},
+    # the new head never trains: the loss stays high, the old head is never reached again
+    "optimizers:head_replaced_after_the_optimizer": {"loss-not-dropping", "params-not-moving"},
 }
 
 

@@ -230,10 +230,18 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
             if rebound > th.max_loss_rebound and \
                     end - best > 4 * 1.25 * noise / np.sqrt(window):
                 evidence["rebound_fraction"] = rebound
+                # a surrogate's rise, not a divergence, when an evaluation improved and is
+                # at its best at the end
+                improved = _evaluation_improved(run)
+                surrogate = improved is not None and improved["at_best"]
+                if surrogate:
+                    evidence["evaluation_improved"] = improved
                 findings.append(Finding(
-                    ID, "warning",
+                    ID, "info" if surrogate else "warning",
                     f"The training loss fell to {fmt(best)} by step {best_step}, then rose "
-                    f"back to {fmt(end)} (gave back {pct(rebound)} of its gain)",
+                    f"back to {fmt(end)} (gave back {pct(rebound)} of its gain)"
+                    + (f"; but '{improved['metric']}' improved to {fmt(improved['last'])}, "
+                       "its best: the loss is a surrogate" if surrogate else ""),
                     evidence,
                     "Training diverges after a good start: lower the peak lr or lengthen the "
                     "decay, check for non-finite gradients that sanitization hides "
@@ -273,7 +281,10 @@ def _evaluation_improved(run) -> dict | None:
         gain = (first - last) if lower else (last - first)
         scatter = float(np.median(np.abs(np.diff(values))))
         if gain > 0.1 * abs(first) and gain > 2 * scatter:
-            return {"metric": name, "first": first, "last": last, "evaluations": len(values)}
+            best = float(values.min() if lower else values.max())
+            return {"metric": name, "first": first, "last": last, "evaluations": len(values),
+                    # the last evaluation within the scatter of the best: still improving
+                    "at_best": abs(best - last) <= 2 * scatter}
     return None
 
 

@@ -4,7 +4,7 @@ Reads `checkpoint` events of kind `best` (`metric`, `value`, optional `mode`: mi
 against kind `eval` (the metric's logged values). An improvement (by more than
 `checkpoint_tolerance`, relative) must be followed by a best save before the next
 evaluation (unless it is smaller than the smallest improvement the loop did save: its own
-min_delta); the last best.pt must hold the best value seen.
+min_delta); the last best.pt must hold the best value seen (to within that min_delta).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
@@ -19,6 +20,7 @@ from riswb.diagnose.rules._util import Unchecked, events, frame_of, steps_of
 from riswb.diagnose.text import fmt
 
 ID = "stale-checkpoint"
+_MIN_SAVES_FOR_A_BAR = 3  # saves after the first before the loop's own min_delta is read
 
 _HIGHER_IS_BETTER = re.compile(
     r"(^|[_/.-])(acc|accuracy|auc|f1|precision|recall|score|psnr|ssim|iou|map|r2)($|[_/.-])",
@@ -82,11 +84,16 @@ def check(run, th: Thresholds) -> list[Finding]:
     in_range = idx < len(best_steps)
     saved = in_range & (best_steps[np.minimum(idx, len(best_steps) - 1)] < next_eval)
     missed = improved & ~saved
-    # the loop's own min_delta: an improvement smaller than the smallest one it did save
-    # is below its threshold (early stopping's min_delta), not a save it forgot
-    gain = np.where(finite_prev, prev_best - values, np.inf)
-    kept = gain[improved & saved & finite_prev]
-    below_own_bar = missed & (gain < kept.min()) if kept.size else np.zeros_like(missed)
+    # the loop's own min_delta: it saves when a value beats ITS best (the last saved one) by
+    # some margin; an improvement by less than the smallest margin it saved on is below
+    # that bar (early stopping's min_delta), not a save it forgot
+    last_saved = np.concatenate(([np.inf], np.where(saved, values, np.nan)[:-1]))
+    last_saved = pd.Series(last_saved).ffill().to_numpy()
+    margin = last_saved - values  # inf before the first save
+    kept = margin[saved & np.isfinite(margin)]
+    # a bar is read from a few saves at least: one save after two improvements says nothing
+    own_bar = float(kept.min()) if kept.size >= _MIN_SAVES_FOR_A_BAR else 0.0
+    below_own_bar = missed & (margin < own_bar)
     missed &= ~below_own_bar
 
     findings: list[Finding] = []
@@ -111,9 +118,11 @@ def check(run, th: Thresholds) -> list[Finding]:
         "last_best_save": {"step": last_save_step, "value": saved_value},
         "checkpoint_tolerance": th.checkpoint_tolerance,
     }
+    # the loop's own min_delta also excuses a final best.pt that trails the best value by
+    # less than the smallest improvement it saved on
     stale = saved_value is not None and (
         sign * best_eval_value < sign * saved_value
-        - th.checkpoint_tolerance * max(abs(saved_value), 1e-12))
+        - max(th.checkpoint_tolerance * max(abs(saved_value), 1e-12), own_bar))
     if stale:
         findings.append(Finding(
             ID, "error",
