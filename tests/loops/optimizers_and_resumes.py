@@ -5,7 +5,8 @@ BatchNorm held in eval mode on purpose, loss-not-dropping on a REINFORCE surroga
 resumed run at its floor, clip-saturated claiming a Lion update shrank, stale-checkpoint on
 early stopping's min_delta); the buggy ones went unnamed or named a symptom (an optimizer
 never stepped, a head replaced after the optimizer was built, backward on a loss rebuilt
-from `.item()`, a weight whose gradient a hook zeroes).
+from `.item()`, a weight whose gradient a hook zeroes, a penalty weighted −λ by a sign typo
+whose term the optimizer then maximizes).
 
 tests/loops/test_findings.py runs them (`HEALTHY`, and `BUGGY` with the id and severity
 that must name each): no error or warning on a healthy one, for any id.
@@ -237,9 +238,33 @@ def classifier_gradient_masked_by_a_hook(runs_dir: Path) -> Path:
     return _train(runs_dir, "masked-weight", model, opt)
 
 
+def sparsity_penalty_with_a_sign_typo(runs_dir: Path) -> Path:
+    """BUG: a sparse autoencoder's L1 code penalty weighted −0.01 instead of 0.01: the code
+    grows without bound, the total falls below zero while the reconstruction gets worse."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    data = torch.tanh(torch.randn(2048, 4, generator=gen) @ torch.randn(4, 32, generator=gen))
+    encoder = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 16), nn.ReLU())
+    model = nn.Sequential(encoder, nn.Sequential(nn.Linear(16, 64), nn.ReLU(),
+                                                 nn.Linear(64, 32)))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    with riswb.Workbench(model, opt, runs_dir=runs_dir, name="sign-typo",
+                         log_every=LOG_EVERY) as wb:
+        for _ in range(1200):
+            batch = data[torch.randint(0, len(data), (64,), generator=gen)]
+            code = encoder(batch)
+            loss = wb.loss({"recon": (model[1](code) - batch).square().mean(),
+                            "l1": code.abs().mean()}, {"recon": 1.0, "l1": -0.01})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return wb.path
+
+
 HEALTHY = [batchnorm_frozen_statistics, lion_clipped_by_torch, reinforce_with_entropy_bonus,
            resumed_at_its_floor, early_stopping_with_min_delta]
 BUGGY = {decoder_optimizer_never_stepped: ("optimizer-coverage", "error"),
          head_replaced_after_the_optimizer: ("optimizer-coverage", "error"),
          backward_on_a_rebuilt_loss: ("params-not-moving", "error"),
-         classifier_gradient_masked_by_a_hook: ("dead-params", "error")}
+         classifier_gradient_masked_by_a_hook: ("dead-params", "error"),
+         sparsity_penalty_with_a_sign_typo: ("loss-not-dropping", "warning")}

@@ -56,6 +56,8 @@ def check(run, th: Thresholds) -> list[Finding]:
     rescored = _at_final_weights(run, frame)
     findings = [] if objectives else _trend(
         run, values, vsteps, th, None if rescored is None else rescored[finite])
+    if not objectives and not findings:
+        findings += _fall_bought_by_negative_terms(run, frame, th)
     findings += _frozen_eval(run)
     if objectives and not findings:
         raise Unchecked(f"the loss alternates between {len(objectives)} objectives "
@@ -248,6 +250,68 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
                     "(nonfinite-grads), and check that EMA/SWA swaps restore the training "
                     "weights (weights-swapped)."))
     return findings
+
+
+def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> list[Finding]:
+    """A total that keeps falling only because a negatively weighted term grows tenfold or
+    more while the positively weighted part climbs back from its best: the optimizer
+    maximizes that term, a sign typo (an L1 penalty at −λ) unbounded below. A bounded bonus
+    (an entropy bonus) cannot grow so; weights that change during the run are left alone."""
+    weights = frame_of(run, "loss_weight")
+    names = [t for t in value_columns(weights) if t in frame.columns]
+    if not names or any(len(np.unique(v[np.isfinite(v)])) > 1
+                        for v in (col(weights, t) for t in names)):
+        return []
+    final = last_values(weights, names)
+    negative = [t for t in names if final[t] < 0]
+    positive = [t for t in names if final[t] > 0]
+    if not negative or not positive:
+        return []
+    part = sum(final[t] * col(frame, t) for t in positive)
+    total = col(frame, "total")
+    ok = np.isfinite(part) & np.isfinite(total)
+    if ok.sum() < th.min_loss_records:
+        return []
+    part, total, steps = part[ok], total[ok], steps_of(frame)[ok]
+    window = int(max(3, min(th.loss_window, len(part) // 5)))
+
+    def rolling(values: np.ndarray) -> np.ndarray:
+        return pd.Series(values).rolling(window).median().to_numpy()[window - 1:]
+
+    def bar(values: np.ndarray) -> float:  # 4 standard errors of a window's median
+        noise = 1.4826 * np.median(np.abs(np.diff(values))) / np.sqrt(2)
+        return float(4 * 1.25 * noise / np.sqrt(window))
+
+    part_rolling, total_rolling = rolling(part), rolling(total)
+    best = int(np.nanargmin(part_rolling))  # from the positive part's best window on
+    if not (part_rolling[-1] - part_rolling[best] > bar(part)
+            and total_rolling[best] - total_rolling[-1] > bar(total)):
+        return []
+    grown = {}
+    for term in negative:
+        size = rolling(np.abs(col(frame, term)[ok]))
+        if size[-1] >= 10 * max(size[best], 1e-12):
+            grown[term] = {"weight": final[term], "from": float(size[best]),
+                           "to": float(size[-1])}
+    if not grown:
+        return []
+    described = ", ".join(f"'{t}' (weight {fmt(g['weight'])}: {fmt(g['from'])} → "
+                          f"{fmt(g['to'])})" for t, g in grown.items())
+    since = int(steps[window - 1 + best])
+    return [Finding(
+        ID, "warning",
+        f"Since step {since} the total loss falls ({fmt(total_rolling[best])} → "
+        f"{fmt(total_rolling[-1])}) only because {described} grows, while the positively "
+        f"weighted terms rose ({fmt(part_rolling[best])} → {fmt(part_rolling[-1])})",
+        {"steps": span(steps), "since_step": since, "window": window, "grown": grown,
+         "positive_terms": positive,
+         "positive_part": {"best": float(part_rolling[best]), "end": float(part_rolling[-1])},
+         "total": {"then": float(total_rolling[best]), "end": float(total_rolling[-1])}},
+        "A term with a negative weight is maximized, and this one has no bound: the optimizer "
+        "buys the falling total by inflating it while the terms that matter get worse. A "
+        "sign typo in the weight (a penalty written as −λ) is the usual cause; if the term "
+        "is meant to be maximized, bound it (a saturating function, a clamp, or a target "
+        "value) so it cannot run away.")]
 
 
 # what a metric's name says about its direction: tokens of metrics that fall as a model

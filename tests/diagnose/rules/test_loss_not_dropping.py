@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from riswb.diagnose.rules import Unchecked
@@ -43,7 +45,7 @@ def test_loss_exactly_zero_points_at_weights(make_run):
 
 
 def test_divergence_after_a_good_start_warns(make_run):
-    spec = healthy().update(
+    spec = _without_evaluations(healthy()).update(
         "loss", lambda s, r: {**r, "total": 1.0 - s / 100 if s < 100 else 0.02 + (s - 100) / 120})
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "warning" and finding.evidence["rebound_fraction"] > 0.5
@@ -206,3 +208,39 @@ def test_a_surrogate_loss_is_info_when_an_evaluation_metric_clearly_improved(mak
     for step in (50, 100, 150, 199):
         unknown.add(step, "eval", widgets=step)
     assert severities(check(make_run(unknown), ID)) == ["error"]
+
+
+def _sparsity_weight(sign: float, growth: float):
+    """Reconstruction plus an L1 code penalty at weight sign·0.01: after step 60 the code's
+    L1 grows by `growth` over the run and the reconstruction climbs back from its best."""
+    spec = _without_evaluations(healthy()).drop("loss", "loss_weight")
+    spec.add(0, "loss_weight", recon=1.0, l1=sign * 0.01)
+    for step in range(200):
+        late = max(0, step - 60) / 140
+        recon = 0.5 * math.exp(-step / 15) + 0.03 + 0.07 * late
+        l1 = 0.2 * (1 + (growth - 1) * late)
+        spec.add(step, "loss", recon=recon, l1=l1, total=recon + sign * 0.01 * l1)
+    return spec
+
+
+def test_a_total_bought_by_a_runaway_negatively_weighted_term_warns(make_run):
+    """A sparsity penalty written as −λ: the code's L1 is maximized, the total falls
+    without bound while the reconstruction gets worse."""
+    [finding] = check(make_run(_sparsity_weight(-1.0, 1500)), ID)
+    assert finding.severity == "warning" and "only because 'l1'" in finding.title
+    assert finding.evidence["grown"]["l1"]["weight"] == -0.01
+
+
+def test_a_bounded_negatively_weighted_term_or_a_positive_weight_is_not_it(make_run):
+    assert check(make_run(_sparsity_weight(-1.0, 3)), ID) == []  # a bounded bonus
+    titles = [f.title for f in check(make_run(_sparsity_weight(+1.0, 1500)), ID)]
+    assert not any("only because" in t for t in titles)  # a penalty that grows: not this
+
+
+def test_a_rebound_while_the_evaluation_is_at_its_best_is_a_surrogate(make_run):
+    """The healthy spec's validation loss keeps improving to the end: a training loss that
+    climbs back meanwhile is a surrogate's (REINFORCE), not a divergence."""
+    spec = healthy().update(
+        "loss", lambda s, r: {**r, "total": 1.0 - s / 100 if s < 100 else 0.02 + (s - 100) / 120})
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "info" and finding.evidence["evaluation_improved"]["at_best"]
