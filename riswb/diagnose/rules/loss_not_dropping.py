@@ -16,6 +16,8 @@ validation loss — clearly improved (a surrogate loss: policy gradient).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -314,12 +316,21 @@ def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> 
         "value) so it cannot run away.")]
 
 
-# what a metric's name says about its direction: tokens of metrics that fall as a model
-# learns, and of those that rise
-_LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "nll", "perplexity", "ppl", "wer", "cer",
-                    "fid", "distance", "regret")
+# what a metric's name says about its direction: the stems that words of its name (split
+# at anything not a letter or digit) start with, for metrics that fall as a model learns
+# and for those that rise
+_LOWER_IS_BETTER = ("loss", "err", "mse", "nmse", "rmse", "mae", "nll", "perplexity", "ppl",
+                    "wer", "cer", "fid", "distance", "regret")
 _HIGHER_IS_BETTER = ("acc", "return", "reward", "score", "f1", "auc", "map", "iou", "bleu",
                      "rouge", "precision", "recall", "dice", "r2", "success")
+
+
+def _direction(name: str) -> str | None:
+    """"lower", "higher" or None (no stem, or stems of both kinds) for a metric's name."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    lower = any(w.startswith(_LOWER_IS_BETTER) for w in words)
+    higher = any(w.startswith(_HIGHER_IS_BETTER) for w in words)
+    return None if lower == higher else "lower" if lower else "higher"
 
 
 def _evaluation_improved(run) -> dict | None:
@@ -332,11 +343,10 @@ def _evaluation_improved(run) -> dict | None:
     if len(ev) < 3:
         return None
     for name in value_columns(ev):
-        lowered = name.lower()
-        lower = any(t in lowered for t in _LOWER_IS_BETTER)
-        higher = any(t in lowered for t in _HIGHER_IS_BETTER)
-        if lower == higher:
-            continue  # direction unknown (or both tokens)
+        direction = _direction(name)
+        if direction is None:
+            continue
+        lower = direction == "lower"
         metric = col(ev, name)
         values = metric[np.isfinite(metric)]
         if len(values) < 3:

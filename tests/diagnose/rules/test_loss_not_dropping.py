@@ -244,3 +244,12 @@ def test_a_rebound_while_the_evaluation_is_at_its_best_is_a_surrogate(make_run):
         "loss", lambda s, r: {**r, "total": 1.0 - s / 100 if s < 100 else 0.02 + (s - 100) / 120})
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "info" and finding.evidence["evaluation_improved"]["at_best"]
+
+
+@pytest.mark.parametrize(("name", "direction"), [
+    ("val_loss", "lower"), ("nmse", "lower"), ("val/acc@1", "higher"), ("avg_return", "higher"),
+    ("episode_reward", "higher"), ("confidence", None), ("loss_map", None), ("widgets", None)])
+def test_a_metrics_direction_is_read_from_the_words_of_its_name(name, direction):
+    from riswb.diagnose.rules.loss_not_dropping import _direction
+
+    assert _direction(name) == direction
