@@ -129,7 +129,8 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
     window = int(max(3, min(th.loss_window, n // 5)))
     # per-record noise (robust, from successive differences): a drop or a rebound must
     # stand out of it, so a noisy minibatch loss is judged by its trend, not its jitter
-    noise = float(1.4826 * np.median(np.abs(np.diff(values))) / np.sqrt(2))
+    noise = _noise(values)
+    clear = _clear_of(noise, window)
     # the first window's median, or the first few records' median or the first record
     # when it stands out of the noise (its own 3σ, σ/√m for a median of m): a loss that
     # falls within the first window must not read as "started low", and a noisy start must
@@ -181,7 +182,7 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
         evidence["min_loss_drop"] = th.min_loss_drop
         # the best of many rolling windows sits ~2 standard errors below a flat level by
         # chance: a real drop also clears 4 standard errors of a window's median
-        within_noise = start - best <= 4 * 1.25 * noise / np.sqrt(window)
+        within_noise = start - best <= clear
         # a fall not clear of a short window's noise still counts when the series as a
         # whole falls significantly (a noisy loss on a high floor: diffusion, RL)
         trend = _trend_z(values) if within_noise else None
@@ -197,7 +198,7 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
             # a resumed run starts trained: a loss at its floor need not fall (one that
             # climbs clear of its noise still counts: a resume that lost the optimizer state)
             resumed = int(run.manifest.get("first_step") or 0)
-            climbing = end - start > 4 * 1.25 * noise / np.sqrt(window)
+            climbing = end - start > clear
             if resumed and not climbing:
                 evidence["resumed_at_step"] = resumed
             improved = _evaluation_improved(run)
@@ -232,7 +233,7 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
                     rebound = 0.0
                     evidence["judged_at"] = "the final loss weights (they changed in the run)"
             if rebound > th.max_loss_rebound and \
-                    end - best > 4 * 1.25 * noise / np.sqrt(window):
+                    end - best > clear:
                 evidence["rebound_fraction"] = rebound
                 # a surrogate's rise, not a divergence, when an evaluation improved and is
                 # at its best at the end
@@ -252,6 +253,17 @@ def _trend(run, values: np.ndarray, vsteps: np.ndarray, th: Thresholds,
                     "(nonfinite-grads), and check that EMA/SWA swaps restore the training "
                     "weights (weights-swapped)."))
     return findings
+
+
+def _noise(values: np.ndarray) -> float:
+    """The per-record noise σ of a loss series, robust, from successive differences."""
+    return float(1.4826 * np.median(np.abs(np.diff(values))) / np.sqrt(2))
+
+
+def _clear_of(noise: float, window: int) -> float:
+    """The least change between two windows' medians that stands out of the noise: 4
+    standard errors of a window's median (1.25σ/√window each)."""
+    return 4 * 1.25 * noise / np.sqrt(window)
 
 
 def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> list[Finding]:
@@ -280,14 +292,10 @@ def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> 
     def rolling(values: np.ndarray) -> np.ndarray:
         return pd.Series(values).rolling(window).median().to_numpy()[window - 1:]
 
-    def bar(values: np.ndarray) -> float:  # 4 standard errors of a window's median
-        noise = 1.4826 * np.median(np.abs(np.diff(values))) / np.sqrt(2)
-        return float(4 * 1.25 * noise / np.sqrt(window))
-
     part_rolling, total_rolling = rolling(part), rolling(total)
     best = int(np.nanargmin(part_rolling))  # from the positive part's best window on
-    if not (part_rolling[-1] - part_rolling[best] > bar(part)
-            and total_rolling[best] - total_rolling[-1] > bar(total)):
+    if not (part_rolling[-1] - part_rolling[best] > _clear_of(_noise(part), window)
+            and total_rolling[best] - total_rolling[-1] > _clear_of(_noise(total), window)):
         return []
     grown = {}
     for term in negative:
