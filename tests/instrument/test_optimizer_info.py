@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from riswb.instrument.optimizer_info import describe_optimizer
+from tests.instrument.lion import Lion
 
 ADAPTIVE = [torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam,
             torch.optim.Adamax, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adadelta]
@@ -63,23 +64,6 @@ def test_the_workbench_writes_them_to_the_manifest(tmp_path):
             opt.step()
     [described] = read_run(wb.path).manifest["optimizers"]
     assert described["class"] == "torch.optim.adamw.AdamW" and described["scale_invariant"]
-
-
-class Lion(torch.optim.Optimizer):
-    """A hand-written Lion (sign of an interpolated momentum), state like SGD's momentum."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.99)):
-        super().__init__(params, {"lr": lr, "betas": betas})
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                state = self.state[p]
-                avg = state.setdefault("exp_avg", torch.zeros_like(p))
-                p.add_(torch.sign(avg * beta1 + p.grad * (1 - beta1)), alpha=-group["lr"])
-                avg.mul_(beta2).add_(p.grad, alpha=1 - beta2)
 
 
 @pytest.mark.parametrize("cls", [Lion, torch.optim.Muon], ids=lambda c: c.__name__)

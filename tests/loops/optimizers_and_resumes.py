@@ -20,13 +20,10 @@ import torch
 from torch import nn
 
 import riswb
+from tests.instrument.lion import Lion
+from tests.loops.validation_and_schedule import _classes
 
 LOG_EVERY = 10
-
-
-def _classes(gen: torch.Generator, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.randn(n, 8, generator=gen)
-    return x, (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
 
 
 def _mlp(*layers: nn.Module) -> nn.Module:
@@ -71,24 +68,6 @@ def batchnorm_frozen_statistics(runs_dir: Path) -> Path:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     return _train(runs_dir, "norm-eval", model, opt,
                   after=lambda step, m, o: freeze_statistics(m))
-
-
-class Lion(torch.optim.Optimizer):
-    """The sign of an interpolated momentum: its state looks like SGD's momentum."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.99)):
-        super().__init__(params, {"lr": lr, "betas": betas})
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                avg = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
-                p.add_(torch.sign(avg * beta1 + p.grad * (1 - beta1)), alpha=-group["lr"])
-                avg.mul_(beta2).add_(p.grad, alpha=1 - beta2)
 
 
 def lion_clipped_by_torch(runs_dir: Path) -> Path:
