@@ -62,7 +62,7 @@ SCHEDULED_EVENTS = frozenset(
 )
 
 
-@dataclass(slots=True)
+@dataclass
 class StepContext:
     """What a probe method receives: the Workbench, the event, its step and payload."""
 

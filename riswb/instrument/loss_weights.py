@@ -96,6 +96,8 @@ class LossWeights:
         order, so the same graph and rounding as without riswb); the values vector the
         probes read is one stack taken outside autograd."""
         total = weighted_sum(terms, used)
+        if total.dim():  # a (1,)-shaped tensor weight broadcast the scalar terms
+            total = total.reshape(())
         enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # the context manager costs more than the stack
         try:

@@ -9,6 +9,7 @@ top-level module; `device_index` keeps index tensors resident on the device.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import torch
@@ -80,25 +81,32 @@ class GradStats:
         return math.isfinite(sum(n.item() for n in self.present_norms))
 
 
-# explicit: a loop may have changed torch's default device or dtype before importing riswb
-_FOUND = torch.zeros(1, dtype=torch.float32, device="cpu")
-_UNIT = torch.ones(1, dtype=torch.float32, device="cpu")
+_FLAGS = threading.local()  # per thread: (found, unit) for the fused check
 
 
 def all_finite_on_cpu(grads: list[torch.Tensor]) -> bool | None:
     """Whether CPU `grads` hold no NaN/Inf: AMP's fused check (one kernel over every tensor,
     one read; it multiplies by 1, which changes no value and bumps no version counter).
     None where the kernel does not apply (sparse, complex or integer tensors, another
-    device, a torch without it), which it says by raising: the caller takes the norms."""
+    device, a torch without it), which it says by raising, and under torch.distributed,
+    where that write could race an all-reduce still filling the gradient buckets: the
+    caller takes the norms, which only read."""
     if not grads:
         return True
-    try:
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, _FOUND, _UNIT)
-    except (RuntimeError, NotImplementedError):
-        _FOUND.zero_()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
         return None
-    if _FOUND.item():
-        _FOUND.zero_()
+    flags = getattr(_FLAGS, "pair", None)
+    if flags is None:  # explicit: a loop may have changed torch's default device or dtype
+        flags = _FLAGS.pair = (torch.zeros(1, dtype=torch.float32, device="cpu"),
+                               torch.ones(1, dtype=torch.float32, device="cpu"))
+    found, unit = flags
+    try:
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, unit)
+    except (RuntimeError, NotImplementedError):
+        found.zero_()
+        return None
+    if found.item():
+        found.zero_()
         return False
     return True
 

@@ -32,11 +32,12 @@ prefixes stripped} for the listed modules holding any, at most 20 names each; re
 from one that requires grad but never gets a gradient, e.g. a KD teacher run under
 torch.no_grad), `eval_holders` (phase train: {module: its own trainable parameters' names}
 for modules holding parameters themselves — Linear, Conv, … — that were in eval mode at a
-training forward; read once per interval, and only when a mode-dependent module was:
+training forward; read when a mode-dependent module was, and again whenever more were:
 `model.eval()` left on puts them there too, which tells it from a deliberately frozen
 eval-mode backbone when only parameter-free Dropout layers are listed), `selective` (phase
-train: those layers are all mode-dependent ones — BatchNorm put in eval mode on its own while
-the Linear and Conv layers train, as detection codebases' `norm_eval` does, not a
+train: those layers are all mode-dependent ones holding trainable parameters, and no
+parameter-free one such as Dropout is in eval mode — BatchNorm put in eval mode on its own
+while the Linear and Conv layers train, as detection codebases' `norm_eval` does, not a
 `model.eval()` left on), `first_step`} once per phase and set of names. Built at flush,
 from the cached module list.
 """
@@ -98,7 +99,8 @@ class ModeProbe(Probe):
                                       "evals_train_mode"), 0)
         self._wrong: dict[str, set[str]] = {"train": set(), "eval": set()}
         self._first: dict[str, int] = {}
-        self._holders_read = False  # `_note_eval_holders` ran in this interval
+        # eval-mode modules at the last `_note_eval_holders` of this interval (0: none yet)
+        self._holders_seen = 0
 
     def _refresh(self, model: nn.Module) -> None:
         size = sum(1 for _ in model.modules())
@@ -113,8 +115,8 @@ class ModeProbe(Probe):
         eval mode at a training forward: `model.eval()` left on puts them there along with
         the Dropout and BatchNorm layers; a deliberately frozen eval-mode backbone holds no
         trainable one, and `model.eval(); model.head.train()` leaves the head in train mode.
-        Read once per interval, and only when a mode-dependent module ran in eval mode."""
-        self._holders_read = True
+        Read when a mode-dependent module ran in eval mode, and again in the interval
+        whenever more of them do."""
         for name, module in self._holders:
             if not module.training and name not in self._eval_holders:
                 prefix = "" if name == "<root>" else name + "."
@@ -122,6 +124,16 @@ class ModeProbe(Probe):
                              if p.requires_grad]
                 if trainable:
                     self._eval_holders[name] = trainable[:_MAX_NAMES]
+
+    def _selective(self, names: set[str], owners: dict[str, nn.Module]) -> bool:
+        """Only mode-dependent layers with trainable parameters of their own are in eval
+        mode (BatchNorm frozen on purpose, `norm_eval`): every layer in eval mode holding
+        trainable parameters is one of them, and none of the eval-mode ones is parameter-
+        free (a Dropout in eval mode at training forwards is `model.eval()` left on)."""
+        return bool(self._eval_holders) and all(
+            name in owners for name in self._eval_holders) and all(
+            name in owners and any(p.requires_grad for p in owners[name].parameters())
+            for name in names)
 
     def on_run_start(self, ctx: StepContext) -> None:
         self._refresh(ctx.wb.model)
@@ -141,7 +153,8 @@ class ModeProbe(Probe):
         in_eval = self._check(ctx, "forwards", "train", training=True)
         if len(in_eval) < len(self._modules):  # some ran in train mode
             self._loose_grad_train = True
-        if in_eval and not self._holders_read:
+        if len(in_eval) > self._holders_seen:  # more of them in eval mode: read again
+            self._holders_seen = len(in_eval)
             self._note_eval_holders()
 
     def on_nograd_forward(self, ctx: StepContext) -> None:
@@ -192,8 +205,7 @@ class ModeProbe(Probe):
                          # every layer in eval mode with trainable parameters of its own is a
                          # mode-dependent one: BatchNorm frozen on purpose (norm_eval), the
                          # rest of the model training
-                         "selective": bool(self._eval_holders) and all(
-                             name in owners for name in self._eval_holders),
+                         "selective": self._selective(names, owners),
                          } if phase == "train" else {}
                 wb.writer.event(ctx.step, "mode_mismatch", phase=phase, modules=listed,
                                 trainable=trainable, params=params,

@@ -80,3 +80,18 @@ def test_a_one_element_tensor_counts_as_a_scalar(loop):
     wb, model, _ = loop
     total = wb.loss({"mse": model(torch.randn(1, 3)).reshape(1)})
     assert total.dim() == 0 and math.isfinite(float(total))
+
+
+def test_a_one_element_tensor_weight_still_gives_a_scalar_total(tmp_path):
+    """A learnable weight of shape (1,) broadcasts the scalar term: the total stays 0-dim,
+    as Σ weight·term of scalars reads, and its values reach the probes."""
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    weight = torch.full((1,), 0.5, requires_grad=True)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=["loss_terms"],
+                         strict=True) as wb:
+        term = model(torch.ones(1, 2)).sum()
+        total = wb.loss({"a": term}, {"a": weight})
+        assert total.shape == () and torch.equal(total, (term * weight).reshape(()))
+        total.backward()
+    assert riswb.read_run(wb.path).kind("loss")["total"].iloc[0] == pytest.approx(float(total))

@@ -109,3 +109,46 @@ def test_an_evaluation_is_judged_by_the_mode_its_forwards_ran_in(tmp_path):
     # validation without torch.no_grad, in train mode: the grad-enabled forwards tell
     counts = _validate_then_log(tmp_path / "grad", "train", grad=True)
     assert counts["evals_train_mode"] == 4
+
+
+class _BatchNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.bn, self.drop, self.fc2 = (nn.Linear(4, 8), nn.BatchNorm1d(8),
+                                                  nn.Dropout(0.3), nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.bn(self.fc1(x))))).pow(2).mean()
+
+
+def _norm_eval_then(tmp_path, forget_train_at: int | None):
+    """BatchNorm held in eval mode on purpose; `model.eval()` (for a validation) at step
+    `forget_train_at` with no `model.train()` after it."""
+    model = _BatchNormNet()
+    opt = torch.optim.SGD(model.parameters(), 0.01)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["mode"], strict=True,
+                   log_every=10) as wb:
+        model.train()
+        model.bn.eval()
+        for step in range(40):
+            if step == forget_train_at:
+                model.eval()
+            opt.zero_grad()
+            wb.loss({"a": model(torch.randn(16, 4))}).backward()
+            opt.step()
+    return read_run(wb.path).events_of("mode_mismatch")
+
+
+def test_batchnorm_alone_in_eval_mode_is_selective(tmp_path):
+    [event] = _norm_eval_then(tmp_path, None)
+    assert event["modules"] == ["bn"] and event["selective"] is True
+
+
+def test_model_eval_left_on_later_in_the_interval_is_not_selective(tmp_path):
+    """The holders in eval mode are read again when more modules go to eval mode within
+    the interval: the Linear layers and the Dropout then say `model.eval()`."""
+    first, later = _norm_eval_then(tmp_path, 15)
+    assert first["selective"] is True
+    assert later["modules"] == ["bn", "drop"] and later["selective"] is False
+    assert {"fc1", "fc2"} <= set(later["eval_holders"])

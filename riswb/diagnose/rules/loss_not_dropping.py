@@ -85,6 +85,7 @@ def _at_final_weights(run, frame: pd.DataFrame) -> np.ndarray | None:
     return sum(final[t] * col(frame, t) for t in terms)
 
 
+_MIN_EVALUATIONS = 6  # a first and a last third of two evaluations each, at least
 _TREND_Z = 3.0  # a Mann–Kendall z at or below −this is a fall, whatever a window's noise
 _TREND_MAX = 400  # records the trend test reads (evenly spaced beyond that)
 
@@ -268,9 +269,10 @@ def _clear_of(noise: float, window: int) -> float:
 
 def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> list[Finding]:
     """A total that keeps falling only because a negatively weighted term grows tenfold or
-    more while the positively weighted part climbs back from its best: the optimizer
-    maximizes that term, a sign typo (an L1 penalty at −λ) unbounded below. A bounded bonus
-    (an entropy bonus) cannot grow so; weights that change during the run are left alone."""
+    more, and still grows at the end, while the positively weighted part climbs back from its
+    best: the optimizer maximizes that term, a sign typo (an L1 penalty at −λ) unbounded
+    below. A bounded bonus (an entropy bonus, a flow's log-determinant) levels off; weights
+    that change during the run are left alone."""
     weights = frame_of(run, "loss_weight")
     names = [t for t in value_columns(weights) if t in frame.columns]
     if not names or any(len(np.unique(v[np.isfinite(v)])) > 1
@@ -294,13 +296,21 @@ def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> 
 
     part_rolling, total_rolling = rolling(part), rolling(total)
     best = int(np.nanargmin(part_rolling))  # from the positive part's best window on
-    if not (part_rolling[-1] - part_rolling[best] > _clear_of(_noise(part), window)
+    rise = part_rolling[-1] - part_rolling[best]
+    # the other terms got clearly worse: out of the noise, and by a tenth of their best
+    if not (rise > _clear_of(_noise(part), window) and rise > 0.1 * abs(part_rolling[best])
             and total_rolling[best] - total_rolling[-1] > _clear_of(_noise(total), window)):
+        return []
+    # still running away at the end: over the last quarter of the span, the total still
+    # falls clear of its noise and the term still grows (a term that rose from near 0 and
+    # levelled off, a flow's log-determinant, is bounded after all)
+    late = best + 3 * (len(part_rolling) - 1 - best) // 4
+    if not total_rolling[late] - total_rolling[-1] > _clear_of(_noise(total), window):
         return []
     grown = {}
     for term in negative:
         size = rolling(np.abs(col(frame, term)[ok]))
-        if size[-1] >= 10 * max(size[best], 1e-12):
+        if size[-1] >= 10 * max(size[best], 1e-12) and size[-1] >= 1.2 * size[late]:
             grown[term] = {"weight": final[term], "from": float(size[best]),
                            "to": float(size[-1])}
     if not grown:
@@ -328,7 +338,10 @@ def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> 
 # at anything not a letter or digit) start with, for metrics that fall as a model learns
 # and for those that rise
 _LOWER_IS_BETTER = ("loss", "err", "mse", "nmse", "rmse", "mae", "nll", "perplexity", "ppl",
-                    "wer", "cer", "fid", "distance", "regret")
+                    "wer", "cer", "distance", "regret")
+# whole words: FID (not "fidelity"); and words of a spread, whose metric has no direction
+_LOWER_IS_BETTER_WORDS = frozenset({"fid"})
+_SPREAD_WORDS = frozenset({"std", "sd", "stddev", "var", "variance", "iqr", "spread"})
 _HIGHER_IS_BETTER = ("acc", "return", "reward", "score", "f1", "auc", "map", "iou", "bleu",
                      "rouge", "precision", "recall", "dice", "r2", "success")
 
@@ -336,37 +349,39 @@ _HIGHER_IS_BETTER = ("acc", "return", "reward", "score", "f1", "auc", "map", "io
 def _direction(name: str) -> str | None:
     """"lower", "higher" or None (no stem, or stems of both kinds) for a metric's name."""
     words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
-    lower = any(w.startswith(_LOWER_IS_BETTER) for w in words)
+    if _SPREAD_WORDS.intersection(words):
+        return None  # the spread of a return is no return
+    lower = any(w.startswith(_LOWER_IS_BETTER) or w in _LOWER_IS_BETTER_WORDS for w in words)
     higher = any(w.startswith(_HIGHER_IS_BETTER) for w in words)
     return None if lower == higher else "lower" if lower else "higher"
 
 
 def _evaluation_improved(run) -> dict | None:
-    """A `wb.evaluate` metric whose name tells its direction and that moved that way by more
-    than 10% of its first value and clear of its own scatter between evaluations: the model
-    learns, whatever its training loss does (a policy-gradient surrogate with normalized
-    advantages averages 0 on every batch; an entropy bonus pulls it up as the policy
-    sharpens). None when no such metric improved."""
+    """A `wb.evaluate` metric whose name tells its direction and whose last third of
+    evaluations moved that way from its first third (medians) by more than 10% of the first
+    and clear of its own noise: the model learns, whatever its training loss does (a
+    policy-gradient surrogate with normalized advantages averages 0 on every batch; an
+    entropy bonus pulls it up as the policy sharpens). None when no such metric improved."""
     ev = frame_of(run, "eval")
-    if len(ev) < 3:
+    if len(ev) < _MIN_EVALUATIONS:
         return None
     for name in value_columns(ev):
         direction = _direction(name)
         if direction is None:
             continue
-        lower = direction == "lower"
         metric = col(ev, name)
         values = metric[np.isfinite(metric)]
-        if len(values) < 3:
+        if len(values) < _MIN_EVALUATIONS:
             continue
-        first, last = float(values[0]), float(values[-1])
-        gain = (first - last) if lower else (last - first)
-        scatter = float(np.median(np.abs(np.diff(values))))
-        if gain > 0.1 * abs(first) and gain > 2 * scatter:
-            best = float(values.min() if lower else values.max())
+        k = len(values) // 3
+        first, last = float(np.median(values[:k])), float(np.median(values[-k:]))
+        gain = (first - last) if direction == "lower" else (last - first)
+        clear = _clear_of(_noise(values), k)
+        if gain > 0.1 * abs(first) and gain > clear:
+            best = float(values.min() if direction == "lower" else values.max())
             return {"metric": name, "first": first, "last": last, "evaluations": len(values),
-                    # the last evaluation within the scatter of the best: still improving
-                    "at_best": abs(best - last) <= 2 * scatter}
+                    # the last evaluations within the noise of the best: still improving
+                    "at_best": abs(best - last) <= clear}
     return None
 
 

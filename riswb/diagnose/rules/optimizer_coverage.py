@@ -83,7 +83,10 @@ def _idle_optimizers(run, audit: dict, base: dict, th: Thresholds) -> list[Findi
     `opt/<i>/optimizer_step`; the audit's `opt/<i>/<label>` groups): its tensors, trainable
     and in no other optimizer, never update — `opt_dec.step()` forgotten. Steps a
     GradScaler skipped are step-skipped's business; an optimizer whose tensors are all
-    frozen has nothing to lose."""
+    frozen has nothing to lose. Judged once the run has ended: mid-run (the fail-fast
+    checks) an optimizer may still be waiting for its phase."""
+    if run.manifest.get("status") == "running":
+        return []  # mid-run (fail-fast checks): an optimizer may start in a later phase
     groups = audit.get("groups")
     if not isinstance(groups, dict):
         return []

@@ -94,6 +94,13 @@ def check(run, th: Thresholds) -> list[Finding]:
     # a bar is read from a few saves at least: one save after two improvements says nothing
     own_bar = float(kept.min()) if kept.size >= _MIN_SAVES_FOR_A_BAR else 0.0
     below_own_bar = missed & (margin < own_bar)
+    # and only when the loop showed it: an improvement below the bar left unsaved, then a
+    # save after it (the branch still ran). A loop that saved every improvement until its
+    # saves stopped has no bar, however its margins shrank
+    later_save = np.flip(np.logical_or.accumulate(np.flip(saved)))
+    later_save = np.concatenate((later_save[1:], [False]))
+    if not (below_own_bar & later_save).any():
+        own_bar, below_own_bar = 0.0, np.zeros_like(missed)
     missed &= ~below_own_bar
 
     findings: list[Finding] = []

@@ -198,14 +198,14 @@ def test_a_surrogate_loss_is_info_when_an_evaluation_metric_clearly_improved(mak
     about its direction is not read."""
     rising = healthy().update("loss", lambda s, r: {**r, "total": -0.08 + s / 2500})
     rising.drop("eval")
-    for step in (50, 100, 150, 199):
+    for step in range(25, 200, 25):
         rising.add(step, "eval", avg_return=-0.6 + step / 150, widgets=step)
     [finding] = check(make_run(rising), ID)
     assert finding.severity == "info" and "'avg_return' improved" in finding.title
     assert finding.evidence["evaluation_improved"]["metric"] == "avg_return"
     unknown = healthy().update("loss", lambda s, r: {**r, "total": -0.08 + s / 2500})
     unknown.drop("eval")
-    for step in (50, 100, 150, 199):
+    for step in range(25, 200, 25):
         unknown.add(step, "eval", widgets=step)
     assert severities(check(make_run(unknown), ID)) == ["error"]
 
@@ -240,16 +240,45 @@ def test_a_bounded_negatively_weighted_term_or_a_positive_weight_is_not_it(make_
 def test_a_rebound_while_the_evaluation_is_at_its_best_is_a_surrogate(make_run):
     """The healthy spec's validation loss keeps improving to the end: a training loss that
     climbs back meanwhile is a surrogate's (REINFORCE), not a divergence."""
-    spec = healthy().update(
+    spec = _without_evaluations(healthy()).update(
         "loss", lambda s, r: {**r, "total": 1.0 - s / 100 if s < 100 else 0.02 + (s - 100) / 120})
+    for step in range(20, 200, 20):
+        spec.add(step, "eval", val_loss=1.0 / step)
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "info" and finding.evidence["evaluation_improved"]["at_best"]
 
 
+def test_a_noisy_evaluation_metric_is_no_evidence_of_learning(make_run):
+    """An accuracy at chance, scattered by its small validation set, on a loop that learns
+    nothing: its first value may sit below its last by chance."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        spec = _without_evaluations(healthy()).update(
+            "loss", lambda s, r: {**r, "total": 1.0 + 0.01 * ((s * 7) % 5)})
+        for step in range(20, 200, 20):
+            spec.add(step, "eval", val_acc=float(0.25 + 0.02 * rng.standard_normal()))
+        assert severities(check(make_run(spec), ID)) == ["error"], seed
+
+
 @pytest.mark.parametrize(("name", "direction"), [
     ("val_loss", "lower"), ("nmse", "lower"), ("val/acc@1", "higher"), ("avg_return", "higher"),
-    ("episode_reward", "higher"), ("confidence", None), ("loss_map", None), ("widgets", None)])
+    ("episode_reward", "higher"), ("confidence", None), ("loss_map", None), ("widgets", None),
+    ("fid", "lower"), ("val_fidelity", None), ("return_std", None)])
 def test_a_metrics_direction_is_read_from_the_words_of_its_name(name, direction):
     from riswb.diagnose.rules.loss_not_dropping import _direction
 
     assert _direction(name) == direction
+
+
+def test_a_negatively_weighted_term_that_levels_off_is_not_running_away(make_run):
+    """A normalizing flow's −log|det J|: the log-determinant grows from 0 to its optimum and
+    stays there while the prior's NLL rises to meet it; the total converges."""
+    spec = _without_evaluations(healthy()).drop("loss", "loss_weight")
+    spec.add(0, "loss_weight", prior_nll=1.0, logdet=-1.0)
+    for step in range(200):
+        settled = min(step, 80) / 80
+        prior_nll, logdet = 3.7 + 2.0 * settled, 0.1 + 18.3 * settled
+        spec.add(step, "loss", prior_nll=prior_nll, logdet=logdet, total=prior_nll - logdet)
+    assert check(make_run(spec), ID) == []

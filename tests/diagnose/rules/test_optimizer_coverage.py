@@ -101,3 +101,13 @@ def test_a_never_stepped_optimizer_of_frozen_tensors_or_skipped_steps_is_left_al
     skipped = _two_optimizers(healthy(), 0).event(10, "step_skipped", reason="scaler",
                                                   count=190, first_step=10, optimizer=1)
     assert check(make_run(skipped), ID) == []
+
+
+def test_an_optimizer_not_stepped_yet_is_not_judged_mid_run(make_run):
+    """Fail-fast checks read a run still in progress: a backbone optimizer may start in a
+    later phase."""
+    spec = _two_optimizers(healthy(), 0)
+    spec.events = [e for e in spec.events if e[1] != "run_end"]
+    run = make_run(spec)
+    run.manifest["status"] = "running"
+    assert check(run, ID) == []

@@ -89,3 +89,17 @@ def test_an_improvement_as_large_as_a_saved_one_is_still_missed(make_run):
     spec.event(150, "checkpoint", kind="best", metric="val_loss", value=0.8)
     [finding] = check(make_run(spec), ID)
     assert finding.severity == "warning" and finding.evidence["missed_steps"] == [100]
+
+
+def test_a_save_branch_that_stopped_is_not_read_as_a_min_delta(make_run):
+    """Every improvement saved until the saves stopped: the margins shrank (0.5, 0.2, 0.1)
+    but the loop never left a small one unsaved before saving again, so no bar excuses the
+    unsaved later ones."""
+    spec = healthy().drop_events("checkpoint").drop("eval")
+    values = (1.0, 0.5, 0.3, 0.2, 0.19, 0.185, 0.18, 0.175, 0.171)
+    for i, value in enumerate(values):
+        spec.add(20 * (i + 1), "eval", val_loss=value)
+        if i < 4:
+            spec.event(20 * (i + 1), "checkpoint", kind="best", metric="val_loss", value=value)
+    [finding] = check(make_run(spec), ID)
+    assert finding.severity == "error" and finding.evidence["below_own_min_delta"] == 0
