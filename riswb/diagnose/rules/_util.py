@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -352,3 +353,27 @@ def zero_gradient_updates(updates: pd.DataFrame) -> np.ndarray:
     if "grad_norm" not in updates.columns:
         return np.zeros(len(updates), dtype=bool)
     return pd.to_numeric(updates["grad_norm"], errors="coerce").to_numpy(dtype=float) == 0
+
+
+# what a metric's name says about its direction: the stems that words of its name (split
+# at anything not a letter or digit) start with, for metrics that fall as a model learns
+# and for those that rise
+_LOWER_IS_BETTER = ("loss", "err", "mse", "nmse", "rmse", "mae", "nll", "perplexity", "ppl",
+                    "wer", "cer", "distance", "regret")
+# whole words: FID (not "fidelity"); and words of a spread, whose metric has no direction
+_LOWER_IS_BETTER_WORDS = frozenset({"fid"})
+_SPREAD_WORDS = frozenset({"std", "sd", "stddev", "var", "variance", "iqr", "spread"})
+_HIGHER_IS_BETTER = ("acc", "return", "reward", "score", "f1", "auc", "map", "iou", "bleu",
+                     "rouge", "precision", "recall", "dice", "r2", "success", "psnr", "ssim")
+
+
+def metric_direction(name: str) -> str | None:
+    """"lower", "higher" or None (no stem, or stems of both kinds) for a metric's name: read
+    by loss-not-dropping (did an evaluation improve?) and stale-checkpoint (the direction of
+    a best checkpoint's metric, when the loop did not say)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    if _SPREAD_WORDS.intersection(words):
+        return None  # the spread of a return is no return
+    lower = any(w.startswith(_LOWER_IS_BETTER) or w in _LOWER_IS_BETTER_WORDS for w in words)
+    higher = any(w.startswith(_HIGHER_IS_BETTER) for w in words)
+    return None if lower == higher else "lower" if lower else "higher"

@@ -16,8 +16,6 @@ validation loss — clearly improved (a surrogate loss: policy gradient).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
@@ -29,6 +27,7 @@ from riswb.diagnose.rules._util import (
     frame_of,
     hint,
     last_values,
+    metric_direction,
     need,
     span,
     steps_of,
@@ -334,28 +333,6 @@ def _fall_bought_by_negative_terms(run, frame: pd.DataFrame, th: Thresholds) -> 
         "value) so it cannot run away.")]
 
 
-# what a metric's name says about its direction: the stems that words of its name (split
-# at anything not a letter or digit) start with, for metrics that fall as a model learns
-# and for those that rise
-_LOWER_IS_BETTER = ("loss", "err", "mse", "nmse", "rmse", "mae", "nll", "perplexity", "ppl",
-                    "wer", "cer", "distance", "regret")
-# whole words: FID (not "fidelity"); and words of a spread, whose metric has no direction
-_LOWER_IS_BETTER_WORDS = frozenset({"fid"})
-_SPREAD_WORDS = frozenset({"std", "sd", "stddev", "var", "variance", "iqr", "spread"})
-_HIGHER_IS_BETTER = ("acc", "return", "reward", "score", "f1", "auc", "map", "iou", "bleu",
-                     "rouge", "precision", "recall", "dice", "r2", "success")
-
-
-def _direction(name: str) -> str | None:
-    """"lower", "higher" or None (no stem, or stems of both kinds) for a metric's name."""
-    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
-    if _SPREAD_WORDS.intersection(words):
-        return None  # the spread of a return is no return
-    lower = any(w.startswith(_LOWER_IS_BETTER) or w in _LOWER_IS_BETTER_WORDS for w in words)
-    higher = any(w.startswith(_HIGHER_IS_BETTER) for w in words)
-    return None if lower == higher else "lower" if lower else "higher"
-
-
 def _evaluation_improved(run) -> dict | None:
     """A `wb.evaluate` metric whose name tells its direction and whose last third of
     evaluations moved that way from its first third (medians) by more than 10% of the first
@@ -366,7 +343,7 @@ def _evaluation_improved(run) -> dict | None:
     if len(ev) < _MIN_EVALUATIONS:
         return None
     for name in value_columns(ev):
-        direction = _direction(name)
+        direction = metric_direction(name)
         if direction is None:
             continue
         metric = col(ev, name)

@@ -9,22 +9,16 @@ min_delta); the last best.pt must hold the best value seen (to within that min_d
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from riswb.diagnose.frames import col
 from riswb.diagnose.rules._base import Finding, Thresholds
-from riswb.diagnose.rules._util import Unchecked, events, frame_of, steps_of
+from riswb.diagnose.rules._util import Unchecked, events, frame_of, metric_direction, steps_of
 from riswb.diagnose.text import fmt
 
 ID = "stale-checkpoint"
 _MIN_SAVES_FOR_A_BAR = 3  # saves after the first before the loop's own min_delta is read
-
-_HIGHER_IS_BETTER = re.compile(
-    r"(^|[_/.-])(acc|accuracy|auc|f1|precision|recall|score|psnr|ssim|iou|map|r2)($|[_/.-])",
-    re.IGNORECASE)
 
 FIX = (
     "best.pt is not rewritten when validation improves. Likely causes: the 'best so far' "
@@ -48,7 +42,7 @@ def _mode(best: list[dict], metric: str) -> str:
             return "min"
         if np.all(d >= 0):
             return "max"
-    return "max" if _HIGHER_IS_BETTER.search(metric) else "min"
+    return "max" if metric_direction(metric) == "higher" else "min"
 
 
 def check(run, th: Thresholds) -> list[Finding]:

@@ -260,18 +260,6 @@ def test_a_noisy_evaluation_metric_is_no_evidence_of_learning(make_run):
         for step in range(20, 200, 20):
             spec.add(step, "eval", val_acc=float(0.25 + 0.02 * rng.standard_normal()))
         assert severities(check(make_run(spec), ID)) == ["error"], seed
-
-
-@pytest.mark.parametrize(("name", "direction"), [
-    ("val_loss", "lower"), ("nmse", "lower"), ("val/acc@1", "higher"), ("avg_return", "higher"),
-    ("episode_reward", "higher"), ("confidence", None), ("loss_map", None), ("widgets", None),
-    ("fid", "lower"), ("val_fidelity", None), ("return_std", None)])
-def test_a_metrics_direction_is_read_from_the_words_of_its_name(name, direction):
-    from riswb.diagnose.rules.loss_not_dropping import _direction
-
-    assert _direction(name) == direction
-
-
 def test_a_negatively_weighted_term_that_levels_off_is_not_running_away(make_run):
     """A normalizing flow's −log|det J|: the log-determinant grows from 0 to its optimum and
     stays there while the prior's NLL rises to meet it; the total converges."""
