@@ -23,9 +23,12 @@ interval on disk. Never at close: a finished run is the report's business.
 
 Cost. A check reads and diagnoses the whole run, ~10–40 ms on a CPU whatever the step
 costs. So that a fast loop is not slowed by its own watchdog, no check starts while the
-checks so far have taken more than `max_overhead` (default 2%) of the wall time since the
-run started; a slow step (the reference model) is never held back, a 2 ms step is checked
-less often than `check_every` asks.
+checks so far have taken more than `max_overhead` (default 2%) of the loop's own time: its
+busy time (`wb.busy_seconds`, less the checks, which run inside its cycles) once an
+optimizer step ended a cycle, the wall time since the run started before that (a loop that
+never steps is checked too). Data loading, or other loops sharing the process, do not buy
+checks. A slow step (the reference model) is never held back, a 2 ms step is checked less
+often than `check_every` asks.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class FailFastProbe(Probe):
         self._last_check = ctx.wb.step  # first_step: a resumed run counts from there
 
     def flush(self, ctx: StepContext) -> None:
-        if ctx.step - self._last_check >= self.check_every and self._within_budget():
+        if ctx.step - self._last_check >= self.check_every and self._within_budget(ctx.wb):
             self._due = True
 
     def on_after_loss(self, ctx: StepContext) -> None:
@@ -118,10 +121,14 @@ class FailFastProbe(Probe):
         if self._due:
             self._check(ctx)
 
-    def _within_budget(self) -> bool:
+    def _within_budget(self, wb: Any) -> bool:
         if self.max_overhead is None:
             return True
-        return self.check_seconds <= self.max_overhead * (time.perf_counter() - self._started)
+        if wb.busy_seconds:
+            own = max(wb.busy_seconds - self.check_seconds, 0.0)
+        else:
+            own = time.perf_counter() - self._started
+        return self.check_seconds <= self.max_overhead * own
 
     def _check(self, ctx: StepContext) -> None:
         self._due = False

@@ -19,7 +19,7 @@ import math
 
 DEFAULT_LOG_EVERY = 20
 FRONT = 200  # calls logged at the plain cadence before the interval may grow
-MIN_SECONDS = 0.05  # of the loop's busy time per record, once past FRONT
+MIN_SECONDS = 0.1  # of the loop's busy time per record, once past FRONT
 MAX_FACTOR = 25  # the interval stays within 25 × DEFAULT_LOG_EVERY calls
 _SMOOTHING = 0.1  # weight of the newest cycle in the busy-time average
 

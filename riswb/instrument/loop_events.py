@@ -13,6 +13,7 @@ Payload dicts are built only for events some enabled probe subscribes to
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -35,9 +36,9 @@ class LoopEvents:
         self.grad_clearing = GradClearWatch(self.optimizers, self.params)
         for index, optimizer in enumerate(self.optimizers):
             self._handles.append(optimizer.register_step_pre_hook(
-                lambda opt, args, kwargs, i=index: self._on_pre_step(i, _closure(args, kwargs))))
+                functools.partial(self._on_pre_step, index)))
             self._handles.append(optimizer.register_step_post_hook(
-                lambda opt, args, kwargs, i=index: self._on_post_step(i, _closure(args, kwargs))))
+                functools.partial(self._on_post_step, index)))
         for scheduler in scheduler_list(self.scheduler):
             self._patches.append(SchedulerPatch(scheduler, self._on_scheduler_step))
         scaler_hooks.attach(self.scaler)
@@ -76,8 +77,9 @@ class LoopEvents:
         else:
             self.n_nograd_forward += 1
             event = Event.NOGRAD_FORWARD
-        if self.registry.subscribed(event):
-            self._emit(event, self.step, inputs=args, kwargs=kwargs, output=output)
+        if self.registry.subscribed(event):  # the hooks are attached only while open
+            self.registry.emit(event, self.step,
+                               {"inputs": args, "kwargs": kwargs, "output": output})
 
     def _on_backward_end(self) -> None:
         self.backward_task = self._backward.last_task
@@ -87,16 +89,17 @@ class LoopEvents:
         self._cache.clear()
         self.last_clip = None  # a clip before this backward says nothing about its gradients
         if self.registry.subscribed(Event.AFTER_BACKWARD):
-            self._emit(Event.AFTER_BACKWARD, self.step, backward=self.n_backward)
+            self.registry.emit(Event.AFTER_BACKWARD, self.step, {"backward": self.n_backward})
 
-    def _on_pre_step(self, index: int, closure: bool) -> None:
+    def _on_pre_step(self, index: int, _opt: Any, args: tuple, kwargs: dict) -> None:
         self._backward.reset()  # a backward that raised never ran its callback
         if self.registry.subscribed(Event.BEFORE_OPTIMIZER_STEP):
-            self._emit(Event.BEFORE_OPTIMIZER_STEP, self.step, opt_step=self.opt_step + 1,
-                       optimizer=index, optimizer_step=self.opt_steps[index] + 1,
-                       closure=closure)
+            self.registry.emit(Event.BEFORE_OPTIMIZER_STEP, self.step, {
+                "opt_step": self.opt_step + 1, "optimizer": index,
+                "optimizer_step": self.opt_steps[index] + 1,
+                "closure": _closure(args, kwargs)})
 
-    def _on_post_step(self, index: int, closure: bool) -> None:
+    def _on_post_step(self, index: int, _opt: Any, args: tuple, kwargs: dict) -> None:
         # counted after the step: a closure (Lightning) runs its backward inside step()
         self.grad_clearing.on_step(index)
         if self._bw_since_step:
@@ -109,12 +112,16 @@ class LoopEvents:
         self._cache.clear()
         opened, self._cycle_opened = self._cycle_opened, None
         self.cycle_busy = None if opened is None else time.perf_counter() - opened
+        if opened is not None:
+            self.busy_seconds += self.cycle_busy
         self.cycle_losses, self._cycle_loss_start = (self.n_loss - self._cycle_loss_start,
                                                      self.n_loss)
         self.log_interval.note_cycle(self.cycle_busy, self.cycle_losses)
         if self.registry.subscribed(Event.AFTER_OPTIMIZER_STEP):
-            self._emit(Event.AFTER_OPTIMIZER_STEP, self.step, opt_step=self.opt_step,
-                       optimizer=index, optimizer_step=self.opt_steps[index], closure=closure)
+            self.registry.emit(Event.AFTER_OPTIMIZER_STEP, self.step, {
+                "opt_step": self.opt_step, "optimizer": index,
+                "optimizer_step": self.opt_steps[index],
+                "closure": _closure(args, kwargs)})
         # the schedule's measure of the cycle includes the step's own probe handlers
         self._end_cycle(None if opened is None else time.perf_counter() - opened)
         # loops that step without wb.loss (or between loss calls) still flush
@@ -142,8 +149,9 @@ class LoopEvents:
     def _on_scheduler_step(self, scheduler: Any) -> None:
         self.n_scheduler += 1
         if self.registry.subscribed(Event.AFTER_SCHEDULER_STEP):
-            self._emit(Event.AFTER_SCHEDULER_STEP, self.step, scheduler=scheduler,
-                       scheduler_step=self.n_scheduler, opt_step=self.opt_step)
+            self.registry.emit(Event.AFTER_SCHEDULER_STEP, self.step, {
+                "scheduler": scheduler, "scheduler_step": self.n_scheduler,
+                "opt_step": self.opt_step})
 
 
 def _closure(args: tuple, kwargs: dict) -> bool:

@@ -106,7 +106,7 @@ class LossWeights:
             return total, None
         finally:
             torch._C._set_grad_enabled(enabled)
-        return total, values.float()
+        return total, (values if values.dtype is torch.float32 else values.float())
 
     def note(self, step: int, names: tuple[str, ...], used: dict[str, Any]) -> None:
         """Record the terms and weights of one call (new names go to the manifest)."""

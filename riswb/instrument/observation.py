@@ -44,7 +44,7 @@ FRONT = 64  # cycles observed unconditionally at the start of a run
 CALIBRATE = 12  # cycles of each kind (observed, unobserved) per calibration
 RECHECK = 1000  # cycles between calibrations
 SHARE = 0.01  # the sampled probes' target share of a cycle
-MAX_STRIDE = 8  # at least one cycle in eight is observed
+MAX_STRIDE = 16  # at least one cycle in sixteen is observed
 
 
 class ObservationSchedule:

@@ -36,7 +36,7 @@ The hook callbacks live in riswb.instrument.loop_events (a mixin of this class).
 `cycle_busy` / `cycle_losses`: the latest optimizer-step cycle's busy time (its first
 forward or `wb.loss` call to the end of its optimizer step: data loading and other loops'
 turns excluded) and its `wb.loss` calls — what budget-driven probes weigh their cost
-against.
+against; `busy_seconds`: the busy time of all cycles so far.
 
 Counters: `n_forward`, `n_loss`, `n_backward`, `opt_step` (all optimizers), `opt_steps[i]`,
 `n_scheduler`, `n_eval` (`wb.counts()` returns them under the `cadence` record's keys).
@@ -85,6 +85,9 @@ def grad_versions(params: list[torch.Tensor]) -> list[int]:
     in-place op and no replacement reached the gradients in between — except through
     `.data`, which bumps no counter."""
     return [-1 if p.grad is None else p.grad._version for p in params]
+
+
+_MISSING = object()  # a memo entry not computed yet (None is a value)
 
 
 # -- the Workbench ------------------------------------------------------------------------
@@ -171,6 +174,7 @@ class Workbench(LoopEvents):
         # read by the probes that budget their cost against the loop's step
         self.cycle_busy: float | None = None  # seconds of the latest cycle (None: unknown)
         self.cycle_losses = 0  # wb.loss calls in it
+        self.busy_seconds = 0.0  # the busy time of every cycle so far
         self._cycle_opened: float | None = None
         self._cycle_loss_start = 0
         self._stride_noted = 1  # a fixed stride > 1 is noted at the first cycle's end
@@ -264,10 +268,9 @@ class Workbench(LoopEvents):
         self._backward.reset()
         self._cache.clear()
         self.loss_weights.note(self.step, names, used)
-        self._emit(
-            Event.AFTER_LOSS, self.step, terms=terms, weights=used, total=total,
-            values=values, constants=constants,
-        )
+        self.registry.emit(Event.AFTER_LOSS, self.step, {
+            "terms": terms, "weights": used, "total": total, "values": values,
+            "constants": constants})
         return total
 
     def evaluate(
@@ -309,11 +312,14 @@ class Workbench(LoopEvents):
 
     def cached(self, key: Any, fn: Callable[[], Any]) -> Any:
         """Per-step memo shared by probes (see the module docstring for when it clears)."""
-        try:
-            return self._cache[key]
-        except KeyError:
+        value = self._cache.get(key, _MISSING)  # no KeyError: most calls of a cycle miss
+        if value is _MISSING:
             value = self._cache[key] = fn()
-            return value
+        return value
+
+    def cached_value(self, key: Any) -> Any:
+        """What the memo holds under `key` now, or None (computes nothing)."""
+        return self._cache.get(key)
 
     def counts(self) -> dict[str, int]:
         """Cumulative counts under the `cadence` record's keys (docs/internals.md §3)."""
@@ -389,11 +395,11 @@ class Workbench(LoopEvents):
         tracked = params is None and self.registry.observing
         before = grad_versions(chosen) if tracked else None
         norm = torch.nn.utils.clip_grad_norm_(chosen, max_norm, norm_type, **kwargs)
+        kept = norm.detach() if norm.requires_grad else norm  # torch computes it without grad
         limit = max_norm.detach() if isinstance(max_norm, torch.Tensor) else float(max_norm)
         if not self._closed:
-            self.clip_log.append((norm.detach(), limit))
-        self.last_clip = None if before is None else (
-            before, grad_versions(chosen), norm.detach(), limit)
+            self.clip_log.append((kept, limit))
+        self.last_clip = None if before is None else (before, grad_versions(chosen), kept, limit)
         self._cache.clear()
         return norm
 

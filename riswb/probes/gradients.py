@@ -95,17 +95,19 @@ def all_finite_on_cpu(grads: list[torch.Tensor]) -> bool | None:
         return True
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return None
-    flags = getattr(_FLAGS, "pair", None)
+    flags = getattr(_FLAGS, "flags", None)
     if flags is None:  # explicit: a loop may have changed torch's default device or dtype
-        flags = _FLAGS.pair = (torch.zeros(1, dtype=torch.float32, device="cpu"),
-                               torch.ones(1, dtype=torch.float32, device="cpu"))
-    found, unit = flags
+        found = torch.zeros(1, dtype=torch.float32, device="cpu")
+        # the flag is read through a numpy view of its memory: `.item()` is a torch op
+        flags = _FLAGS.flags = (found, torch.ones(1, dtype=torch.float32, device="cpu"),
+                                found.numpy())
+    found, unit, found_on_host = flags
     try:
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found, unit)
     except (RuntimeError, NotImplementedError):
         found.zero_()
         return None
-    if found.item():
+    if found_on_host[0]:
         found.zero_()
         return False
     return True
@@ -180,6 +182,18 @@ def raw_grad_stats(wb: Any) -> GradStats:
         return GradStats(grads, _param_device(wb), wb.scaler.inverse())
 
     return wb.cached(_CACHE_KEY, compute)
+
+
+def host_finite(wb: Any) -> bool:
+    """`GradStats.host_finite` of this backward's raw gradients. Until a probe takes the
+    stats (the cycles the sampled probes skip) a CPU model needs no GradStats for it: the
+    fused check runs on the gradients as they are."""
+    stats = wb.cached_value(_CACHE_KEY)
+    if stats is None and wb.device.type == "cpu":
+        finite = all_finite_on_cpu([p.grad for p in wb.params if p.grad is not None])
+        if finite is not None:
+            return finite
+    return raw_grad_stats(wb).host_finite()
 
 
 class ModuleIndex:

@@ -87,12 +87,14 @@ class LRTraceProbe(Probe):
         rows, self._rows = self._rows, []
         batches: list[tuple[tuple, list]] = []  # runs of records with the same keys
         for step, head, labels, lrs, initial in rows:
-            present = tuple(base is not None for base in initial)
+            # one record per optimizer step: Python-float lrs (the usual case) as they are
+            present = (True,) * len(initial) if None not in initial else tuple(
+                base is not None for base in initial)
             values = list(head)
             for lr, base in zip(lrs, initial, strict=True):
-                values.append(_as_float(lr))
+                values.append(lr if type(lr) is float else _as_float(lr))
                 if base is not None:
-                    values.append(_as_float(base))
+                    values.append(base if type(base) is float else _as_float(base))
             if not batches or batches[-1][0] != (labels, present):
                 batches.append(((labels, present), []))
             batches[-1][1].append((step, values))

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
@@ -75,7 +76,10 @@ class WeightSwapProbe(Probe):
         self.max_elems = max_elems
         self._views: list[torch.Tensor] = []
         self._ptrs: list[int] = []
-        self._single = False
+        self._single = False  # one dtype, device and flat layout: one fused copy
+        self._on_cpu = True
+        # on CPU with `_single`: numpy views of `_views` and of the two buffers
+        self._host: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         self._owner: torch.Tensor | None = None  # (E,) which tensor each sampled element is
         self._ref: torch.Tensor | None = None
         self._pending: dict[str, Any] | None = None
@@ -104,10 +108,18 @@ class WeightSwapProbe(Probe):
         kinds = {(v.dtype, v.device) for v in self._views}
         self._single = len(kinds) == 1 and all(v.dim() == 1 for v in self._views)
         device = self._views[0].device if self._views else torch.device("cpu")
+        self._on_cpu = device.type == "cpu"
+        self._host = None
         if self._single:  # [the reference's buffer, the current one], and their slices
             sizes = [v.numel() for v in self._views]
             self._buffers = [self._views[0].new_empty(sum(sizes)) for _ in range(2)]
             self._slices = [list(buffer.split(sizes)) for buffer in self._buffers]
+            if device.type == "cpu":  # numpy views of the same memory (see `_fingerprint`)
+                try:
+                    self._host = ([v.numpy() for v in self._views],
+                                  [buffer.numpy() for buffer in self._buffers])
+                except (RuntimeError, TypeError):  # a layout numpy cannot view: torch's copy
+                    self._host = None
         owner = [i for i, v in enumerate(self._views) for _ in range(v.numel())]
         self._owner = torch.tensor(owner, dtype=torch.long, device=device)
         # float views of the same samples (complex as real pairs), for sizes of changes
@@ -176,7 +188,13 @@ class WeightSwapProbe(Probe):
         """(E,) integers: the bits of every sampled element, tensor after tensor. One
         dtype and device: written into the buffer `slot` (the reference's is rewritten only
         by `_rebase`; a current one lives until the next call), one fused copy instead of a
-        `cat`'s allocation and gather, the costliest op in this probe's per-step pair."""
+        `cat`'s allocation and gather, the costliest op in this probe's per-step pair. On
+        the CPU the copy is numpy's, between views of the same memory: a torch op per
+        tensor (what `_foreach_copy_` runs there) costs a host-bound loop far more."""
+        if self._host is not None:
+            views, buffers = self._host
+            np.concatenate(views, out=buffers[slot])
+            return self._buffers[slot]
         if self._single:
             torch._foreach_copy_(self._slices[slot], self._views)
             return self._buffers[slot]
@@ -233,8 +251,10 @@ class WeightSwapProbe(Probe):
             self._pre_vals = self._ref_vals if self._measures_update() else None
             return
         self._compared += 1
-        if now.device.type == "cpu" and torch.equal(now, self._ref):
-            # a host read costs nothing on CPU
+        host = self._host
+        # on CPU a host read costs nothing; two memoryviews compare in C, no torch op
+        if (host[1][_CURRENT].data == host[1][_REFERENCE].data if host is not None
+                else self._on_cpu and torch.equal(now, self._ref)):
             self._pre_vals = self._ref_vals if self._measures_update() else None
             return
         changed, d_sq, swap, pre_vals = self._compare(now)

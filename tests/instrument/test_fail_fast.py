@@ -3,6 +3,7 @@ a healthy one runs to the end; "warn" and a callable report once per id and trai
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import pytest
@@ -14,8 +15,10 @@ from riswb.instrument.fail_fast import FailFastProbe, FindingError, FindingWarni
 STEPS = 200
 
 
-def train(tmp_path, probe: FailFastProbe, *, stalled: bool, steps: int = STEPS):
-    """An MLP loop, `stalled`: a warm-up stuck at 0 (docs/failures.md #2); (wb, steps run)."""
+def train(tmp_path, probe: FailFastProbe, *, stalled: bool, steps: int = STEPS,
+          loading: float = 0.0):
+    """An MLP loop, `stalled`: a warm-up stuck at 0 (docs/failures.md #2), `loading`
+    seconds of "data loading" before each step; (wb, steps run)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -27,6 +30,7 @@ def train(tmp_path, probe: FailFastProbe, *, stalled: bool, steps: int = STEPS):
     with riswb.Workbench(model, optimizer, scheduler, runs_dir=tmp_path, probes=["default", probe],
                          log_every=10) as wb:
         for _ in range(steps):
+            time.sleep(loading)
             loss = wb.loss({"mse": ((model(x) - y) ** 2).mean()})
             optimizer.zero_grad()
             loss.backward()
@@ -89,6 +93,19 @@ def test_the_overhead_cap_skips_checks(tmp_path):
         warnings.simplefilter("ignore", FindingWarning)
         train(tmp_path, probe, stalled=False, steps=100)
     assert probe.checks == 1  # the first check spends the whole (tiny) budget
+
+
+def test_the_overhead_cap_weighs_the_loops_busy_time_not_its_data_loading(tmp_path):
+    """20 ms of loading per ~1 ms step: against wall time 20% would buy a check at every flush
+    steps; against the loop's own time, one or two in 60 steps."""
+    uncapped = FailFastProbe(check_every=5, on_finding="warn", max_overhead=None)
+    capped = FailFastProbe(check_every=5, on_finding="warn", max_overhead=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FindingWarning)
+        train(tmp_path / "uncapped", uncapped, stalled=False, steps=60)
+        train(tmp_path / "capped", capped, stalled=False, steps=60, loading=0.02)
+    assert uncapped.checks >= 4
+    assert 1 <= capped.checks <= 2
 
 
 @pytest.mark.parametrize("kwargs", [{"check_every": 0}, {"on_finding": "stop"},
