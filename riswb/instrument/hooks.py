@@ -83,7 +83,9 @@ class Probe:
     `name` defaults to the class name in snake_case. Override `on_<event>` only for the
     events you need: the registry never calls the others. `sampled = True` declares that the
     probe's records are statistics over the steps it saw: its step events then reach it
-    only on the cycles the Workbench observes (riswb.instrument.observation).
+    only on the cycles the Workbench observes (riswb.instrument.observation). A probe with
+    nothing to do on an event between its samples can `ctx.wb.registry.pause(self, event)`
+    and `resume` it when it has.
     """
 
     name: str | None = None
@@ -168,6 +170,7 @@ class Registry:
         self._handlers: dict[Event, list[tuple[Probe, Any]]] = {event: [] for event in Event}
         self._unobserved: dict[Event, list[tuple[Probe, Any]]] = dict(self._handlers)
         self._scheduled: frozenset[Event] = frozenset()  # see `_rebuild_handlers`
+        self._paused: set[tuple[str, Event]] = set()  # (probe name, event): see `pause`
         # whether the current optimizer-step cycle reaches the sampled probes: set by the
         # Workbench (riswb.instrument.observation), read on every event
         self.observing = True
@@ -185,17 +188,29 @@ class Registry:
         self._rebuild_handlers()
         return probe
 
+    def pause(self, probe: Probe, event: Event) -> None:
+        """Stop calling `probe` on `event` until `resume`: a probe with nothing to do on
+        most steps (it waits for its next sample) keeps its call, a microsecond or two on a
+        host-bound loop, off them. Only that event's lists are rebuilt."""
+        if (probe.name, event) not in self._paused:
+            self._paused.add((probe.name, event))
+            self._rebuild_event(event)
+
+    def resume(self, probe: Probe, event: Event) -> None:
+        if (probe.name, event) in self._paused:
+            self._paused.discard((probe.name, event))
+            self._rebuild_event(event)
+
+    def _rebuild_event(self, event: Event) -> None:
+        handlers = self._handlers[event] = [
+            (p, getattr(p, event.method)) for p in self._subscribers[event]
+            if p.name not in self.disabled and (p.name, event) not in self._paused]
+        self._unobserved[event] = ([(p, m) for p, m in handlers if not p.sampled]
+                                   if event in SCHEDULED_EVENTS else handlers)
+
     def _rebuild_handlers(self) -> None:
-        self._handlers = {
-            event: [(p, getattr(p, event.method)) for p in subscribers
-                    if p.name not in self.disabled]
-            for event, subscribers in self._subscribers.items()
-        }
-        self._unobserved = {
-            event: [(p, m) for p, m in handlers if not p.sampled]
-            if event in SCHEDULED_EVENTS else handlers
-            for event, handlers in self._handlers.items()
-        }
+        for event in self._subscribers:
+            self._rebuild_event(event)
         # events where some handler runs on a schedule (`every` > 1): only those pay the check
         self._scheduled = frozenset(
             event for event, handlers in self._handlers.items()

@@ -35,9 +35,15 @@ class LogInterval:
         self.every = self.base
         self._per_call: float | None = None  # smoothed busy seconds per wb.loss call
 
+    @property
+    def busy_per_call(self) -> float | None:
+        """The loop's busy seconds per `wb.loss` call, smoothed over its cycles (None before
+        the first one ends): what budget-driven probes weigh a sample's cost against."""
+        return self._per_call
+
     def note_cycle(self, busy: float | None, losses: int) -> None:
         """One optimizer-step cycle's busy time and its `wb.loss` calls."""
-        if self.fixed or busy is None or not losses:
+        if busy is None or not losses:
             return
         per_call = busy / losses
         self._per_call = per_call if self._per_call is None else (

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from riswb.instrument.hooks import Probe, StepContext
+from riswb.instrument.hooks import Event, Probe, StepContext
 from riswb.probes.params import CoverageAudit, audit_coverage, strip_wrappers
 from riswb.probes.tensor_mark import TensorMark, mark, unchanged
 
@@ -61,7 +61,6 @@ class CoverageProbe(Probe):
         # missing tensors not yet seen to receive a gradient: name -> (param, grad key)
         self._watch: dict[str, tuple[torch.Tensor, TensorMark | None]] = {}
         self._watched = 0
-        self._backwards = 0
         self._reported: frozenset[str] | None = None
         self._model_ids: frozenset[int] = frozenset()  # the model's tensors at the last audit
 
@@ -89,13 +88,15 @@ class CoverageProbe(Probe):
         self._watch = {n: self._watch.get(n) or (named[n], _grad_key(named[n]))
                        for n in missing if n in named}
         self._watched = max(self._watched, len(self._watch))
+        # the backward hook matters only while some missing tensor is watched
+        (wb.registry.resume if self._watch else wb.registry.pause)(self, Event.AFTER_BACKWARD)
 
     def on_after_backward(self, ctx: StepContext) -> None:
-        self._backwards += 1
-        if self._watch:
-            arrived = [n for n, (p, key) in self._watch.items() if _grad_changed(p, key)]
-            for name in arrived:
-                del self._watch[name]
+        arrived = [n for n, (p, key) in self._watch.items() if _grad_changed(p, key)]
+        for name in arrived:
+            del self._watch[name]
+        if not self._watch:
+            ctx.wb.registry.pause(self, Event.AFTER_BACKWARD)
 
     def flush(self, ctx: StepContext) -> None:
         # a module added or replaced after the optimizer was built: once per flush, since
@@ -108,10 +109,11 @@ class CoverageProbe(Probe):
         self._report(ctx)
 
     def _report(self, ctx: StepContext) -> None:
-        if not self._backwards or not self._watched:
+        backwards = ctx.wb.n_backward
+        if not backwards or not self._watched:
             return
         names = frozenset(self._watch)
         if names != self._reported:
             self._reported = names
             ctx.wb.writer.event(ctx.step, "coverage_grads", no_grad=sorted(names),
-                                watched=self._watched, backwards=self._backwards)
+                                watched=self._watched, backwards=backwards)

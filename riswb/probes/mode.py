@@ -44,6 +44,8 @@ from the cached module list.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from riswb.instrument.hooks import Probe, StepContext
@@ -89,7 +91,7 @@ class ModeProbe(Probe):
         self._eval_holders: dict[str, list[str]] = {}  # see `_note_eval_holders`
         self._size = -1
         # forwards since the last backward or evaluation: evaluation forwards
-        self._forget_loose()
+        self._forget_loose(0)
         self._reported: dict[str, frozenset[str]] = {}
         self._reset()
 
@@ -148,7 +150,16 @@ class ModeProbe(Probe):
             self._first.setdefault(phase, ctx.step)
         return wrong
 
+    def _since_backward(self, wb: Any) -> None:
+        """Forwards before the latest backward were training forwards: forget them. Read
+        from the Workbench's backward count, which spares this probe a call per backward."""
+        if wb.n_backward != self._loose_since:
+            self._forget_loose(wb.n_backward)
+
     def on_after_forward(self, ctx: StepContext) -> None:
+        backwards = ctx.wb.n_backward  # `_since_backward` inlined: this runs every step
+        if backwards != self._loose_since:
+            self._forget_loose(backwards)
         self._loose += 1
         in_eval = self._check(ctx, "forwards", "train", training=True)
         if len(in_eval) < len(self._modules):  # some ran in train mode
@@ -158,13 +169,12 @@ class ModeProbe(Probe):
             self._note_eval_holders()
 
     def on_nograd_forward(self, ctx: StepContext) -> None:
+        self._since_backward(ctx.wb)
         self._loose += 1
         self._loose_train.update(self._check(ctx, "nograd_forwards", "eval", training=False))
 
-    def on_after_backward(self, ctx: StepContext) -> None:
-        self._forget_loose()  # those forwards were training forwards
-
-    def _forget_loose(self) -> None:
+    def _forget_loose(self, backwards: int) -> None:
+        self._loose_since = backwards  # wb.n_backward when the count restarted
         self._loose = 0
         self._loose_train: set[str] = set()  # in train mode at a loose no-grad forward
         self._loose_grad_train = False  # a loose grad-enabled forward ran some in train mode
@@ -174,6 +184,7 @@ class ModeProbe(Probe):
         backward) ran in: a loop that switches back to model.train() before logging the
         metrics evaluated correctly."""
         self._counts["evals"] += 1
+        self._since_backward(ctx.wb)
         if self._loose:
             self._counts["evals_own"] += 1
             wrong = set(self._loose_train)
@@ -185,7 +196,7 @@ class ModeProbe(Probe):
                 self._first.setdefault("eval", ctx.step)
         # else the watched model ran no forward for it: a separate copy (EMA, SWA) was
         # evaluated, whose mode is not this model's
-        self._forget_loose()
+        self._forget_loose(ctx.wb.n_backward)
 
     def flush(self, ctx: StepContext) -> None:
         wb = ctx.wb

@@ -61,7 +61,7 @@ from typing import Any
 
 import torch
 
-from riswb.instrument.hooks import Probe, StepContext
+from riswb.instrument.hooks import Event, Probe, StepContext
 from riswb.probes.term_keys import gradient_terms, pair_key
 from riswb.probes.term_reach import TermReach
 
@@ -91,6 +91,9 @@ def _flat_real(grad: torch.Tensor, leading: int) -> torch.Tensor:
         grad = torch.view_as_real(grad)
     return grad.reshape(leading, -1)
 
+
+# the events that close a sampled cycle (TermReach) and time the calibration's cycles
+_CYCLE_EVENTS = (Event.AFTER_BACKWARD, Event.AFTER_OPTIMIZER_STEP)
 
 FRONT = frozenset((0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144))
 _NICE = (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000)
@@ -166,6 +169,8 @@ class TermGradientsProbe(Probe):
             self._sample(ctx)
             # hooked after the sample: its own autograd.grad must not count as reaching them
             self.reach.watch(gradient_terms(ctx.payload), ctx.step)
+            for event in _CYCLE_EVENTS:
+                ctx.wb.registry.resume(self, event)
 
     def on_after_backward(self, ctx: StepContext) -> None:
         self.reach.on_backward(ctx.wb.backward_task)
@@ -174,7 +179,11 @@ class TermGradientsProbe(Probe):
         self.reach.on_step()
         samples, self._cycle_samples = self._cycle_samples, 0
         busy, losses = ctx.wb.cycle_busy, ctx.wb.cycle_losses
-        if self.interval is not None or busy is None or not losses:
+        if self.interval is not None:  # nothing to do in a cycle until its next sample
+            for event in _CYCLE_EVENTS:
+                ctx.wb.registry.pause(self, event)
+            return
+        if busy is None or not losses:
             return
         if samples and not self._warm:
             self._warm = True  # the first sample's cycle: one-off warm-up, not a cost

@@ -10,9 +10,9 @@ dicts and dataclasses of the output, requiring grad), with `torch.autograd.grad(
 retain_graph=True, allow_unused=True)`: the backward walks only the loss head between the
 outputs and the terms, never the network. When the loss head itself is costly
 (eigendecompositions in the reference model's loss) the probe keeps to `budget` (1%) of the
-loop's busy time (from a step's first forward to its optimizer step, samples excluded): at
-the optimizer step after each sample it sets `stride`, the number of log intervals between
-samples (1 when cheap; in the manifest). Records (at the sampled step):
+loop's busy time per `wb.loss` call (from a cycle's first forward to its optimizer step, as
+the Workbench smooths it): right after each sample it sets `stride`, the number of log
+intervals between samples (1 when cheap; in the manifest). Records (at the sampled step):
 
 * `term_grad_out`   {term: ‖g_t‖ over all captured outputs}; 0 for a term that does not
   depend on the outputs (detached, a constant, a regulariser of the weights alone);
@@ -26,7 +26,9 @@ terms pull on the prediction vs on the weights).
 
 Event `term_no_grad` {`names`, `first_step`}: at `wb.loss` time, terms that are not tensors
 or carry neither `requires_grad` nor a graph have no path to any trainable parameter — a
-Python attribute read per term, every call; each name is reported once, at its first step.
+Python attribute read per term, on the calls of the cycles the Workbench observes (every
+call of a run's first cycles, and of a loop it observes whole; riswb.instrument.observation)
+and of sampled calls; each name is reported once, at the first step it was seen.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 
 import torch
 
-from riswb.instrument.hooks import Probe, StepContext
+from riswb.instrument.hooks import Event, Probe, StepContext
 from riswb.probes.term_gradients import _scalar, _weight
 from riswb.probes.term_keys import gradient_terms, pair_key
 
@@ -74,12 +76,10 @@ class TermOutputProbe(Probe):
             raise ValueError("front must be >= 0 and budget > 0")
         self.front, self.budget = front, budget
         self.stride = 1  # log intervals between samples (grows when a sample is costly)
-        self._period: float | None = None  # smoothed busy time of the loop per wb.loss call
-        self._sampling = 0.0  # seconds of samples in the current optimizer-step cycle
-        self._sample_cost: float | None = None  # the last sample's, until the stride is set
         self._captured: list[Any] = []
         self._pending: list[tuple[int, list[str], torch.Tensor]] = []
         self._no_grad: set[str] = set()
+        self._capturing = True  # AFTER_FORWARD not paused (see on_after_loss)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "front": self.front, "budget": self.budget,
@@ -94,36 +94,39 @@ class TermOutputProbe(Probe):
             self._captured.append(ctx.payload.get("output"))
 
     def on_after_loss(self, ctx: StepContext) -> None:
+        wb = ctx.wb
         start = time.perf_counter()
         if self._observe(ctx):
-            self._sample_cost = time.perf_counter() - start
-            self._sampling += self._sample_cost
+            self._set_stride(time.perf_counter() - start, wb)
+        # the next call's forwards are captured only when it samples: between samples
+        # the forward hook does not call this probe at all
+        due = self._due(wb)
+        if due != self._capturing:
+            self._capturing = due
+            (wb.registry.resume if due else wb.registry.pause)(self, Event.AFTER_FORWARD)
 
-    def on_after_optimizer_step(self, ctx: StepContext) -> None:
+    def _set_stride(self, cost: float, wb: Any) -> None:
         """Keep the samples within the budget of the loop's own busy time per `wb.loss`
-        call (`wb.cycle_busy`, less the samples). Wall time between two `wb.loss` calls
-        would also count data loading and, in an interleaved benchmark, the other loops'
-        turns, and set the stride too low."""
-        sampling, self._sampling = self._sampling, 0.0
-        busy, losses = ctx.wb.cycle_busy, ctx.wb.cycle_losses
-        if busy is None or not losses:
-            return
-        busy = max(busy - sampling, 0.0) / losses
-        self._period = busy if self._period is None else 0.9 * self._period + 0.1 * busy
-        if self._sample_cost is not None and self._period > 0:
-            per_step = self._sample_cost / (ctx.wb.log_every * self._period)
+        call, as the Workbench smooths it over the cycles (their first forward to the end of
+        their optimizer step). Wall time between two calls would also count data loading
+        and, in an interleaved benchmark, the other loops' turns, and set the stride too
+        low. Before the first cycle ends the stride stays."""
+        per_call = wb.log_interval.busy_per_call
+        if per_call:
+            per_step = cost / (wb.log_every * per_call)
             self.stride = max(1, math.ceil(per_step / self.budget))
-            self._sample_cost = None
 
     def _observe(self, ctx: StepContext) -> bool:
         """Report terms without a graph; sample if forwards were captured (True then)."""
+        captured, self._captured = self._captured, []
+        if not captured and not ctx.wb.registry.observing:
+            return False  # a cycle the Workbench does not observe, and no sample due
         terms = gradient_terms(ctx.payload)
         dead = [n for n, t in terms.items() if n not in self._no_grad and not (
             isinstance(t, torch.Tensor) and (t.requires_grad or t.grad_fn is not None))]
         if dead:
             self._no_grad.update(dead)
             ctx.wb.writer.event(ctx.step, "term_no_grad", names=dead, first_step=ctx.step)
-        captured, self._captured = self._captured, []
         outputs = [t for value in captured for t in output_tensors(value)]
         if terms and outputs:
             names = list(terms)

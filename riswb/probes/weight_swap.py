@@ -78,8 +78,9 @@ class WeightSwapProbe(Probe):
         self._ptrs: list[int] = []
         self._single = False  # one dtype, device and flat layout: one fused copy
         self._on_cpu = True
-        # on CPU with `_single`: numpy views of `_views` and of the two buffers
-        self._host: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+        # on CPU with `_single`: numpy views of `_views` and of the two buffers, and the
+        # buffers' memoryviews (which compare their current contents)
+        self._host: tuple[list[np.ndarray], list[np.ndarray], list[memoryview]] | None = None
         self._owner: torch.Tensor | None = None  # (E,) which tensor each sampled element is
         self._ref: torch.Tensor | None = None
         self._pending: dict[str, Any] | None = None
@@ -116,8 +117,9 @@ class WeightSwapProbe(Probe):
             self._slices = [list(buffer.split(sizes)) for buffer in self._buffers]
             if device.type == "cpu":  # numpy views of the same memory (see `_fingerprint`)
                 try:
-                    self._host = ([v.numpy() for v in self._views],
-                                  [buffer.numpy() for buffer in self._buffers])
+                    buffers = [buffer.numpy() for buffer in self._buffers]
+                    self._host = ([v.numpy() for v in self._views], buffers,
+                                  [memoryview(b) for b in buffers])
                 except (RuntimeError, TypeError):  # a layout numpy cannot view: torch's copy
                     self._host = None
         owner = [i for i, v in enumerate(self._views) for _ in range(v.numel())]
@@ -192,7 +194,7 @@ class WeightSwapProbe(Probe):
         the CPU the copy is numpy's, between views of the same memory: a torch op per
         tensor (what `_foreach_copy_` runs there) costs a host-bound loop far more."""
         if self._host is not None:
-            views, buffers = self._host
+            views, buffers, _ = self._host
             np.concatenate(views, out=buffers[slot])
             return self._buffers[slot]
         if self._single:
@@ -253,7 +255,7 @@ class WeightSwapProbe(Probe):
         self._compared += 1
         host = self._host
         # on CPU a host read costs nothing; two memoryviews compare in C, no torch op
-        if (host[1][_CURRENT].data == host[1][_REFERENCE].data if host is not None
+        if (host[2][_CURRENT] == host[2][_REFERENCE] if host is not None
                 else self._on_cpu and torch.equal(now, self._ref)):
             self._pre_vals = self._ref_vals if self._measures_update() else None
             return

@@ -58,6 +58,28 @@ def test_every_schedule_applies_to_step_events_only():
     assert Event.EVAL not in SCHEDULED_EVENTS and Event.AFTER_LOSS in SCHEDULED_EVENTS
 
 
+def test_a_paused_event_skips_only_that_probe_until_resumed_in_registration_order():
+    registry = Registry(FakeWb())
+    first = registry.add(Recorder())
+    second = Recorder()
+    second.name = "second"
+    registry.add(second)
+    registry.pause(first, Event.AFTER_LOSS)
+    registry.emit(Event.AFTER_LOSS, 0)
+    registry.emit(Event.EVAL, 0)  # other events still reach it
+    assert first.calls == [("eval", 0)] and second.calls == [("after_loss", 0), ("eval", 0)]
+    registry.pause(second, Event.AFTER_LOSS)
+    assert not registry.subscribed(Event.AFTER_LOSS)  # nobody listens: no payload is built
+    registry.resume(first, Event.AFTER_LOSS)
+    registry.resume(second, Event.AFTER_LOSS)
+    order = []
+    first.on_after_loss = lambda ctx: order.append("first")
+    second.on_after_loss = lambda ctx: order.append("second")
+    registry._rebuild_handlers()  # pick up the replaced methods
+    registry.emit(Event.AFTER_LOSS, 1)
+    assert order == ["first", "second"]
+
+
 def test_every_must_be_positive():
     with pytest.raises(ValueError):
         Recorder(every=0)

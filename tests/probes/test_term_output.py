@@ -109,3 +109,43 @@ def test_validation_without_model_eval_is_counted(tmp_path):
     events = read_run(wb.path).events
     (event,) = events[events["event"] == "mode_mismatch"].to_dict("records")
     assert event["phase"] == "eval" and event["modules"] == ["1"] and event["trainable"] == 0
+
+
+class _SlowHead(torch.autograd.Function):
+    """Identity whose backward takes `SLOW` seconds: a loss head as costly as the reference
+    model's eigendecompositions, on a tiny network."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        import time
+
+        time.sleep(SLOW)
+        return grad
+
+
+SLOW = 2e-3
+
+
+def test_a_costly_loss_head_spaces_the_samples_to_the_budget(tmp_path):
+    """Two terms through a 2 ms backward: a sample (two autograd.grad) costs ~4 ms against a
+    ~2 ms call, so 1% of the busy time allows one sample in ≥ 10 intervals of 4 calls."""
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    probe = TermOutputProbe()
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[probe], log_every=4) as wb:
+        for _ in range(160):
+            out = _SlowHead.apply(model(torch.randn(8, 4)))
+            loss = wb.loss({"a": out[:, 0].square().mean(), "b": out[:, 1].abs().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert probe.stride >= 10
+    sampled = read_run(wb.path).kind("term_grad_out")["step"].tolist()
+    # the first three calls, then one interval in `stride` (its first call); not every 4th
+    assert sampled[:3] == [0, 1, 2] and 4 <= len(sampled) <= 8
+    later = sampled[2:]
+    assert all(b - a >= 40 for a, b in zip(later, later[1:], strict=False))
