@@ -36,10 +36,13 @@ def checked_terms(
         if not isinstance(name, str) or not name:
             raise ValueError(f"loss term names must be non-empty strings, got {name!r}")
         if isinstance(term, torch.Tensor):
+            if term.dim() == 0:  # the usual term: one C call
+                out[name] = term
+                continue
             if term.numel() != 1:
                 raise ValueError(f"loss term {name!r} has shape {tuple(term.shape)}: wb.loss "
                                  "takes scalars (reduce it first, e.g. .mean())")
-            out[name] = term if term.dim() == 0 else term.reshape(())
+            out[name] = term.reshape(())
         elif isinstance(term, (int, float)) and not isinstance(term, bool):
             out[name] = torch.tensor(float(term), device=device)
             constants.append(name)

@@ -14,7 +14,8 @@ from riswb.runlog import read_run
 INJECT = {2: (3, 1), 3: (0, 2), 7: (5, 0)}  # step -> (NaN elements, inf elements)
 
 
-def run_loop(tmp_path, *, steps=12, log_every=4, nan_loss_step=None, sanitize=True):
+def run_loop(tmp_path, *, steps=12, log_every=4, nan_loss_step=None, sanitize=True,
+             observe_every=None):
     """Without sanitize the optimizer is not stepped (NaN would spread into the weights)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -34,7 +35,7 @@ def run_loop(tmp_path, *, steps=12, log_every=4, nan_loss_step=None, sanitize=Tr
     oracle = []  # per step: (raw non-finite elements, set of affected tensor indices)
     wb = riswb.Workbench(
         model, opt, runs_dir=tmp_path, probes=[NonFiniteProbe()], strict=True,
-        log_every=log_every,
+        log_every=log_every, observe_every=observe_every,
     )
     with wb:
         for step in range(steps):
@@ -55,8 +56,9 @@ def run_loop(tmp_path, *, steps=12, log_every=4, nan_loss_step=None, sanitize=Tr
     return read_run(wb.path), oracle
 
 
-def test_raw_counts_match_manual_counts_and_sanitized_matches(tmp_path):
-    run, oracle = run_loop(tmp_path)
+@pytest.mark.parametrize("observe_every", [None, 3])  # 3: cycles unobserved in between
+def test_raw_counts_match_manual_counts_and_sanitized_matches(tmp_path, observe_every):
+    run, oracle = run_loop(tmp_path, observe_every=observe_every)
     records = run.kind("nonfinite")
     assert list(records["step"]) == [3, 7, 11]
     for _, row in records.iterrows():
