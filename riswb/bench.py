@@ -31,8 +31,9 @@ per step it held, 12 the one-off front-loaded samples of a run spread over `run_
 (10k) steps — reported on their own line. Per-round ms/step (`raw_ms`) are raw.
 
 Variants beyond the default set: "default+fail_fast" (`Workbench(check_every=50)`; its
-checks cap themselves at 2% of the process's wall time, which interleaving shares among
-the variants, so the figure is an upper bound) and, with `model="tiny"`, a host-bound MLP
+checks cap themselves at 1% of the loop's own busy time, so over the timed window, after
+the warm-up's first check, they may run less often than over a whole run: its long-run
+cost is at most the default's + 0.01) and, with `model="tiny"`, a host-bound MLP
 (plain CPU step under ~2 ms: Python per event dominates, as on a GPU; budget 1.25×).
 
 The loop: a `depth`-layer GELU MLP of width `width` (default 4 × 512), batch 256, three loss

@@ -23,7 +23,7 @@ interval on disk. Never at close: a finished run is the report's business.
 
 Cost. A check reads and diagnoses the whole run, ~10–40 ms on a CPU whatever the step
 costs. So that a fast loop is not slowed by its own watchdog, no check starts while the
-checks so far have taken more than `max_overhead` (default 2%) of the loop's own time: its
+checks so far have taken more than `max_overhead` (default 1%) of the loop's own time: its
 busy time (`wb.busy_seconds`, less the checks, which run inside its cycles) once an
 optimizer step ended a cycle, the wall time since the run started before that (a loop that
 never steps is checked too). Data loading, or other loops sharing the process, do not buy
@@ -79,7 +79,7 @@ class FailFastProbe(Probe):
         on_finding: OnFinding = "raise",
         *,
         thresholds: Thresholds | None = None,
-        max_overhead: float | None = 0.02,
+        max_overhead: float | None = 0.01,
     ):
         super().__init__()
         if check_every < 1:
