@@ -27,7 +27,7 @@ checks so far have taken more than `max_overhead` (default 1%) of the loop's own
 busy time (`wb.busy_seconds`, less the checks, which run inside its cycles) once an
 optimizer step ended a cycle, the wall time since the run started before that (a loop that
 never steps is checked too). Data loading, or other loops sharing the process, do not buy
-checks. A slow step (the reference model) is never held back, a 2 ms step is checked less
+checks. A slow step (the reference model) is seldom held back, a 2 ms step is checked less
 often than `check_every` asks.
 """
 

@@ -211,10 +211,12 @@ class Registry:
     def _rebuild_handlers(self) -> None:
         for event in self._subscribers:
             self._rebuild_event(event)
-        # events where some handler runs on a schedule (`every` > 1): only those pay the check
+        # events where some subscriber runs on a schedule (`every` > 1): only those pay the
+        # check. From the subscribers, not the current handlers: a paused probe resumed
+        # later (`_rebuild_event` alone) keeps its schedule
         self._scheduled = frozenset(
-            event for event, handlers in self._handlers.items()
-            if event in SCHEDULED_EVENTS and any(p.every != 1 for p, _ in handlers)
+            event for event, subscribers in self._subscribers.items()
+            if event in SCHEDULED_EVENTS and any(p.every != 1 for p in subscribers)
         )
 
     def get(self, name: str) -> Probe | None:

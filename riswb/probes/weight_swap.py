@@ -81,6 +81,7 @@ class WeightSwapProbe(Probe):
         # on CPU with `_single`: numpy views of `_views` and of the two buffers, and the
         # buffers' memoryviews (which compare their current contents)
         self._host: tuple[list[np.ndarray], list[np.ndarray], list[memoryview]] | None = None
+        self._host_ptrs: list[int] = []
         self._owner: torch.Tensor | None = None  # (E,) which tensor each sampled element is
         self._ref: torch.Tensor | None = None
         self._pending: dict[str, Any] | None = None
@@ -116,12 +117,7 @@ class WeightSwapProbe(Probe):
             self._buffers = [self._views[0].new_empty(sum(sizes)) for _ in range(2)]
             self._slices = [list(buffer.split(sizes)) for buffer in self._buffers]
             if device.type == "cpu":  # numpy views of the same memory (see `_fingerprint`)
-                try:
-                    buffers = [buffer.numpy() for buffer in self._buffers]
-                    self._host = ([v.numpy() for v in self._views], buffers,
-                                  [memoryview(b) for b in buffers])
-                except (RuntimeError, TypeError):  # a layout numpy cannot view: torch's copy
-                    self._host = None
+                self._host = self._numpy_views()
         owner = [i for i, v in enumerate(self._views) for _ in range(v.numel())]
         self._owner = torch.tensor(owner, dtype=torch.long, device=device)
         # float views of the same samples (complex as real pairs), for sizes of changes
@@ -134,6 +130,18 @@ class WeightSwapProbe(Probe):
             zeros = torch.zeros(len(params), dtype=torch.float64, device=device)
             self._upd_sq, self._edit_sq = zeros, zeros.clone()  # latest update / routine edit
         self._pre_vals: torch.Tensor | None = None
+
+    def _numpy_views(self) -> tuple[list[np.ndarray], list[np.ndarray], list[memoryview]] | None:
+        """Numpy views of `_views` and of the two buffers, the buffers' memoryviews, or None
+        for a layout numpy cannot view (torch's copy then). A numpy view keeps the address
+        it was made at: `_host_ptrs` tells when the memory moved under the same tensors."""
+        try:
+            buffers = [buffer.numpy() for buffer in self._buffers]
+            host = ([v.numpy() for v in self._views], buffers, [memoryview(b) for b in buffers])
+        except (RuntimeError, TypeError):
+            return None
+        self._host_ptrs = [v.data_ptr() for v in self._views]
+        return host
 
     def _values(self, bits: torch.Tensor) -> torch.Tensor:
         """(E,) float64 values of the sampled elements whose fingerprint is `bits`: two ops
@@ -247,6 +255,10 @@ class WeightSwapProbe(Probe):
             self._resolve(ctx, "optimizer_step")
             self._pre_vals = self._values(self._fingerprint())
             return
+        if self._host is not None and [v.data_ptr() for v in self._views] != self._host_ptrs:
+            # memory moved under the same tensors (`share_memory()`, a storage resize): the
+            # torch views follow, numpy's would read freed memory (the flush reports it)
+            self._host = self._numpy_views()
         now = self._fingerprint()
         if not self._steps_done:  # nothing trained yet: a loaded checkpoint is the start
             self._restart(ctx.wb.params)
@@ -254,6 +266,8 @@ class WeightSwapProbe(Probe):
             return
         self._compared += 1
         host = self._host
+        if host is not None and self._ref is not self._buffers[_REFERENCE]:
+            host = None  # rebuilt since the reference was taken: compare with torch
         # on CPU a host read costs nothing; two memoryviews compare in C, no torch op
         if (host[2][_CURRENT] == host[2][_REFERENCE] if host is not None
                 else self._on_cpu and torch.equal(now, self._ref)):

@@ -80,6 +80,39 @@ def test_a_paused_event_skips_only_that_probe_until_resumed_in_registration_orde
     assert order == ["first", "second"]
 
 
+def test_a_resumed_probe_keeps_its_schedule_after_another_probe_was_disabled(tmp_path):
+    class Every4(Probe):
+        def __init__(self):
+            super().__init__(every=4)
+            self.steps = []
+
+        def on_after_loss(self, ctx):
+            self.steps.append(ctx.step)
+            if ctx.step == 8:
+                ctx.wb.registry.pause(self, Event.AFTER_LOSS)
+
+        def on_after_optimizer_step(self, ctx):
+            if ctx.step == 12:
+                ctx.wb.registry.resume(self, Event.AFTER_LOSS)
+
+    class Boom(Probe):
+        def on_after_backward(self, ctx):
+            if ctx.step == 10:
+                raise RuntimeError("probe bug")  # disabled: every handler list rebuilt
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    every4 = Every4()
+    with Workbench(model, opt, runs_dir=tmp_path, probes=[every4, Boom()], log_every=5) as wb:
+        for _ in range(28):
+            loss = wb.loss({"l": model(torch.randn(2, 3)).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert list(wb.registry.disabled) == ["boom"]
+    assert every4.steps == [0, 4, 8, 16, 20, 24]
+
+
 def test_every_must_be_positive():
     with pytest.raises(ValueError):
         Recorder(every=0)

@@ -312,3 +312,22 @@ def test_declared_ema_swap_restored_in_a_clipped_loop(tmp_path):
                 wb.emit(Event.WEIGHTS_SWAP_OUT, kind="ema")
     events = read_run(wb.path).events_of("weights_swapped")
     assert [(e["kind"], e["restored"]) for e in events] == [("ema", True), ("ema", True)]
+
+
+def test_memory_moved_under_the_same_tensors_is_storage_not_a_swap(tmp_path):
+    """`share_memory()` mid-run moves every parameter's memory; the weights are unchanged.
+    The CPU fingerprint reads numpy views, which must follow the move (a stale one read freed
+    memory: a crash on a big model, a false undeclared swap on a small one)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Tanh(), torch.nn.Linear(256, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with Workbench(model, opt, runs_dir=tmp_path, probes=["weight_swap"], log_every=5) as wb:
+        for step in range(20):
+            loss = wb.loss({"a": model(torch.randn(8, 256)).square().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step == 10:
+                model.share_memory()
+    events = read_run(wb.path).events_of("weights_swapped")
+    assert [(e["kind"], e["detected"]) for e in events] == [("storage", "flush")]
