@@ -12,7 +12,8 @@ outputs and the terms, never the network. When the loss head itself is costly
 (eigendecompositions in the reference model's loss) the probe keeps to `budget` (1%) of the
 loop's busy time per `wb.loss` call (from a cycle's first forward to its optimizer step, as
 the Workbench smooths it): right after each sample it sets `stride`, the number of log
-intervals between samples (1 when cheap; in the manifest). Records (at the sampled step):
+intervals between samples (1 when cheap; in the manifest). `every=N` samples every N calls
+instead, whatever a sample costs. Records (at the sampled step):
 
 * `term_grad_out`   {term: ‖g_t‖ over all captured outputs}; 0 for a term that does not
   depend on the outputs (detached, a constant, a regulariser of the weights alone);
@@ -71,9 +72,14 @@ class TermOutputProbe(Probe):
     name = "term_output"
 
     def __init__(self, every: int | None = None, *, front: int = 3, budget: float = 0.01):
+        """`every`: sample every N `wb.loss` calls (after the first `front`), whatever a
+        sample costs; None: every log interval, spaced to `budget`."""
         super().__init__(every)
         if front < 0 or budget <= 0:
             raise ValueError("front must be >= 0 and budget > 0")
+        # the sampling interval, not a schedule of the handlers: they must see every call
+        # to capture the due one's forwards (the registry's every=N would skip them)
+        self.sample_every, self.every = every, 1
         self.front, self.budget = front, budget
         self.stride = 1  # log intervals between samples (grows when a sample is costly)
         self._captured: list[Any] = []
@@ -83,11 +89,12 @@ class TermOutputProbe(Probe):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "front": self.front, "budget": self.budget,
-                "stride": self.stride}
+                "stride": self.stride, "sample_every": self.sample_every}
 
     def _due(self, wb: Any) -> bool:
         calls = wb.n_loss + 1  # this forward belongs to the next wb.loss call
-        return calls <= self.front or (calls - 1) % (wb.log_every * self.stride) == 0
+        period = self.sample_every or wb.log_every * self.stride
+        return calls <= self.front or (calls - 1) % period == 0
 
     def on_after_forward(self, ctx: StepContext) -> None:
         if self._due(ctx.wb) and len(self._captured) < _MAX_CAPTURED:
@@ -112,7 +119,7 @@ class TermOutputProbe(Probe):
         and, in an interleaved benchmark, the other loops' turns, and set the stride too
         low. Before the first cycle ends the stride stays."""
         per_call = wb.log_interval.busy_per_call
-        if per_call:
+        if per_call and self.sample_every is None:
             per_step = cost / (wb.log_every * per_call)
             self.stride = max(1, math.ceil(per_step / self.budget))
 

@@ -149,3 +149,22 @@ def test_a_costly_loss_head_spaces_the_samples_to_the_budget(tmp_path):
     assert sampled[:3] == [0, 1, 2] and 4 <= len(sampled) <= 8
     later = sampled[2:]
     assert all(b - a >= 40 for a, b in zip(later, later[1:], strict=False))
+
+
+def test_every_n_samples_every_nth_call_after_the_first_ones(tmp_path):
+    """`every=5`: calls 0, 1, 2 (front), then every 5th, whatever the cost (the registry's
+    handler schedule would have dropped the forwards of most due calls)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    probe = TermOutputProbe(every=5)
+    with riswb.Workbench(model, opt, runs_dir=tmp_path, probes=[probe], log_every=4) as wb:
+        for _ in range(30):
+            out = model(torch.randn(8, 4))
+            loss = wb.loss({"a": out[:, 0].square().mean(), "b": out[:, 1].abs().mean()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    sampled = read_run(wb.path).kind("term_grad_out")["step"].tolist()
+    assert sampled == [0, 1, 2, 5, 10, 15, 20, 25]
+    assert probe.describe()["sample_every"] == 5
