@@ -317,10 +317,6 @@ class Workbench(LoopEvents):
             value = self._cache[key] = fn()
         return value
 
-    def cached_value(self, key: Any) -> Any:
-        """What the memo holds under `key` now, or None (computes nothing)."""
-        return self._cache.get(key)
-
     def counts(self) -> dict[str, int]:
         """Cumulative counts under the `cadence` record's keys (docs/internals.md §3)."""
         counts = {

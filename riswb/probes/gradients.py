@@ -184,18 +184,6 @@ def raw_grad_stats(wb: Any) -> GradStats:
     return wb.cached(_CACHE_KEY, compute)
 
 
-def host_finite(wb: Any) -> bool:
-    """`GradStats.host_finite` of this backward's raw gradients. Until a probe takes the
-    stats (the cycles the sampled probes skip) a CPU model needs no GradStats for it: the
-    fused check runs on the gradients as they are."""
-    stats = wb.cached_value(_CACHE_KEY)
-    if stats is None and wb.device.type == "cpu":
-        finite = all_finite_on_cpu([p.grad for p in wb.params if p.grad is not None])
-        if finite is not None:
-            return finite
-    return raw_grad_stats(wb).host_finite()
-
-
 class ModuleIndex:
     """Which top-level module each trainable tensor belongs to, built once per param list."""
 

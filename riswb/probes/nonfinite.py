@@ -39,12 +39,7 @@ from typing import Any
 import torch
 
 from riswb.instrument.hooks import Probe, StepContext
-from riswb.probes.gradients import (
-    all_finite_on_cpu,
-    device_index,
-    host_finite,
-    raw_grad_stats,
-)
+from riswb.probes.gradients import all_finite_on_cpu, device_index, raw_grad_stats
 
 _CACHE_KEY = "riswb.raw_nonfinite"
 
@@ -54,9 +49,9 @@ def raw_nonfinite(wb: Any) -> torch.Tensor | None:
     (shared by NonFiniteProbe and GradStepProbe)."""
 
     def compute() -> torch.Tensor | None:
-        if host_finite(wb):
-            return None  # the usual CPU step: no vector of norms built for this
         stats = raw_grad_stats(wb)
+        if stats.host_finite():
+            return None  # the usual CPU step: no vector of norms built for this
         return count_nonfinite(stats.grads, stats.norms)
 
     return wb.cached(_CACHE_KEY, compute)
